@@ -1,0 +1,36 @@
+"""`tensorar <cmd> [args]`: the same as `python -m tensorar.<cmd> [args]`."""
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS = {
+    "make_digits": "materialise the bundled toy dataset (scikit-learn digits) as an ImageFolder",
+    "train_vq": "train a small LlamaGen-architecture VQ tokenizer (toy)",
+    "extract_codes": "images -> VQ token grids (sharded .npy + manifest)",
+    "train": "train a base AR model, the fine-tune control, or a TensorAR model (DDP)",
+    "train_classifier": "train the toy feature network used in place of Inception",
+    "make_reference": "build an ADM-style reference batch (.npz) from an ImageFolder",
+    "sample": "generate N images to an ADM-format .npz (DDP, resumable)",
+    "evaluate": "ADM-compatible FID / sFID / IS / precision / recall",
+    "diagnose": "draft-copying diagnostics for a TensorAR checkpoint",
+    "tables": "assemble result tables and figures",
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in {"-h", "--help"} or argv[0] not in COMMANDS:
+        width = max(map(len, COMMANDS))
+        lines = [f"  {name:<{width}}  {doc}" for name, doc in COMMANDS.items()]
+        print("usage: tensorar <command> [args]\n\ncommands:\n" + "\n".join(lines))
+        if argv and argv[0] not in {"-h", "--help"}:
+            sys.exit(f"unknown command: {argv[0]!r}")
+        return
+    module = importlib.import_module(f"tensorar.{argv[0]}")
+    sys.argv = [f"tensorar {argv[0]}", *argv[1:]]
+    module.main()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""What `evaluate` needs from a feature network, and the factory that builds one by name.
+
+Two networks satisfy the protocol: the TF-compatible InceptionV3 (numbers comparable with the paper) and
+the toy digits classifier (numbers only comparable with each other, reported as "toy-FID").
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+
+
+class FeatureExtractor(Protocol):
+    name: str  # "inception-v3-compat" or "toy-digits-classifier"
+    comparable_with_paper: bool  # False for the toy network; tables label such numbers "toy-FID"
+
+    def __call__(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """images: uint8 (B, H, W, 3) NHWC. Returns float32 {"pool": (B, Dp), "logits": (B, C), "spatial": (B, Ds)}.
+
+        "pool" feeds FID and precision/recall, "spatial" feeds sFID, "logits" feeds the Inception Score.
+        """
+        ...
+
+
+def build_feature_extractor(kind: str, *, inception_weights: str | Path | None = None,
+                            classifier: str | Path | None = None,
+                            device: str | torch.device = "cpu") -> FeatureExtractor:
+    """`kind` is "inception" (needs `inception_weights`) or "toy" (needs `classifier`, a CLS.pt).
+
+    `device` places the network; inputs and outputs of every extractor are CPU tensors.
+    """
+    if kind == "inception":
+        from tensorar.evaluation.inception import InceptionFeatureExtractor
+
+        if inception_weights is None:
+            raise ValueError("--features inception needs --inception-weights PATH "
+                             "(weights-inception-2015-12-05-6726825d.pth)")
+        return InceptionFeatureExtractor(inception_weights, device=device)
+    if kind == "toy":
+        # Imported lazily: the toy network is only needed for the toy pipeline.
+        from tensorar.evaluation.toy_features import ToyFeatureExtractor
+
+        if classifier is None:
+            raise ValueError("--features toy needs --classifier CLS.pt (written by `tensorar train_classifier`)")
+        return ToyFeatureExtractor.from_checkpoint(classifier, device=device)
+    raise ValueError(f"unknown feature network {kind!r}; expected 'inception' or 'toy'")
+
+
+@contextlib.contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """Full float32 matmuls / convolutions inside the block.
+
+    TF32 keeps 10 mantissa bits, so features would drift from the float32 TF graph ADM used.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

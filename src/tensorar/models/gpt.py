@@ -1,0 +1,422 @@
+"""LlamaGen-compatible class-conditional GPT (re-implemented; loads the official checkpoints strictly).
+
+Architecture as in LlamaGen (Sun et al. 2024, `autoregressive/models/gpt.py`): a Llama decoder over
+[class token] + image tokens with 2-D RoPE, RMSNorm (computed in fp32), a fused bias-free `wqkv`,
+SwiGLU feed-forward, a class embedding with one extra "null" row for classifier-free guidance, and fp32
+logits. Parameter names are LlamaGen's, so `state_dict()` matches the released files key for key.
+
+Differences from the official code, none of which changes a number:
+- the KV cache is an explicit object passed to `prefill` / `decode_one_token`, not module buffers, so it
+  never ends up in `state_dict()` (LlamaGen files that contain it still load: see `checkpoint.py`);
+- the cache attends over the filled prefix only instead of masking a full-length cache;
+- the RoPE table is a non-persistent buffer built at construction.
+
+Reading order: config -> building blocks -> KV cache -> GPT -> presets registry.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from tensorar.sampling import apply_cfg, sample_from_logits
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    # Field names follow LlamaGen's ModelArgs so an official config maps onto this one.
+    dim: int = 768
+    n_layer: int = 12
+    n_head: int = 12
+    n_kv_head: Optional[int] = None
+    multiple_of: int = 256  # SwiGLU hidden size is rounded up to a multiple of this
+    ffn_dim_multiplier: Optional[float] = None
+    rope_base: float = 10000.0
+    norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+    token_dropout_p: float = 0.1
+    attn_dropout_p: float = 0.0
+    resid_dropout_p: float = 0.1
+    ffn_dropout_p: float = 0.1
+    drop_path_rate: float = 0.0
+    num_classes: int = 1000
+    class_dropout_prob: float = 0.1
+    model_type: str = "c2i"
+    vocab_size: int = 16384
+    cls_token_num: int = 1
+    block_size: int = 256  # number of image tokens: a square grid of sqrt(block_size) per side
+
+    def __post_init__(self):
+        if self.model_type != "c2i":
+            raise ValueError(f"model_type {self.model_type!r}: only class-conditional 'c2i' is implemented")
+        if self.dim % self.n_head:
+            raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+        if math.isqrt(self.block_size) ** 2 != self.block_size:
+            raise ValueError(f"block_size {self.block_size} is not a square token grid")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def grid_size(self) -> int:
+        return math.isqrt(self.block_size)
+
+    @property
+    def ffn_hidden_dim(self) -> int:
+        hidden = int(2 * (4 * self.dim) / 3)
+        if self.ffn_dim_multiplier is not None:
+            hidden = int(self.ffn_dim_multiplier * hidden)
+        return _round_up(hidden, self.multiple_of)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "GPTConfig":
+        """Strict: unknown keys raise (LlamaGen-only runtime keys are dropped with a reason)."""
+        d = dict(d)
+        for runtime_key in ("max_batch_size", "max_seq_len", "caption_dim"):  # cache sizes / t2i only
+            d.pop(runtime_key, None)
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown GPTConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+
+def _round_up(n: int, k: int) -> int:
+    return n if n % k == 0 else n + k - n % k
+
+
+# --------------------------------------------------------------------------------------------------
+# Building blocks
+# --------------------------------------------------------------------------------------------------
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # LlamaGen normalises in fp32 and casts back before the scale.
+        xf = x.float()
+        normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return normed.type_as(x) * self.weight
+
+
+class LabelEmbedder(nn.Module):
+    """Class embedding; row `num_classes` is the null class used for CFG and label dropout."""
+
+    def __init__(self, num_classes: int, dim: int, dropout_prob: float):
+        super().__init__()
+        self.num_classes = num_classes
+        self.dropout_prob = dropout_prob
+        self.embedding_table = nn.Embedding(num_classes + int(dropout_prob > 0), dim)
+
+    def forward(self, labels: torch.Tensor, train: bool, force_drop: torch.Tensor | None = None) -> torch.Tensor:
+        if force_drop is not None:
+            drop = force_drop.bool()
+        elif train and self.dropout_prob > 0:
+            drop = torch.rand(labels.shape[0], device=labels.device) < self.dropout_prob
+        else:
+            drop = None
+        if drop is not None:
+            labels = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+        return self.embedding_table(labels).unsqueeze(1)  # (B, 1, D)
+
+
+class FeedForward(nn.Module):
+    """SwiGLU: w2(silu(w1 x) * w3 x)."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        hidden = cfg.ffn_hidden_dim
+        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
+        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
+        self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn_dropout(self.w2(F.silu(self.w1(x)) * self.w3(x)))
+
+
+def precompute_rope_2d(grid_size: int, head_dim: int, base: float, cls_token_num: int) -> torch.Tensor:
+    """LlamaGen's 2-D RoPE table -> (cls_token_num + grid^2, head_dim // 2, 2) of (cos, sin).
+
+    Rotation pairs are adjacent elements (x[2i], x[2i+1]). The first head_dim/4 pairs rotate with the
+    row index, the last head_dim/4 with the column index. The class-token rows are all zero (cos and
+    sin), exactly as in LlamaGen: this zeroes the class token's queries and keys.
+    """
+    half = head_dim // 2
+    freqs = 1.0 / (base ** (torch.arange(0, half, 2)[: half // 2].float() / half))  # (head_dim/4,)
+    t = torch.arange(grid_size, dtype=torch.float32)
+    angles = torch.outer(t, freqs)  # (grid, head_dim/4)
+    grid = torch.cat(
+        [angles[:, None, :].expand(-1, grid_size, -1), angles[None, :, :].expand(grid_size, -1, -1)], dim=-1
+    )  # (grid, grid, head_dim/2): rows first, columns second
+    table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)  # (grid^2, head_dim/2, 2)
+    return torch.cat([torch.zeros(cls_token_num, half, 2), table])
+
+
+def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """x (B, L, H, Dh), rope (L, Dh/2, 2) -> rotated x, computed in fp32."""
+    xp = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, L, H, Dh/2, 2)
+    rope = rope.view(1, xp.size(1), 1, xp.size(3), 2)  # (1, L, 1, Dh/2, 2)
+    cos, sin = rope[..., 0], rope[..., 1]
+    out = torch.stack([xp[..., 0] * cos - xp[..., 1] * sin, xp[..., 1] * cos + xp[..., 0] * sin], dim=-1)
+    return out.flatten(3).type_as(x)  # (B, L, H, Dh)
+
+
+class KVCache:
+    """Preallocated keys/values of every layer for a batch of sequences; not part of any state_dict.
+
+    `length` counts the filled positions; attention reads only `[:length]`, so no causal mask over the
+    full cache is built per step.
+    """
+
+    def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype):
+        n_kv = cfg.n_kv_head or cfg.n_head
+        shape = (cfg.n_layer, batch_size, n_kv, max_len, cfg.head_dim)
+        self.k = torch.zeros(shape, device=device, dtype=dtype)
+        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.max_len = max_len
+        self.length = 0
+
+    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, Hkv, L, Dh) at positions [start, start+L); return the filled prefix."""
+        end = start + k.size(2)
+        if end > self.max_len:
+            raise RuntimeError(f"KV cache overflow: position {end} > capacity {self.max_len}")
+        self.k[layer, :, :, start:end] = k
+        self.v[layer, :, :, start:end] = v
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.n_kv_head = cfg.n_kv_head or cfg.n_head
+        self.head_dim = cfg.head_dim
+        self.wqkv = nn.Linear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * cfg.head_dim, bias=False)
+        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.attn_dropout_p = cfg.attn_dropout_p
+        self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
+
+    def forward(self, x, rope, cache: KVCache | None = None, layer: int = 0, start: int = 0):
+        B, L, D = x.shape
+        kv_dim = self.n_kv_head * self.head_dim
+        q, k, v = self.wqkv(x).split([D, kv_dim, kv_dim], dim=-1)
+        q = apply_rope(q.view(B, L, self.n_head, self.head_dim), rope)  # (B, L, H, Dh)
+        k = apply_rope(k.view(B, L, self.n_kv_head, self.head_dim), rope)  # (B, L, Hkv, Dh)
+        v = v.view(B, L, self.n_kv_head, self.head_dim)  # (B, L, Hkv, Dh)
+        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+        if cache is not None:
+            k, v = cache.update(layer, start, k, v)  # (B, Hkv, start+L, Dh)
+        if self.n_kv_head != self.n_head:
+            k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+            v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
+        if L == 1:  # one new token attends to every filled position: no mask needed
+            out = F.scaled_dot_product_attention(q, k, v)
+        elif k.size(2) == L:  # full sequence from position 0
+            out = F.scaled_dot_product_attention(
+                q, k, v, is_causal=True, dropout_p=self.attn_dropout_p if self.training else 0.0
+            )
+        else:  # a chunk after a prefix: causal within the chunk, full over the prefix
+            mask = torch.ones(L, k.size(2), dtype=torch.bool, device=x.device).tril(diagonal=k.size(2) - L)
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = out.transpose(1, 2).reshape(B, L, D)  # (B, L, D)
+        return self.resid_dropout(self.wo(out))
+
+
+class DropPath(nn.Module):
+    """Stochastic depth per sample (LlamaGen's drop_path_rate; 0 in every released model)."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p == 0.0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.dim() - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, cfg: GPTConfig, drop_path: float):
+        super().__init__()
+        self.attention = Attention(cfg)
+        self.feed_forward = FeedForward(cfg)
+        self.attention_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.ffn_norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x, rope, cache=None, layer=0, start=0):
+        h = x + self.drop_path(self.attention(self.attention_norm(x), rope, cache, layer, start))
+        return h + self.drop_path(self.feed_forward(self.ffn_norm(h)))
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+# --------------------------------------------------------------------------------------------------
+class GPT(nn.Module):
+    """Class-conditional LlamaGen GPT.
+
+    The backbone interface used by the TensorAR plug-in (any decoder-only AR model offering it can be
+    wrapped): `tok_embeddings` (token -> D), `embed_condition`, `transformer(h, start, cache)` (hidden
+    states after the final norm) and `head` (hidden -> fp32 logits).
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.config = cfg
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.cls_embedding = LabelEmbedder(cfg.num_classes, cfg.dim, cfg.class_dropout_prob)
+        self.tok_dropout = nn.Dropout(cfg.token_dropout_p)
+        rates = [cfg.drop_path_rate * i / max(cfg.n_layer - 1, 1) for i in range(cfg.n_layer)]  # linear, as LlamaGen
+        self.layers = nn.ModuleList(TransformerBlock(cfg, r) for r in rates)
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, cfg.cls_token_num)
+        self.register_buffer("rope", rope, persistent=False)  # (cls + T, Dh/2, 2)
+        self.initialize_weights()
+
+    def initialize_weights(self):
+        """LlamaGen's init: N(0, 0.02) for linears and embeddings, zero output head."""
+        std = self.config.initializer_range
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(m.weight, std=std)
+                if getattr(m, "bias", None) is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.output.weight)
+
+    # ----- backbone interface -----
+    def embed_condition(self, cond_idx: torch.Tensor, force_drop: torch.Tensor | None = None) -> torch.Tensor:
+        """Labels (B,) -> condition embeddings (B, cls_token_num, D); drops labels while training."""
+        return self.cls_embedding(cond_idx, train=self.training, force_drop=force_drop)[:, : self.config.cls_token_num]
+
+    def transformer(self, h: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
+        """Embeddings (B, L, D) at positions [start, start+L) -> normed hidden states (B, L, D)."""
+        rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, rope, cache, i, start)
+        return self.norm(h)
+
+    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(hidden).float()
+
+    # ----- teacher-forced forward (training, evaluation, and the test oracle for the cache) -----
+    def forward(
+        self,
+        idx: torch.Tensor,
+        cond_idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        force_drop: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """idx (B, L) tokens after the condition, cond_idx (B,) -> logits (B, L + 1, V), loss.
+
+        As in LlamaGen training, call with idx = tokens[:, :-1] and targets = tokens (B, T): position j
+        of the logits predicts token j.
+        """
+        h = torch.cat([self.embed_condition(cond_idx, force_drop), self.tok_embeddings(idx)], dim=1)  # (B, cls+L, D)
+        hidden = self.transformer(self.tok_dropout(h))
+        logits = self.head(hidden[:, self.config.cls_token_num - 1 :])  # (B, L + 1, V)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
+        return logits, loss
+
+    def training_loss(self, tokens: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Next-token cross-entropy on tokens (B, T) -> (loss, per-slot losses (1,)).
+
+        Same signature as `TensorAR.training_loss`, so one training loop serves both.
+        """
+        _, loss = self(tokens[:, :-1], labels, targets=tokens)
+        return loss, loss.detach()[None]
+
+    # ----- cached decoding: prefill / decode_one_token / generate -----
+    def new_cache(self, batch_size: int, max_len: int | None = None, dtype=None) -> KVCache:
+        max_len = max_len or self.config.cls_token_num + self.config.block_size
+        dtype = dtype or self.tok_embeddings.weight.dtype
+        return KVCache(self.config, batch_size, max_len, self.tok_embeddings.weight.device, dtype)
+
+    def prefill(self, cond_idx: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """Condition tokens into the cache -> logits for the first image token (B, V)."""
+        hidden = self.transformer(self.embed_condition(cond_idx), 0, cache)
+        cache.length = hidden.size(1)
+        return self.head(hidden[:, -1])
+
+    def decode_one_token(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """token (B,) at position cache.length -> logits for the next token (B, V)."""
+        hidden = self.transformer(self.tok_embeddings(token[:, None]), cache.length, cache)  # (B, 1, D)
+        cache.length += 1
+        return self.head(hidden[:, 0])
+
+    @torch.no_grad()
+    def generate(
+        self,
+        cond: torch.Tensor,
+        num_tokens: int | None = None,
+        cfg_scale: float = 1.0,
+        cfg_interval: int = -1,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        top_p: float = 1.0,
+        greedy: bool = False,
+        generator: torch.Generator | None = None,
+        uniforms: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Labels (B,) -> tokens (B, num_tokens), sampled as LlamaGen's `generate()`.
+
+        CFG (scale > 1) batches [cond; null-class] rows; after `cfg_interval` steps (if > -1) the
+        conditional logits are used alone. `uniforms` (B, num_tokens): per-sample draws for inverse-CDF
+        sampling (see `tensorar.sampling`).
+        """
+        num_tokens = num_tokens or self.config.block_size
+        use_cfg = cfg_scale > 1.0
+        B = cond.shape[0]
+        cond_rows = torch.cat([cond, torch.full_like(cond, self.config.num_classes)]) if use_cfg else cond
+        cache = self.new_cache(cond_rows.shape[0], self.config.cls_token_num + num_tokens)
+        tokens = torch.empty(B, num_tokens, dtype=torch.long, device=cond.device)
+        logits = self.prefill(cond_rows, cache)
+        for i in range(num_tokens):
+            if i > 0:
+                step_input = torch.cat([tokens[:, i - 1]] * 2) if use_cfg else tokens[:, i - 1]
+                logits = self.decode_one_token(step_input, cache)
+            if use_cfg:
+                # LlamaGen counts the interval over decode steps after the prefill token.
+                logits = apply_cfg(logits, cfg_scale, cfg_interval < 0 or i - 1 <= cfg_interval)
+            u = None if uniforms is None else uniforms[:, i]
+            tokens[:, i] = sample_from_logits(logits, temperature, top_k, top_p, greedy, generator, u)
+        return tokens
+
+
+# --------------------------------------------------------------------------------------------------
+# Size presets (LlamaGen's; parameter counts for c2i, vocab 16384, 1000 classes) and toy sizes (ours)
+# --------------------------------------------------------------------------------------------------
+GPT_MODELS: dict[str, GPTConfig] = {
+    "GPT-B": GPTConfig(n_layer=12, n_head=12, dim=768),  # 111M
+    "GPT-L": GPTConfig(n_layer=24, n_head=16, dim=1024),  # 343M
+    "GPT-XL": GPTConfig(n_layer=36, n_head=20, dim=1280),  # 775M
+    "GPT-XXL": GPTConfig(n_layer=48, n_head=24, dim=1536),  # 1.4B
+    "GPT-XXXL": GPTConfig(n_layer=48, n_head=40, dim=2560),  # 3.9B
+    "GPT-1B": GPTConfig(n_layer=22, n_head=32, dim=2048),  # 1.2B
+    "GPT-3B": GPTConfig(n_layer=24, n_head=32, dim=3200),  # 3.1B
+    "GPT-7B": GPTConfig(n_layer=32, n_head=32, dim=4096),  # 6.6B
+    # Ours, for the embedded toy (digits, 8x8 token grid): two sizes so Table 2 / Fig. 2 have a curve.
+    "GPT-toy-S": GPTConfig(n_layer=3, n_head=4, dim=64, multiple_of=32),
+    "GPT-toy-M": GPTConfig(n_layer=4, n_head=4, dim=128, multiple_of=32),
+}
+
+
+def gpt_config(preset: str, **overrides) -> GPTConfig:
+    """A preset with data-dependent fields (vocab_size, num_classes, block_size, ...) overridden."""
+    if preset not in GPT_MODELS:
+        raise KeyError(f"unknown GPT preset {preset!r}; known: {', '.join(GPT_MODELS)}")
+    return replace(GPT_MODELS[preset], **overrides)
