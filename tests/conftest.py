@@ -36,6 +36,7 @@ def adm_ref() -> Path:
 
 @pytest.fixture(autouse=True)
 def _small_thread_count():
-    # Tests run on 2 cores; keep torch from oversubscribing when pytest-xdist or subprocesses run beside.
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    # Tests use tiny tensors, where intra-op threads only add overhead (and oversubscribe the 2 cores
+    # when a test starts subprocesses beside it).
+    torch.set_num_threads(1)
     yield

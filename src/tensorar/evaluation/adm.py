@@ -69,8 +69,8 @@ def inception_score(logits: np.ndarray, split_size: int = 5000) -> float:
 class ManifoldEstimator:
     """k-NN manifold of a feature set (improved precision / recall), in ADM's blocked float16 form.
 
-    `device` only says where the distance blocks are computed (a GPU makes 50k x 10k x 2048 cheap);
-    inputs and outputs stay numpy.
+    `device` only says where the distance blocks are computed: at paper scale (50k x 10k x 2048) use a GPU,
+    float16 matmuls are slow on CPUs. Inputs and outputs stay numpy.
     """
 
     def __init__(self, k: int = 3, row_batch_size: int = 10000, col_batch_size: int = 10000,
@@ -98,13 +98,11 @@ class ManifoldEstimator:
         for r0 in range(0, len(features), self.row_batch_size):
             rows = features[r0 : r0 + self.row_batch_size]
             # The (k+1) smallest of each column block contain the (k+1) smallest overall, so memory stays
-            # at one block instead of a full (rows, N) distance matrix.
-            candidates = [
-                self._distances(rows, features[c0 : c0 + self.col_batch_size])
-                .topk(min(self.k + 1, len(features[c0 : c0 + self.col_batch_size])), dim=1, largest=False)
-                .values
-                for c0 in range(0, len(features), self.col_batch_size)
-            ]
+            # at one block instead of ADM's full (rows, N) distance matrix; the values are the same.
+            candidates = []
+            for c0 in range(0, len(features), self.col_batch_size):
+                d = self._distances(rows, features[c0 : c0 + self.col_batch_size])  # (rows, cols)
+                candidates.append(d.topk(min(self.k + 1, d.shape[1]), dim=1, largest=False).values)
             nearest = torch.cat(candidates, dim=1).sort(dim=1).values  # (rows, <=(k+1)*blocks)
             radii[r0 : r0 + len(rows)] = nearest[:, self.k].cpu().numpy()
         return radii

@@ -1,0 +1,516 @@
+"""Generate N class-conditional images from a GPT or TensorAR checkpoint into an ADM-format .npz.
+
+    python -m tensorar.sample --ckpt RUN/final.pt --vq VQ.pt --out SAMPLES.npz --num-samples 50000 \
+        [--cfg-scale 1.5] [--cfg-interval -1] [--temperature 1.0] [--top-k 0] [--top-p 1.0] \
+        [--labels balanced|random] [--seed 0] [--batch-size 32] [--image-size 256] \
+        [--draft-noise none|schedule] [--stats-json J] [--grid-png P] [--drafts-png P]
+    torchrun --nproc_per_node 8 -m tensorar.sample ...      # data-parallel, same output
+
+Post-processing is LlamaGen's (`sample_c2i_ddp.py`), so numbers compare with theirs: tokens -> VQ decode
+-> bicubic resize to `--image-size` (the eval size, when it differs from the decoded size) ->
+clamp(127.5 x + 128, 0, 255) -> uint8 NHWC. The output holds `arr_0` uint8 (N, S, S, 3) and `labels`
+int64 (N,), the layout ADM's evaluator reads. The defaults of the sampling flags are those of LlamaGen's
+script; per-model values used for the paper's tables live in the workflow config.
+
+Reproducibility (ours; LlamaGen draws from one generator per batch): sample i depends only on
+(seed, i). A torch.Generator seeded from numpy's SeedSequence(seed, spawn_key=(i,)) draws the
+inverse-CDF uniforms of sample i, (T,) for a GPT, (T, k) then draft-noise uniforms (T, k, 2) for
+TensorAR, so the output is the same for any batch size and world size (up to floating-point
+differences between kernels). Labels depend on (seed, N, number of classes) only.
+
+Sharding and resume: indices are cut into shards of `--shard-size`; rank r generates the shards j with
+j % world == r, each written atomically to OUT.shards/shard_{j:05d}.npz. A rerun skips the shards that
+exist, so a killed job resumes where it stopped and no sample is made twice. OUT.shards/config.json
+records everything that determines the samples; a rerun with other settings refuses to mix shards.
+After a barrier rank 0 checks that the shards cover 0..N-1 exactly once, writes OUT atomically and
+deletes OUT.shards (`--keep-shards` keeps it), so only OUT is left next to the other outputs. Rank 0
+holds the whole array while assembling (50,000 x 256^2 x 3 bytes = 9.8 GB), as LlamaGen's npz step does.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tensorar import figures
+from tensorar.distributed import DistInfo, barrier, cleanup_distributed, get_logger, init_distributed
+from tensorar.fileio import atomic_save_npz, atomic_write_json
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # token grid (B, h, w) long -> images (B, 3, H, W) in [-1, 1]
+
+GRID_SAMPLES, GRID_COLUMNS = 64, 8  # samples shown in --grid-png
+DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in --drafts-png
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Everything that determines the samples; batch size, world size and device do not."""
+
+    num_samples: int
+    seed: int = 0
+    labels: str = "balanced"  # "balanced" | "random"
+    cfg_scale: float = 1.5
+    cfg_interval: int = -1
+    temperature: float = 1.0
+    top_k: int = 0
+    top_p: float = 1.0
+    draft_noise: str = "none"  # TensorAR only: "none" | "schedule"
+    image_size: int | None = None  # eval size; None keeps the decoded size
+    shard_size: int = 250
+
+    def __post_init__(self):
+        if self.num_samples < 1 or self.shard_size < 1:
+            raise ValueError("num_samples and shard_size must be positive")
+        if self.labels not in ("balanced", "random"):
+            raise ValueError(f"labels must be 'balanced' or 'random', got {self.labels!r}")
+        if self.draft_noise not in ("none", "schedule"):
+            raise ValueError(f"draft_noise must be 'none' or 'schedule', got {self.draft_noise!r}")
+
+    @property
+    def num_shards(self) -> int:
+        return math.ceil(self.num_samples / self.shard_size)
+
+    def shard_range(self, j: int) -> range:
+        return range(j * self.shard_size, min((j + 1) * self.shard_size, self.num_samples))
+
+
+# --------------------------------------------------------------------------------------------------
+# Labels and per-sample randomness
+# --------------------------------------------------------------------------------------------------
+def balanced_labels(num_samples: int, num_classes: int, seed: int) -> np.ndarray:
+    """N // C samples per class; the N % C extra ones go to classes spread evenly over the label range
+    (not to the first classes); the whole list shuffled by `seed` -> int64 (N,)."""
+    per_class = np.full(num_classes, num_samples // num_classes)
+    extra = num_samples % num_classes
+    if extra:
+        per_class[np.arange(extra) * num_classes // extra] += 1
+    labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)  # (N,) sorted by class
+    return np.random.default_rng(seed).permutation(labels)
+
+
+def class_labels(kind: str, num_samples: int, num_classes: int, seed: int) -> np.ndarray:
+    """The labels of all N samples, identical on every rank -> int64 (N,)."""
+    if kind == "balanced":
+        return balanced_labels(num_samples, num_classes, seed)
+    if kind == "random":  # i.i.d. uniform classes, as LlamaGen's sampler
+        return np.random.default_rng(seed).integers(0, num_classes, num_samples, dtype=np.int64)
+    raise ValueError(f"unknown label mode {kind!r}")
+
+
+def sample_generator(seed: int, index: int) -> torch.Generator:
+    """The generator of sample `index`: a SeedSequence child stream, independent of every other
+    sample's and of the label stream (numpy's default_rng(seed) is the parent, spawn_key=())."""
+    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, dtype=np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+def draw_uniforms(
+    seed: int, indices: np.ndarray, num_tokens: int, k: int | None = None, draft_noise: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Per-sample draws, stacked: uniforms (B, T) for a GPT (k=None) or (B, T, k) for TensorAR, and
+    draft-noise uniforms (B, T, k, 2) when `draft_noise` (else None). CPU float32."""
+    shape = (num_tokens,) if k is None else (num_tokens, k)
+    uniforms, noise = [], []
+    for i in indices:
+        g = sample_generator(seed, int(i))
+        uniforms.append(torch.rand(shape, generator=g))
+        if draft_noise:  # drawn after the token uniforms, which are thus the same with or without noise
+            noise.append(torch.rand(*shape, 2, generator=g))
+    return torch.stack(uniforms), torch.stack(noise) if noise else None
+
+
+# --------------------------------------------------------------------------------------------------
+# One batch: tokens -> images
+# --------------------------------------------------------------------------------------------------
+def is_tensorar(model: nn.Module) -> bool:
+    return getattr(model, "plugin_config", None) is not None
+
+
+def base_config(model: nn.Module):
+    """The GPTConfig of a GPT or of the GPT inside a TensorAR model."""
+    return model.base.config if is_tensorar(model) else model.config
+
+
+def generate_tokens(
+    model: nn.Module,
+    labels: torch.Tensor,
+    indices: np.ndarray,
+    cfg: SamplingConfig,
+    return_drafts: bool = False,
+):
+    """labels (B,) of samples `indices` -> tokens (B, T), or (tokens, drafts (B, T, k)) for TensorAR
+    with `return_drafts`."""
+    num_tokens = base_config(model).block_size
+    k = model.plugin_config.k if is_tensorar(model) else None
+    uniforms, noise = draw_uniforms(cfg.seed, indices, num_tokens, k, cfg.draft_noise == "schedule")
+    device = labels.device
+    kwargs = dict(
+        cfg_scale=cfg.cfg_scale, cfg_interval=cfg.cfg_interval, temperature=cfg.temperature,
+        top_k=cfg.top_k, top_p=cfg.top_p, uniforms=uniforms.to(device),
+    )
+    if k is None:
+        return model.generate(labels, **kwargs)
+    return model.generate(
+        labels, draft_noise=cfg.draft_noise, noise_uniforms=None if noise is None else noise.to(device),
+        return_drafts=return_drafts, **kwargs,
+    )
+
+
+def decode_tokens(decode: DecodeFn, tokens: torch.Tensor) -> torch.Tensor:
+    """tokens (B, T) in raster order -> images (B, 3, H, W), float32."""
+    side = math.isqrt(tokens.shape[1])
+    return decode(tokens.view(-1, side, side)).float()  # (B, h, w) -> (B, 3, H, W)
+
+
+def to_uint8_nhwc(images: torch.Tensor, image_size: int | None = None) -> np.ndarray:
+    """LlamaGen's post-processing: images (B, 3, H, W) in [-1, 1] -> uint8 (B, S, S, 3).
+
+    Bicubic resize only when `image_size` differs from H; `+ 128` then truncation by the uint8 cast
+    is LlamaGen's rounding (not `+ 127.5` and round).
+    """
+    images = images.float()
+    if image_size is not None and image_size != images.shape[-1]:
+        images = F.interpolate(images, size=(image_size, image_size), mode="bicubic")
+    pixels = torch.clamp(127.5 * images + 128.0, 0, 255)
+    return pixels.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()  # (B, S, S, 3)
+
+
+def autocast(device: torch.device, amp_dtype: torch.dtype | None):
+    """Autocast of the AR model to `amp_dtype`, or nothing (fp32)."""
+    return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, amp_dtype)
+
+
+class StageTimer:
+    """Seconds accumulated per stage; on CUDA synchronises first, so queued kernels are counted."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    def _sync(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def __call__(self, stage: str):
+        self._sync()
+        start = time.perf_counter()
+        yield
+        self._sync()
+        self.seconds[stage] += time.perf_counter() - start
+
+
+@torch.no_grad()
+def generate_images(
+    model: nn.Module,
+    decode: DecodeFn,
+    labels: np.ndarray,
+    indices: np.ndarray,
+    cfg: SamplingConfig,
+    batch_size: int,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    timer: StageTimer | None = None,
+    pbar: tqdm | None = None,
+) -> dict[str, np.ndarray]:
+    """Samples `indices` with their `labels` -> {"arr_0": uint8 (n, S, S, 3), "labels", "indices",
+    "tokens" (n, T) int32}. The AR model runs under `amp_dtype` autocast if given; the VQ in fp32."""
+    timer = timer or StageTimer(device)
+    images, tokens = [], []
+    for start in range(0, len(indices), batch_size):
+        batch = indices[start : start + batch_size]
+        y = torch.as_tensor(labels[start : start + batch_size], device=device)
+        with timer("generate"), autocast(device, amp_dtype):
+            batch_tokens = generate_tokens(model, y, batch, cfg)
+        with timer("decode"):
+            images.append(to_uint8_nhwc(decode_tokens(decode, batch_tokens), cfg.image_size))
+        tokens.append(batch_tokens.to("cpu", torch.int32).numpy())
+        if pbar is not None:
+            pbar.update(len(batch))
+    return {
+        "arr_0": np.concatenate(images),
+        "labels": np.asarray(labels, dtype=np.int64),
+        "indices": np.asarray(indices, dtype=np.int64),
+        "tokens": np.concatenate(tokens),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Shards, resume and assembly
+# --------------------------------------------------------------------------------------------------
+def shard_dir_for(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".shards")
+
+
+def shard_path(shard_dir: Path, j: int) -> Path:
+    return shard_dir / f"shard_{j:05d}.npz"
+
+
+def _check_shard_config(shard_dir: Path, manifest: dict) -> None:
+    """Record `manifest` on a fresh run; refuse shards made with other settings.
+
+    Every rank may write it (the same content, atomically), so no rank waits for another here.
+    """
+    path = shard_dir / "config.json"
+    if not path.exists():
+        atomic_write_json(path, manifest)
+    found = json.loads(path.read_text())
+    if found != json.loads(json.dumps(manifest)):
+        changed = sorted(k for k in set(found) | set(manifest) if found.get(k) != manifest.get(k))
+        raise RuntimeError(
+            f"{shard_dir} holds shards of a run with other settings (differs in: {', '.join(changed)}); "
+            "delete that folder to start over, or rerun with the original settings to resume"
+        )
+
+
+def assemble_shards(shard_dir: Path, cfg: SamplingConfig) -> tuple[np.ndarray, np.ndarray]:
+    """All shards -> (images uint8 (N, S, S, 3), labels int64 (N,)), checking every index 0..N-1 is
+    present exactly once and in its own shard."""
+    images = labels = None
+    for j in range(cfg.num_shards):
+        path = shard_path(shard_dir, j)
+        if not path.exists():
+            raise FileNotFoundError(f"missing shard {path}: a rank did not finish; rerun to resume")
+        with np.load(path) as shard:
+            expected = np.arange(cfg.shard_range(j).start, cfg.shard_range(j).stop)
+            if not np.array_equal(shard["indices"], expected):
+                raise RuntimeError(f"{path} holds indices other than {expected[0]}..{expected[-1]}")
+            if images is None:  # preallocate once: no concatenation copy of the full array
+                images = np.empty((cfg.num_samples, *shard["arr_0"].shape[1:]), dtype=np.uint8)
+                labels = np.empty(cfg.num_samples, dtype=np.int64)
+            images[expected] = shard["arr_0"]
+            labels[expected] = shard["labels"]
+    return images, labels
+
+
+def _reduce(values: list[float], op: str) -> list[float]:
+    """"sum" or "max" across ranks (no-op without a process group)."""
+    if not dist.is_initialized():
+        return values
+    device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(t, op={"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}[op])
+    return t.tolist()
+
+
+def run_sampling(
+    model: nn.Module,
+    decode: DecodeFn,
+    out: str | Path,
+    cfg: SamplingConfig,
+    info: DistInfo,
+    batch_size: int = 32,
+    amp_dtype: torch.dtype | None = None,
+    manifest: dict | None = None,
+    keep_shards: bool = False,
+    grid_png: str | Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Generate this rank's missing shards, then (rank 0) assemble `out` and the grid PNG.
+
+    `manifest`: extra identity of the run (checkpoint paths, dtype) stored with the shards so that a
+    resume cannot mix runs. Returns counts and timings (summed / maxed over ranks).
+    """
+    out = Path(out)
+    shard_dir = shard_dir_for(out)
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    _check_shard_config(shard_dir, {"sampling": asdict(cfg), **(manifest or {})})
+    labels = class_labels(cfg.labels, cfg.num_samples, base_config(model).num_classes, cfg.seed)
+
+    mine = range(info.rank, cfg.num_shards, info.world_size)
+    todo = [j for j in mine if not shard_path(shard_dir, j).exists()]
+    timer = StageTimer(info.device)
+    start = time.perf_counter()
+    with tqdm(total=sum(len(cfg.shard_range(j)) for j in todo), unit="img", desc="sampling",
+              disable=not (progress and info.is_main)) as pbar:
+        for j in todo:
+            idx = np.arange(cfg.shard_range(j).start, cfg.shard_range(j).stop)
+            shard = generate_images(model, decode, labels[idx], idx, cfg, batch_size, info.device,
+                                    amp_dtype, timer, pbar)
+            atomic_save_npz(shard_path(shard_dir, j), **shard)
+    wall = time.perf_counter() - start
+    generated = sum(len(cfg.shard_range(j)) for j in todo)
+    generated, shards_generated = _reduce([generated, len(todo)], "sum")
+    gen_s, dec_s, wall = _reduce([timer.seconds["generate"], timer.seconds["decode"], wall], "max")
+    barrier()
+
+    stats = {
+        "num_samples": cfg.num_samples,
+        "num_shards": cfg.num_shards,
+        "shards_generated": int(shards_generated),
+        "shards_reused": cfg.num_shards - int(shards_generated),
+        "images_generated": int(generated),
+        "world_size": info.world_size,
+        # Slowest rank's seconds: the data-parallel wall time of each stage.
+        "generate_seconds": gen_s,
+        "decode_seconds": dec_s,
+        "wall_seconds": wall,
+        "generate_images_per_s": generated / gen_s if gen_s > 0 else None,
+        "decode_images_per_s": generated / dec_s if dec_s > 0 else None,
+        "images_per_s": generated / wall if generated and wall > 0 else None,
+    }
+    if info.is_main:
+        images, out_labels = assemble_shards(shard_dir, cfg)
+        atomic_save_npz(out, arr_0=images, labels=out_labels)
+        if not keep_shards:
+            shutil.rmtree(shard_dir)
+        stats["output_shape"] = list(images.shape)
+        stats["per_class_counts"] = np.bincount(out_labels, minlength=base_config(model).num_classes).tolist()
+        if grid_png is not None:
+            stats["grid_labels"] = write_grid_png(grid_png, images, out_labels)
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------------
+def write_grid_png(path: str | Path, images: np.ndarray, labels: np.ndarray, count: int = GRID_SAMPLES) -> list[int]:
+    """The first `count` samples ordered by label (stable sort) -> PNG; returns their labels in order."""
+    order = np.argsort(labels[:count], kind="stable")
+    figures.save_png(path, figures.image_grid(images[:count][order], ncols=GRID_COLUMNS))
+    return labels[:count][order].tolist()
+
+
+@torch.no_grad()
+def write_drafts_png(
+    path: str | Path,
+    model: nn.Module,
+    decode: DecodeFn,
+    labels: np.ndarray,
+    cfg: SamplingConfig,
+    device: torch.device,
+    amp_dtype: torch.dtype | None = None,
+    rows: int = DRAFT_ROWS,
+    columns: int = DRAFT_COLUMNS,
+) -> list[int]:
+    """TensorAR refinement strip of the first `rows` samples (the same draws as in the .npz): a row
+    per sample, a column per decoding step, and the finished sample last. Returns the steps shown."""
+    indices = np.arange(min(rows, cfg.num_samples))
+    y = torch.as_tensor(labels[indices], device=device)
+    with autocast(device, amp_dtype):
+        tokens, drafts = generate_tokens(model, y, indices, cfg, return_drafts=True)
+    steps = figures.refinement_steps(tokens.shape[1], columns)
+    frames, shown = figures.refinement_frames(tokens, drafts, steps)  # (B, S + 1, T) each
+    B, S1, T = frames.shape
+    side = math.isqrt(T)
+    # Decoded size (no eval resize), so each token is a whole block of pixels to grey out.
+    images = to_uint8_nhwc(decode_tokens(decode, frames.reshape(B * S1, T)))  # (B * (S + 1), H, W, 3)
+    images = figures.grey_out(images, shown.reshape(B * S1, side, side).cpu().numpy())
+    figures.save_png(path, figures.image_grid(images, ncols=S1))
+    return steps
+
+
+# --------------------------------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="GPT or TensorAR checkpoint (ours or an official LlamaGen file)")
+    p.add_argument("--gpt-preset", default=None, help="preset of an official LlamaGen GPT file, e.g. GPT-B")
+    p.add_argument("--block-size", type=int, default=None,
+                   help="token count of an official LlamaGen file (576 for the 384 px models; default 256)")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights stored in our checkpoint")
+    p.add_argument("--vq", required=True, help="VQ tokenizer checkpoint")
+    p.add_argument("--vq-preset", default=None, help="preset of an official tokenizer file (VQ-16)")
+    p.add_argument("--out", required=True, help="SAMPLES.npz (ADM format)")
+    p.add_argument("--num-samples", type=int, required=True)
+    p.add_argument("--cfg-scale", type=float, default=1.5)
+    p.add_argument("--cfg-interval", type=int, default=-1, help="guided steps; -1: all")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="0: no top-k filtering")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--labels", choices=("balanced", "random"), default="balanced")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=32, help="per process; does not change the samples")
+    p.add_argument("--shard-size", type=int, default=250, help="samples per resumable shard")
+    p.add_argument("--image-size", type=int, default=None, help="eval size S (bicubic resize); default: decoded size")
+    p.add_argument("--draft-noise", choices=("none", "schedule"), default="none", help="TensorAR only")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                   help="autocast dtype of the AR model (bf16: CUDA only); the VQ always decodes in fp32")
+    p.add_argument("--stats-json", default=None)
+    p.add_argument("--grid-png", default=None)
+    p.add_argument("--drafts-png", default=None, help="TensorAR refinement strip (paper Fig. 8/10)")
+    p.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after assembly")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    info = init_distributed(args.device)
+    logger = get_logger("sample", info.is_main)
+    if args.dtype == "bf16" and info.device.type != "cuda":
+        raise SystemExit("--dtype bf16 needs CUDA; on CPU sampling runs in fp32")
+    amp_dtype = torch.bfloat16 if args.dtype == "bf16" else None
+    cfg = SamplingConfig(
+        num_samples=args.num_samples, seed=args.seed, labels=args.labels, cfg_scale=args.cfg_scale,
+        cfg_interval=args.cfg_interval, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+        draft_noise=args.draft_noise, image_size=args.image_size, shard_size=args.shard_size,
+    )
+
+    from tensorar.checkpoint import load_model
+    from tensorar.models.vq import load_vq
+
+    model = load_model(args.ckpt, preset=args.gpt_preset, block_size=args.block_size, use_ema=args.ema)
+    model = model.to(info.device).eval()
+    if not is_tensorar(model) and (args.draft_noise != "none" or args.drafts_png):
+        raise SystemExit(f"{args.ckpt} is a plain GPT checkpoint: --draft-noise schedule and --drafts-png "
+                         "need a TensorAR checkpoint")
+    vq = load_vq(args.vq, preset=args.vq_preset, device=info.device)
+    gpt_cfg = base_config(model)
+    if vq.config.codebook_size != gpt_cfg.vocab_size:
+        raise SystemExit(f"tokenizer {args.vq} has {vq.config.codebook_size} codes but the model's vocabulary "
+                         f"is {gpt_cfg.vocab_size}: they were not trained together")
+    manifest = {"ckpt": str(Path(args.ckpt).resolve()), "vq": str(Path(args.vq).resolve()),
+                "ema": args.ema, "dtype": args.dtype}
+    logger.info(f"{'TensorAR' if is_tensorar(model) else 'GPT'} {args.ckpt}: {cfg.num_samples} samples, "
+                f"{gpt_cfg.block_size} tokens each, world size {info.world_size}, {info.device}")
+
+    stats = run_sampling(model, vq.decode, args.out, cfg, info, args.batch_size, amp_dtype, manifest,
+                         args.keep_shards, args.grid_png)
+    if info.is_main:
+        if args.drafts_png:
+            labels = class_labels(cfg.labels, cfg.num_samples, gpt_cfg.num_classes, cfg.seed)
+            stats["drafts_steps"] = write_drafts_png(args.drafts_png, model, vq.decode, labels, cfg,
+                                                     info.device, amp_dtype)
+        if args.stats_json:
+            atomic_write_json(args.stats_json, {
+                "config": asdict(cfg),
+                "run": {**manifest, "batch_size": args.batch_size, "device": str(info.device),
+                        "gpt_preset": args.gpt_preset, "vq_preset": args.vq_preset},
+                "model": {
+                    "kind": "tensorar" if is_tensorar(model) else "gpt",
+                    "parameters": sum(p.numel() for p in model.parameters()),
+                    "k": model.plugin_config.k if is_tensorar(model) else 1,
+                    "block_size": gpt_cfg.block_size,
+                    "num_classes": gpt_cfg.num_classes,
+                },
+                "seeds": {
+                    "seed": cfg.seed,
+                    "labels": f"numpy default_rng({cfg.seed}) ({cfg.labels})",
+                    "sample_i": f"torch.Generator seeded from numpy SeedSequence({cfg.seed}, spawn_key=(i,))",
+                },
+                **stats,
+            })
+        logger.info(f"wrote {args.out}: {stats['output_shape']}, {stats['images_generated']} generated, "
+                    f"{stats['shards_reused']} of {stats['num_shards']} shards reused")
+    cleanup_distributed()
+
+
+if __name__ == "__main__":
+    main()
