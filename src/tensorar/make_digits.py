@@ -151,6 +151,8 @@ def render(image_size: int = 16, val_fraction: float = 0.2, seed: int = 0) -> tu
         "sha256_rule": "sha256 over sorted relative paths p (within the split dir) of "
         "utf8(p + '\\0' + str(len(bytes)) + '\\0') + bytes",
         "pixels_sha256": pixel_digests,
+        "pixels_sha256_rule": "sha256 of the split's decoded uint8 (N, S, S, 3) array, ids ascending "
+        "(independent of the PNG encoder)",
     }
     return card, files
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 class ToyClassifierConfig:
     image_size: int = 16  # input side; a multiple of 4 (two 2x poolings)
     in_channels: int = 3
-    widths: tuple[int, ...] = (32, 64, 128)  # conv blocks; 2x max-pool between consecutive blocks
+    widths: tuple[int, ...] = (16, 32, 64)  # conv blocks; 2x max-pool between consecutive blocks
     num_classes: int = 10
     spatial_block: int = 1  # whose output feeds "spatial" (mid-depth, like Inception's mixed_6)
     spatial_channels: int = 7  # ADM keeps the first 7 channels of mixed_6/conv
