@@ -1,0 +1,260 @@
+"""tensorar.train: the three modes, checkpoints / resume, preemption, and world-size invariance."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tensorar.checkpoint import load_model, save_model
+from tensorar.models.gpt import GPT, GPTConfig
+from tensorar.models.next_tensor import TensorAR
+from tensorar.train import global_batch, main, read_codes
+
+GRID, VOCAB, CLASSES, ITEMS, AUGS = 4, 16, 3, 24, 2
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # These models are tiny: one thread is as fast, and far faster when other processes share the cores
+    # (OpenMP threads spin-wait for each other).
+    torch.set_num_threads(1)
+
+
+def write_codes(path: Path, seed: int = 0) -> Path:
+    """A codes dir in extract_codes' format whose tokens depend on the class (so there is something to learn)."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, CLASSES, ITEMS).astype(np.int64)
+    pattern = rng.integers(0, VOCAB, (CLASSES, GRID * GRID))
+    codes = np.repeat(pattern[labels][:, None], AUGS, axis=1)  # (N, A, T)
+    noisy = rng.random(codes.shape) < 0.2
+    codes = np.where(noisy, rng.integers(0, VOCAB, codes.shape), codes).astype(np.int32)
+    path.mkdir(parents=True)
+    np.save(path / "codes_00000.npy", codes)
+    np.save(path / "labels_00000.npy", labels)
+    manifest = {"grid": [GRID, GRID], "vocab_size": VOCAB, "num_classes": CLASSES, "num_augmentations": AUGS,
+                "count": ITEMS, "complete": True,
+                "shards": [{"codes": "codes_00000.npy", "labels": "labels_00000.npy", "count": ITEMS}]}
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    return path
+
+
+def tiny_base(path: Path, seed: int = 0) -> GPT:
+    torch.manual_seed(seed)
+    model = GPT(GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=VOCAB, num_classes=CLASSES,
+                          block_size=GRID * GRID, token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0))
+    # Train-like weights: a zero output head (the init) would make every loss the same constant.
+    torch.nn.init.normal_(model.output.weight, std=0.5)
+    save_model(path, model)
+    return model
+
+
+def metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path).state_dict()
+
+
+def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        if atol:
+            torch.testing.assert_close(a[key], b[key], rtol=0, atol=atol, msg=key)
+        else:
+            assert torch.equal(a[key], b[key]), key
+
+
+def base_args(codes: Path, run: Path, steps: int, *extra: str) -> list[str]:
+    return ["--codes", str(codes), "--run-dir", str(run), "--mode", "base", "--model", "GPT-toy-S",
+            "--steps", str(steps), "--global-batch-size", "8", "--lr-base", "3e-3", "--log-every", "1",
+            "--dropout", "0", "--device", "cpu", *extra]
+
+
+def batch_loss(model, codes_dir: Path, step: int, seed: int, batch_size: int, drop_prob: float):
+    """The loop's loss of `step`, recomputed from the (seed, step) batch: (loss, per-slot losses)."""
+    codes, labels, _ = read_codes(codes_dir)
+    items, aug, drop = global_batch(step, seed, batch_size, len(codes), codes.shape[1], drop_prob)
+    y = torch.where(drop, CLASSES, labels[items])
+    with torch.no_grad():
+        return model.eval().training_loss(codes[items, aug], y)
+
+
+# ------------------------------------------------------------------------------------------------
+def test_global_batch_is_a_pure_epochwise_function_of_seed_and_step():
+    n, b = 10, 4
+    first = global_batch(3, 7, b, n, 5, 0.5)
+    again = global_batch(3, 7, b, n, 5, 0.5)
+    assert all(torch.equal(x, y) for x, y in zip(first, again))
+    assert not torch.equal(global_batch(3, 8, b, n, 5, 0.5)[0], first[0])  # the seed matters
+    # Epoch by epoch without replacement: steps 0..4 cover 20 positions = two full passes over 10 items.
+    stream = torch.cat([global_batch(s, 7, b, n, 5, 0.5)[0] for s in range(5)])
+    assert sorted(stream[:n].tolist()) == list(range(n)) == sorted(stream[n:].tolist())
+    assert not torch.equal(stream[:n], stream[n:])  # a new permutation each epoch
+    aug, drop = torch.cat([global_batch(s, 7, 64, n, 5, 0.1)[1] for s in range(10)]), \
+        torch.cat([global_batch(s, 7, 64, n, 5, 0.1)[2] for s in range(10)])
+    assert set(aug.tolist()) == set(range(5))
+    assert 0.03 < drop.float().mean() < 0.2
+
+
+def test_base_mode_learns_and_writes_its_outputs(tmp_path):
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    main(base_args(codes, run, 16, "--ckpt-every", "4", "--keep-steps", "4"))
+    log = metrics(run)
+    assert [r["step"] for r in log] == list(range(1, 17))
+    assert log[-1]["loss"] < log[0]["loss"] - 0.3
+    assert all(len(r["per_slot_loss"]) == 1 and r["tokens_per_s"] > 0 for r in log)
+    # every 4 steps, step 4 kept by --keep-steps, the older others pruned down to the latest two
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == \
+        ["step_0000004.pt", "step_0000012.pt", "step_0000016.pt"]
+    model = load_model(run / "final.pt")
+    assert isinstance(model, GPT) and model.config.vocab_size == VOCAB and model.config.block_size == GRID**2
+    assert model.config.class_dropout_prob == 0.1  # the saved config keeps the preset's label drop
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["args"]["mode"] == "base" and config["world_size"] == 1
+    # Running the finished command again does nothing.
+    mtime = (run / "final.pt").stat().st_mtime_ns
+    main(base_args(codes, run, 16, "--ckpt-every", "4", "--keep-steps", "4"))
+    assert (run / "final.pt").stat().st_mtime_ns == mtime and len(metrics(run)) == 16
+
+
+def test_truncated_checkpoint_is_skipped_and_resume_is_exact(tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    main(base_args(codes, tmp_path / "straight", 6, "--ckpt-every", "2", "--ema-decay", "0.9"))
+    run = tmp_path / "cut"
+    main(base_args(codes, run, 4, "--ckpt-every", "2", "--ema-decay", "0.9"))
+    (run / "final.pt").unlink()
+    newest = run / "checkpoints" / "step_0000004.pt"
+    newest.write_bytes(newest.read_bytes()[: newest.stat().st_size // 2])  # a partial write / copy
+    main(base_args(codes, run, 6, "--ckpt-every", "2", "--ema-decay", "0.9"))
+    text = (run / "train.log").read_text()
+    assert "ignoring incomplete or corrupt checkpoint" in text and "step_0000004.pt" in text
+    assert "resuming from" in text and "step_0000002.pt at step 2" in text
+    assert [r["step"] for r in metrics(run)] == list(range(1, 7))
+    assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(tmp_path / "straight")]
+    assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "straight" / "final.pt"))
+    ema = load_model(run / "final.pt", use_ema=True).state_dict()
+    assert_same_weights(ema, load_model(tmp_path / "straight" / "final.pt", use_ema=True).state_dict())
+
+
+def test_changed_settings_refuse_to_resume(tmp_path):
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    main(base_args(codes, run, 2))
+    with pytest.raises(SystemExit, match="global_batch_size"):
+        main(base_args(codes, run, 4) + ["--global-batch-size", "4"])
+
+
+def test_finetune_starts_from_the_base_weights(tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    base = tiny_base(tmp_path / "base.pt")
+    run = tmp_path / "ft"
+    main(["--codes", str(codes), "--run-dir", str(run), "--mode", "finetune", "--init", str(tmp_path / "base.pt"),
+          "--steps", "2", "--global-batch-size", "8", "--log-every", "1", "--seed", "3", "--device", "cpu"])
+    expected, _ = batch_loss(base, codes, step=0, seed=3, batch_size=8, drop_prob=0.1)
+    assert metrics(run)[0]["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    trained = load_model(run / "final.pt")
+    assert isinstance(trained, GPT) and trained.config == base.config
+    assert not torch.equal(trained.output.weight, base.output.weight)  # it trained (lr-base 1e-5)
+
+    # An official LlamaGen-layout file (a bare {"model": sd}, no config) with --init-preset; lr 0 keeps it.
+    torch.manual_seed(1)
+    official = GPT(GPTConfig(n_layer=3, n_head=4, dim=64, multiple_of=32, vocab_size=VOCAB, num_classes=CLASSES,
+                             block_size=GRID * GRID))
+    torch.save({"model": official.state_dict()}, tmp_path / "c2i_toy.pt")
+    main(["--codes", str(codes), "--run-dir", str(tmp_path / "ft_official"), "--mode", "finetune",
+          "--init", str(tmp_path / "c2i_toy.pt"), "--init-preset", "GPT-toy-S", "--lr-base", "0",
+          "--steps", "2", "--global-batch-size", "8", "--device", "cpu"])
+    assert_same_weights(weights(tmp_path / "ft_official" / "final.pt"), official.state_dict())
+
+
+def test_tensorar_mode_trains_the_plugin_and_reloads_as_tensorar(tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    base = tiny_base(tmp_path / "base.pt")
+    run = tmp_path / "tar"
+    main(["--codes", str(codes), "--run-dir", str(run), "--mode", "tensorar", "--init", str(tmp_path / "base.pt"),
+          "--k", "4", "--depth", "1", "--lr-base", "0", "--lr-plugin", "1e-2", "--ema-decay", "0.5",
+          "--steps", "1", "--global-batch-size", "8", "--log-every", "1", "--device", "cpu"])
+    model = load_model(run / "final.pt")
+    assert isinstance(model, TensorAR) and model.plugin_config.k == 4
+    first = metrics(run)[0]
+    assert len(first["per_slot_loss"]) == 4 and first["lr_plugin"] == 1e-2
+    # The plug-in starts as the identity, so slot 0 of the first step is the base model's loss.
+    expected, _ = batch_loss(base, codes, step=0, seed=0, batch_size=8, drop_prob=0.1)
+    assert first["per_slot_loss"][0] == pytest.approx(expected.item(), rel=1e-5)
+    assert_same_weights(model.base.state_dict(), base.state_dict())  # --lr-base 0: the base is untouched
+    assert not torch.equal(model.q_out.mlp[-1].weight, torch.zeros_like(model.q_out.mlp[-1].weight))
+    # EMA after one step with decay 0.5: the midpoint of the initial and the trained weights.
+    ema = load_model(run / "final.pt", use_ema=True)
+    torch.testing.assert_close(ema.q_out.mlp[-1].weight, 0.5 * model.q_out.mlp[-1].weight)
+
+
+def test_non_finite_loss_stops_before_the_update(tmp_path, monkeypatch):
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    real = GPT.training_loss
+    monkeypatch.setattr(GPT, "training_loss", lambda self, t, y: tuple(x * float("nan") for x in real(self, t, y)))
+    with pytest.raises(SystemExit, match="non-finite loss"):
+        main(base_args(codes, run, 3))
+    assert not (run / "final.pt").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# Multi-process and signal tests: real subprocesses
+# ------------------------------------------------------------------------------------------------
+def _env() -> dict:
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+
+
+@pytest.mark.slow
+def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    args = lambda run: base_args(codes, tmp_path / run, 4, "--global-batch-size", "8")  # noqa: E731
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    subprocess.run([*torchrun, "-m", "tensorar.train", *args("two")], check=True, env=_env(), timeout=120)
+    subprocess.run([sys.executable, "-m", "tensorar.train", *args("one")], check=True, env=_env(), timeout=120)
+    assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
+    one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+    assert_same_weights(weights(tmp_path / "two" / "final.pt"), weights(tmp_path / "one" / "final.pt"), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    tiny_base(tmp_path / "base.pt")
+    steps = 100
+    cmd = lambda run: [sys.executable, "-m", "tensorar.train", "--codes", str(codes),  # noqa: E731
+                       "--run-dir", str(tmp_path / run), "--mode", "finetune", "--init", str(tmp_path / "base.pt"),
+                       "--lr-base", "1e-3", "--steps", str(steps), "--global-batch-size", "8",
+                       "--ckpt-every", "5", "--log-every", "1", "--device", "cpu"]
+    subprocess.run(cmd("straight"), check=True, env=_env(), timeout=300)
+
+    run = tmp_path / "preempted"
+    proc = subprocess.Popen(cmd("preempted"), env=_env(), stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "checkpoints" / "step_0000005.pt").exists():
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "preempted by SIGTERM" in err and not (run / "final.pt").exists()
+    stopped_at = max(r["step"] for r in metrics(run))
+    assert 5 <= stopped_at < steps
+    assert (run / "checkpoints" / f"step_{stopped_at:07d}.pt").is_file()
+
+    resumed = subprocess.run(cmd("preempted"), env=_env(), stderr=subprocess.PIPE, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"at step {stopped_at}" in resumed.stderr
+    assert [r["step"] for r in metrics(run)] == list(range(1, steps + 1))
+    assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(tmp_path / "straight")]
+    assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "straight" / "final.pt"))
