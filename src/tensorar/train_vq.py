@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="checkpoint path, e.g. VQ.pt (VQ.json is written beside)")
     parser.add_argument("--preset", default="VQ-toy", choices=sorted(VQ_MODELS))
     parser.add_argument("--image-size", type=int, default=16, help="images are resized + center-cropped to this")
-    parser.add_argument("--steps", type=int, default=600)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to 0)")
     parser.add_argument("--restart-every", type=int, default=25,
                         help="re-seed codes unused in the last 65536 tokens every N steps (0: never)")

@@ -6,14 +6,15 @@ FoundationVision/LlamaGen (commit ce98ec4), itself derived from taming-transform
     image (B,3,H,W) in [-1,1]
       -> Encoder: conv_in, one level per `encoder_ch_mult` entry (ResnetBlocks, a stride-2 conv
          between levels, self-attention after every ResnetBlock of the last, lowest-resolution
-         level), mid = Resnet/Attn/Resnet, GroupNorm(32) + swish + conv_out -> z_channels
+         level), mid = Resnet/Attn/Resnet, GroupNorm + swish + conv_out -> z_channels
       -> quant_conv (1x1) -> codebook_embed_dim
       -> VectorQuantizer: nearest l2-normalised codebook entry (cosine similarity) -> indices (B,h,w)
       -> post_quant_conv (1x1) -> Decoder (mirror image, num_res_blocks + 1 blocks per level,
          nearest-neighbour x2 upsampling + conv) -> image (B,3,H,W)
 
 with h = H / 2**(len(ch_mult) - 1). `VQ-16` is the released `vq_ds16_c2i.pt` (16x downsampling,
-16384 codes of dim 8): 256 px -> a 16x16 token grid.
+16384 codes of dim 8): 256 px -> a 16x16 token grid. LlamaGen hard-codes 128 base channels, 2 ResnetBlocks
+per level and GroupNorm(32); they are config fields here only so that `VQ-toy` can be small.
 
 Training objective (`forward`): LlamaGen trains its tokenizer with
     L = ||x - x_rec||^2 + ||sg[z] - e||^2 + beta * ||z - sg[e]||^2 + w_p * LPIPS + w_g * GAN,  beta = 0.25.
@@ -35,7 +36,6 @@ import torch.nn.functional as F
 # LlamaGen keeps the indices of the last 65536 quantised vectors in a buffer to report codebook usage;
 # the buffer is in its state_dict whatever the codebook size, so it must exist for strict loading.
 USAGE_WINDOW = 65536
-NORM_GROUPS = 32  # LlamaGen's GroupNorm(num_groups=32, eps=1e-6) everywhere
 
 OFFICIAL_VQ_HELP = (
     "the official VQ-16 tokenizer is `vq_ds16_c2i.pt` from LlamaGen's HuggingFace page "
@@ -57,6 +57,7 @@ class VQConfig:
     dropout_p: float = 0.0
     base_channels: int = 128  # LlamaGen hard-codes ch=128; the toy preset needs fewer
     num_res_blocks: int = 2  # hard-coded 2 in LlamaGen (the decoder uses num_res_blocks + 1)
+    norm_groups: int = 32  # LlamaGen's GroupNorm(32, eps=1e-6); fewer lets the toy be narrower
 
     def __post_init__(self):
         # Lists from JSON / asdict round trips become tuples so the config stays hashable and frozen.
@@ -65,11 +66,9 @@ class VQConfig:
         if len(self.encoder_ch_mult) != len(self.decoder_ch_mult):
             raise ValueError("encoder and decoder must have the same number of levels")
         for m in (*self.encoder_ch_mult, *self.decoder_ch_mult):
-            if (self.base_channels * m) % NORM_GROUPS:
-                raise ValueError(f"GroupNorm({NORM_GROUPS}) needs channels divisible by {NORM_GROUPS}, "
+            if (self.base_channels * m) % self.norm_groups:
+                raise ValueError(f"GroupNorm({self.norm_groups}) needs channels divisible by {self.norm_groups}, "
                                  f"got base_channels={self.base_channels} x {m}")
-        if self.z_channels % NORM_GROUPS:
-            raise ValueError(f"z_channels must be divisible by {NORM_GROUPS}")
 
     @property
     def downsample(self) -> int:
@@ -88,23 +87,25 @@ class VQConfig:
 VQ_MODELS: dict[str, VQConfig] = {
     # = LlamaGen's VQ_16 / vq_ds16_c2i.pt: 71.9M parameters.
     "VQ-16": VQConfig(),
-    # Ours: 16x16 RGB digits -> 8x8 grid of 256 codes; ~1.4M parameters, trains in ~2 min on 2 CPU cores.
-    "VQ-toy": VQConfig(codebook_size=256, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
-                       z_channels=64, base_channels=32),
+    # Ours: 16x16 RGB digits -> 8x8 grid of 256 codes; 0.2M parameters, ~3.5 GFLOP per training step of
+    # 32 images. Narrow (16/32 channels, GroupNorm(8)) with one ResnetBlock per level so it trains in
+    # minutes on 2 CPU cores; on the digits it reaches PSNR ~34 dB with all 256 codes in use.
+    "VQ-toy": VQConfig(codebook_size=256, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2), z_channels=32,
+                       base_channels=16, num_res_blocks=1, norm_groups=8),
 }
 
 
-def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(num_groups=NORM_GROUPS, num_channels=channels, eps=1e-6, affine=True)
+def _group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=groups, num_channels=channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, dropout: float):
+    def __init__(self, in_ch: int, out_ch: int, cfg: VQConfig):
         super().__init__()
-        self.norm1 = _group_norm(in_ch)
+        self.norm1 = _group_norm(in_ch, cfg.norm_groups)
         self.conv1 = nn.Conv2d(in_ch, out_ch, 3, padding=1)
-        self.norm2 = _group_norm(out_ch)
-        self.dropout = nn.Dropout(dropout)
+        self.norm2 = _group_norm(out_ch, cfg.norm_groups)
+        self.dropout = nn.Dropout(cfg.dropout_p)
         self.conv2 = nn.Conv2d(out_ch, out_ch, 3, padding=1)
         # 1x1 projection of the skip path only where the width changes (LlamaGen's "nin_shortcut").
         self.nin_shortcut = nn.Conv2d(in_ch, out_ch, 1) if in_ch != out_ch else nn.Identity()
@@ -118,9 +119,9 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all h*w positions, with 1x1-conv projections."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, cfg: VQConfig):
         super().__init__()
-        self.norm = _group_norm(ch)
+        self.norm = _group_norm(ch, cfg.norm_groups)
         self.q = nn.Conv2d(ch, ch, 1)
         self.k = nn.Conv2d(ch, ch, 1)
         self.v = nn.Conv2d(ch, ch, 1)
@@ -159,12 +160,12 @@ class Level(nn.Module):
     """One resolution of the encoder/decoder: ResnetBlocks (each followed by attention at the lowest
     resolution), then an optional resampler. Attribute names match LlamaGen's state_dict."""
 
-    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, dropout: float, attn: bool,
+    def __init__(self, in_ch: int, out_ch: int, n_blocks: int, cfg: VQConfig, attn: bool,
                  resample: type[Downsample] | type[Upsample] | None):
         super().__init__()
-        self.res = nn.ModuleList(ResnetBlock(in_ch if i == 0 else out_ch, out_ch, dropout)
+        self.res = nn.ModuleList(ResnetBlock(in_ch if i == 0 else out_ch, out_ch, cfg)
                                  for i in range(n_blocks))
-        self.attn = nn.ModuleList(AttnBlock(out_ch) for _ in range(n_blocks if attn else 0))
+        self.attn = nn.ModuleList(AttnBlock(out_ch, cfg) for _ in range(n_blocks if attn else 0))
         # Registered as "downsample" / "upsample" (the official key names), or absent.
         self.resample_name = resample.__name__.lower() if resample else None
         if resample:
@@ -180,8 +181,8 @@ class Level(nn.Module):
         return x
 
 
-def _mid_block(ch: int, dropout: float) -> nn.ModuleList:
-    return nn.ModuleList([ResnetBlock(ch, ch, dropout), AttnBlock(ch), ResnetBlock(ch, ch, dropout)])
+def _mid_block(ch: int, cfg: VQConfig) -> nn.ModuleList:
+    return nn.ModuleList([ResnetBlock(ch, ch, cfg), AttnBlock(ch, cfg), ResnetBlock(ch, ch, cfg)])
 
 
 class Encoder(nn.Module):
@@ -191,11 +192,11 @@ class Encoder(nn.Module):
         last = len(widths) - 1
         self.conv_in = nn.Conv2d(3, cfg.base_channels, 3, padding=1)
         self.conv_blocks = nn.ModuleList(
-            Level(cfg.base_channels if i == 0 else widths[i - 1], widths[i], cfg.num_res_blocks,
-                  cfg.dropout_p, attn=i == last, resample=Downsample if i != last else None)
+            Level(cfg.base_channels if i == 0 else widths[i - 1], widths[i], cfg.num_res_blocks, cfg,
+                  attn=i == last, resample=Downsample if i != last else None)
             for i in range(len(widths)))
-        self.mid = _mid_block(widths[-1], cfg.dropout_p)
-        self.norm_out = _group_norm(widths[-1])
+        self.mid = _mid_block(widths[-1], cfg)
+        self.norm_out = _group_norm(widths[-1], cfg.norm_groups)
         self.conv_out = nn.Conv2d(widths[-1], cfg.z_channels, 3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -214,12 +215,12 @@ class Decoder(nn.Module):
         widths = [cfg.base_channels * m for m in reversed(cfg.decoder_ch_mult)]
         last = len(widths) - 1
         self.conv_in = nn.Conv2d(cfg.z_channels, widths[0], 3, padding=1)
-        self.mid = _mid_block(widths[0], cfg.dropout_p)
+        self.mid = _mid_block(widths[0], cfg)
         self.conv_blocks = nn.ModuleList(
-            Level(widths[max(i - 1, 0)], widths[i], cfg.num_res_blocks + 1, cfg.dropout_p,
+            Level(widths[max(i - 1, 0)], widths[i], cfg.num_res_blocks + 1, cfg,
                   attn=i == 0, resample=Upsample if i != last else None)
             for i in range(len(widths)))
-        self.norm_out = _group_norm(widths[-1])
+        self.norm_out = _group_norm(widths[-1], cfg.norm_groups)
         self.conv_out = nn.Conv2d(widths[-1], 3, 3, padding=1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
