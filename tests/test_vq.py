@@ -122,9 +122,9 @@ def test_strict_load_lists_every_mismatch(tmp_path):
     with pytest.raises(RuntimeError) as err:
         load_vq(path)
     msg = str(err.value)
-    assert "missing keys (1)" in msg and "decoder.conv_out.bias" in msg
-    assert "unexpected keys (1)" in msg and "encoder.extra.weight" in msg
-    assert "wrong-shape keys (1)" in msg and "quantize.embedding.weight: file (32, 4) vs model (16, 4)" in msg
+    assert "missing (1): decoder.conv_out.bias" in msg
+    assert "unexpected (1): encoder.extra.weight" in msg
+    assert "wrong shape (1): quantize.embedding.weight: checkpoint (32, 4) vs model (16, 4)" in msg
 
 
 def test_missing_checkpoint_says_where_to_get_it(tmp_path):

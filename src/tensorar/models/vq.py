@@ -25,23 +25,18 @@ its released tokenizer and is omitted.
 """
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tensorar.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+
 # LlamaGen keeps the indices of the last 65536 quantised vectors in a buffer to report codebook usage;
 # the buffer is in its state_dict whatever the codebook size, so it must exist for strict loading.
 USAGE_WINDOW = 65536
-
-OFFICIAL_VQ_HELP = (
-    "the official VQ-16 tokenizer is `vq_ds16_c2i.pt` from LlamaGen's HuggingFace page "
-    "https://huggingface.co/FoundationVision/LlamaGen (load it with preset='VQ-16' / --vq-preset VQ-16); "
-    "a toy tokenizer is made with `python -m tensorar.train_vq`"
-)
 
 
 @dataclass(frozen=True)
@@ -329,35 +324,13 @@ class VQModel(nn.Module):
         return recon, losses
 
 
-def state_dict_mismatch(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> str:
-    """Human-readable description of missing / unexpected / wrong-shape keys ('' when they match)."""
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in expected]
-    wrong = [f"{k}: file {tuple(state_dict[k].shape)} vs model {tuple(v.shape)}"
-             for k, v in expected.items() if k in state_dict and state_dict[k].shape != v.shape]
-
-    def section(name: str, items: list[str]) -> str:
-        shown = items[:20] + ([f"... and {len(items) - 20} more"] if len(items) > 20 else [])
-        return f"{name} ({len(items)}):\n    " + "\n    ".join(shown)
-
-    return "\n  ".join(section(n, items) for n, items in
-                       [("missing keys", missing), ("unexpected keys", unexpected),
-                        ("wrong-shape keys", wrong)] if items)
-
-
 def load_vq(path: str | Path, preset: str | None = None, device: str | torch.device = "cpu") -> VQModel:
     """Build a tokenizer from a checkpoint and load it strictly; returns it in eval mode.
 
     Ours: `{"config": asdict(VQConfig), "model": state_dict, ...}` (preset optional, must agree).
     Official LlamaGen `vq_ds16_c2i.pt`: `{"model": state_dict}` with no config -> pass preset="VQ-16".
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"VQ tokenizer checkpoint not found: {path}\n  {OFFICIAL_VQ_HELP}")
-    # Training checkpoints of the LlamaGen code pickle an argparse Namespace; allow only that class.
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = read_checkpoint(path)  # weights_only, argparse.Namespace allowed; missing file -> says where
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: expected a dict with a 'model' state_dict")
     if preset is not None:
@@ -372,11 +345,15 @@ def load_vq(path: str | Path, preset: str | None = None, device: str | torch.dev
         raise ValueError(f"{path} has no 'config' (an official LlamaGen file?): pass preset='VQ-16' "
                          f"(--vq-preset VQ-16)")
     model = VQModel(config)
-    problems = state_dict_mismatch(model, ckpt["model"])
-    if problems:
-        raise RuntimeError(f"{path} does not match VQ config {asdict(config)}:\n  {problems}")
-    model.load_state_dict(ckpt["model"], strict=True)
+    load_state_dict_strict(model, extract_state_dict(ckpt), f"{path} (VQ config {asdict(config)})")
     return model.to(device).eval()
+
+
+def vq_config(preset: str, **overrides) -> VQConfig:
+    """A preset with fields overridden (e.g. codebook_size)."""
+    if preset not in VQ_MODELS:
+        raise KeyError(f"unknown VQ preset {preset!r}; known: {', '.join(VQ_MODELS)}")
+    return replace(VQ_MODELS[preset], **overrides)
 
 
 def vq_checkpoint(model: VQModel, **extra) -> dict:
@@ -384,4 +361,4 @@ def vq_checkpoint(model: VQModel, **extra) -> dict:
     return {"config": asdict(model.config), "model": model.state_dict(), **extra}
 
 
-__all__ = ["VQConfig", "VQ_MODELS", "VQModel", "load_vq", "vq_checkpoint", "state_dict_mismatch"]
+__all__ = ["VQConfig", "VQ_MODELS", "VQModel", "load_vq", "vq_checkpoint", "vq_config"]
