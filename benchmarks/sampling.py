@@ -1,0 +1,214 @@
+"""Sampling speed: our base sampler, our TensorAR sampler, and (optionally) LlamaGen's own `generate()`.
+
+    python benchmarks/sampling.py --preset GPT-B --batch-size 2 --threads 2            # CPU
+    python benchmarks/sampling.py --preset GPT-B --batch-size 128 --dtype bf16 --device cuda \
+        --llamagen-repo /path/to/LlamaGen                                              # GPU
+
+Random weights are fine (speed does not depend on values); zero-initialised heads and residual branches
+are redrawn so sampling is not degenerate. Every sampler generates the full token grid with CFG (the
+batch doubles to cond + null-class rows). Each measurement: warm-up runs, then `--repeats` timed runs,
+median reported; CUDA is timed with CUDA events, CPU by wall clock with a fixed thread count.
+
+On CPU decoding is arithmetic-bound, so the expected TensorAR/base throughput ratio is the ratio of
+floating-point operations per token step, counted by `torch.utils.flop_counter` on one decode step of
+each model; the table prints that prediction beside the measurement.
+
+LlamaGen's side is imported from a checkout outside this repository (`--llamagen-repo`); its code is never
+part of tensorar.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from tensorar.fileio import atomic_write_json
+from tensorar.models.gpt import GPT, gpt_config
+from tensorar.models.next_tensor import TensorAR, TensorARConfig
+from tensorar.models.vq import VQModel, vq_config
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="GPT-B")
+    p.add_argument("--batch-size", type=int, default=2, help="images per batch (CFG doubles the rows)")
+    p.add_argument("--cfg-scale", type=float, default=2.0)
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (pinned for the whole run)")
+    p.add_argument("--tokens", type=int, default=None, help="tokens per image (default: the full grid)")
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--depth", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--vq-preset", default="VQ-16", help="tokenizer to time decoding with ('none' to skip)")
+    p.add_argument("--llamagen-repo", type=Path, default=None, help="a LlamaGen checkout to compare with")
+    p.add_argument("--compile", action="store_true", help="also time LlamaGen with torch.compile (CUDA)")
+    p.add_argument("--out", type=Path, default=None, help="JSON with every number")
+    return p.parse_args(argv)
+
+
+def build_models(args, device, dtype):
+    torch.manual_seed(0)
+    base = GPT(gpt_config(args.preset))
+    torch.nn.init.normal_(base.output.weight, std=base.config.initializer_range)  # zero at init
+    tensorar = TensorAR(base, TensorARConfig(k=args.k, depth=args.depth))
+    for name, p in tensorar.named_parameters():  # redraw the zero-initialised residual branches
+        if not name.startswith("base.") and torch.count_nonzero(p) == 0:
+            torch.nn.init.normal_(p, std=0.02)
+    tensorar = tensorar.to(device=device, dtype=dtype).eval().requires_grad_(False)
+    return tensorar.base, tensorar
+
+
+def timed(fn, device, warmup: int, repeats: int) -> list[float]:
+    """Seconds per call of fn, after warm-up."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize()
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def flops_per_step(step_fn) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step_fn()
+    return counter.get_total_flops()
+
+
+def decode_step_flops(base: GPT, tensorar: TensorAR, rows: int, position: int) -> tuple[int, int]:
+    """FLOPs of one cached decode step at `position` (mid-sequence) for the base and TensorAR."""
+    device = base.tok_embeddings.weight.device
+    cond = torch.zeros(rows, dtype=torch.long, device=device)
+    with torch.no_grad():
+        cache = base.new_cache(rows)
+        base.prefill(cond, cache)
+        cache.length = position
+        token = torch.zeros(rows, dtype=torch.long, device=device)
+        base_flops = flops_per_step(lambda: base.decode_one_token(token, cache))
+        cache.length = position
+        window = torch.zeros(rows, tensorar.plugin_config.k, dtype=torch.long, device=device)
+        tensorar_flops = flops_per_step(lambda: tensorar.decode_one_tensor(window, cache))
+    return base_flops, tensorar_flops
+
+
+def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: bool):
+    sys.path.insert(0, str(repo))
+    from autoregressive.models import generate as lg_generate_module  # noqa: E402  (their checkout)
+    from autoregressive.models.gpt import ModelArgs, Transformer  # noqa: E402
+
+    theirs = Transformer(ModelArgs(**base.config.to_dict()))  # our config uses their field names
+    theirs.load_state_dict(base.state_dict(), strict=True)
+    theirs = theirs.to(device=device, dtype=dtype).eval()
+    if compile_step:
+        lg_generate_module.decode_one_token = torch.compile(
+            lg_generate_module.decode_one_token, mode="reduce-overhead", fullgraph=True
+        )
+
+    def run(cond, num_tokens):
+        return lg_generate_module.generate(
+            theirs, cond, num_tokens, cfg_scale=args.cfg_scale, temperature=1.0, top_k=0, top_p=1.0
+        )
+
+    return run
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    dtype = DTYPES[args.dtype]
+    torch.set_num_threads(args.threads)
+    base, tensorar = build_models(args, device, dtype)
+    num_tokens = args.tokens or base.config.block_size
+    cond = torch.arange(args.batch_size, device=device) % base.config.num_classes
+    samplers = {
+        "ours: base": lambda: base.generate(cond, num_tokens, cfg_scale=args.cfg_scale),
+        f"ours: TensorAR (k={args.k}, d={args.depth})": lambda: tensorar.generate(
+            cond, num_tokens, cfg_scale=args.cfg_scale
+        ),
+    }
+    if args.llamagen_repo is not None:
+        samplers["LlamaGen generate() eager"] = lambda run=llamagen_sampler(
+            args.llamagen_repo, base, args, device, dtype, False
+        ): run(cond, num_tokens)
+        if args.compile:
+            samplers["LlamaGen generate() compiled"] = lambda run=llamagen_sampler(
+                args.llamagen_repo, base, args, device, dtype, True
+            ): run(cond, num_tokens)
+
+    rows = []
+    with torch.no_grad():
+        for name, fn in samplers.items():
+            times = timed(fn, device, args.warmup, args.repeats)
+            median = statistics.median(times)
+            rows.append({"sampler": name, "seconds": median, "ms_per_step": 1000 * median / num_tokens,
+                         "images_per_s": args.batch_size / median, "all_seconds": times})
+            print(f"  {name}: {1000 * median / num_tokens:.2f} ms/step", file=sys.stderr)
+        if args.vq_preset != "none":
+            vq = VQModel(vq_config(args.vq_preset)).to(device=device).eval()
+            grid = base.config.grid_size
+            codes = torch.randint(0, vq.config.codebook_size, (args.batch_size, grid, grid), device=device)
+            times = timed(lambda: vq.decode(codes), device, 1, args.repeats)
+            rows.append({"sampler": f"VQ decode ({args.vq_preset})", "seconds": statistics.median(times),
+                         "ms_per_step": float("nan"), "images_per_s": args.batch_size / statistics.median(times),
+                         "all_seconds": times})
+
+    cfg_rows = 2 * args.batch_size if args.cfg_scale > 1.0 else args.batch_size
+    base_flops, tensorar_flops = decode_step_flops(base, tensorar, cfg_rows, num_tokens // 2)
+    by_name = {r["sampler"]: r for r in rows}
+    base_row, tensorar_row = rows[0], rows[1]
+    result = {
+        "preset": args.preset, "batch_size": args.batch_size, "cfg_scale": args.cfg_scale, "dtype": args.dtype,
+        "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
+        else platform.processor() or platform.machine(), "threads": args.threads, "tokens": num_tokens,
+        "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows,
+        "flops_per_step": {"base": base_flops, "tensorar": tensorar_flops},
+        "tensorar_over_base_throughput": base_row["seconds"] / tensorar_row["seconds"],
+        "predicted_ratio_from_flops": base_flops / tensorar_flops,
+    }
+    if "LlamaGen generate() eager" in by_name:
+        result["ours_speedup_vs_llamagen_eager"] = by_name["LlamaGen generate() eager"]["seconds"] / base_row["seconds"]
+    if "LlamaGen generate() compiled" in by_name:
+        result["ours_speedup_vs_llamagen_compiled"] = (
+            by_name["LlamaGen generate() compiled"]["seconds"] / base_row["seconds"])
+    print_table(result)
+    if args.out:
+        atomic_write_json(args.out, result)
+    return result
+
+
+def print_table(result: dict) -> None:
+    print(f"\n{result['preset']}, batch {result['batch_size']} (+CFG), {result['dtype']}, {result['device']} "
+          f"({result['device_name']}, {result['threads']} threads), {result['tokens']} tokens, torch {result['torch']}")
+    print(f"| {'sampler':<36} | {'s / batch':>9} | {'ms / step':>9} | {'images / s':>10} |")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 11}|{'-' * 12}|")
+    for r in result["rows"]:
+        print(f"| {r['sampler']:<36} | {r['seconds']:9.3f} | {r['ms_per_step']:9.2f} | {r['images_per_s']:10.3f} |")
+    print(f"\nTensorAR / base throughput: {result['tensorar_over_base_throughput']:.3f} "
+          f"(predicted from FLOPs per step: {result['predicted_ratio_from_flops']:.3f})")
+    for key in ("ours_speedup_vs_llamagen_eager", "ours_speedup_vs_llamagen_compiled"):
+        if key in result:
+            print(f"our base vs LlamaGen ({key.rsplit('_', 1)[-1]}): {result[key]:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()
