@@ -220,8 +220,11 @@ class Attention(nn.Module):
         if self.n_kv_head != self.n_head:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
-        if L == 1:  # one new token attends to every filled position: no mask needed
-            out = F.scaled_dot_product_attention(q, k, v)
+        if L == 1:
+            # One new token attends to every filled position: no mask. Plain matmuls read the cache
+            # prefix in place; SDPA's CPU kernel would first copy the strided prefix (~10x slower).
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # (B, H, 1, start+1)
+            out = torch.softmax(scores.float(), dim=-1).type_as(v) @ v  # (B, H, 1, Dh)
         elif k.size(2) == L:  # full sequence from position 0
             out = F.scaled_dot_product_attention(
                 q, k, v, is_causal=True, dropout_p=self.attn_dropout_p if self.training else 0.0
