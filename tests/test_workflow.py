@@ -1,0 +1,190 @@
+"""The Snakemake workflow: config schema, job graphs (dry runs), lint, and real runs of a reduced toy
+Table 2 locally and through a real single-node Slurm cluster (tests/slurm/start-slurm.sh)."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEFILE = REPO / "Snakefile"
+SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
+TOY = REPO / "config" / "config.yaml"
+PAPER = REPO / "config" / "paper.yaml"
+TEST_CONFIG = REPO / "tests" / "workflow" / "config.yaml"
+SLURM_DIR = REPO / "tests" / "slurm"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def snakemake(*args: str, cwd: Path = REPO, timeout: int = 300, check: bool = True) -> subprocess.CompletedProcess:
+    # `timeout -k`: a hung Snakemake (e.g. a status command that never answers) is killed, not waited on.
+    cmd = ["timeout", "-k", "10", str(timeout), sys.executable, "-m", "snakemake", "-s", str(SNAKEFILE), *args]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        pytest.fail(f"snakemake {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of a dry run."""
+    table = output.split("Job stats:")[1].split("Reasons:")[0] if "Reasons:" in output else output.split("Job stats:")[1]
+    counts = {}
+    for line in table.splitlines():
+        match = re.fullmatch(r"\s*([A-Za-z_]\w*)\s+(\d+)\s*", line)
+        if match and match.group(1) != "total":
+            counts[match.group(1)] = int(match.group(2))
+    return counts
+
+
+def dry_run(*args: str, cwd: Path = REPO) -> dict[str, int]:
+    proc = snakemake(*args, "-n", "--quiet", "rules", cwd=cwd)  # last: --quiet and --config take lists
+    return job_counts(proc.stdout + proc.stderr)
+
+
+PAPER_ARGS = ("--configfile", str(PAPER), "--replace-workflow-config")
+
+
+# --------------------------------------------------------------------------------------------------
+# Schema
+# --------------------------------------------------------------------------------------------------
+def validate(config: dict) -> None:
+    from snakemake.utils import validate as smk_validate
+
+    smk_validate(config, str(SCHEMA))
+
+
+@pytest.mark.parametrize("path", [TOY, PAPER], ids=["toy", "paper"])
+def test_shipped_configs_are_valid(path):
+    validate(yaml.safe_load(path.read_text()))
+
+
+@pytest.mark.parametrize("where, key", [((), "seedz"), (("finetuning",), "step"), (("variants", "k8"), "schedul"),
+                                        (("backbones", "GPT-toy-S", "sampling"), "cfg")])
+def test_schema_rejects_misspelt_key_by_name(where, key):
+    config = yaml.safe_load(TOY.read_text())
+    node = config
+    for part in where:
+        node = node[part]
+    node[key] = 1
+    with pytest.raises(Exception, match=re.escape(repr(key))):
+        validate(config)
+
+
+def test_workflow_reports_misspelt_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("finetuning: {stepz: 3}\n")
+    proc = snakemake("-n", "--configfile", str(TOY), str(bad), cwd=tmp_path, check=False)
+    assert proc.returncode != 0
+    assert "stepz" in proc.stdout + proc.stderr
+
+
+# --------------------------------------------------------------------------------------------------
+# Job graphs (dry runs; no data, checkpoints or weights exist)
+# --------------------------------------------------------------------------------------------------
+def test_paper_table2_dry_run_with_slurm_profile():
+    """The literal user command, as a dry run: 5 LlamaGen backbones x (TensorAR + fine-tune control)."""
+    start = time.perf_counter()
+    counts = dry_run("--profile", "slurm", "results/table2.md")
+    elapsed = time.perf_counter() - start
+    assert counts == {"extract_codes": 2, "train": 10, "sample": 15, "evaluate": 15, "table": 1}
+    assert elapsed < 60, f"paper dry run took {elapsed:.1f} s"
+
+
+def test_paper_full_dry_run_lists_every_job():
+    counts = dry_run(*PAPER_ARGS)
+    # TensorAR runs: 5 Table 2 backbones + 7 extra ablation variants on LlamaGen-B (linear, sine, sqrt,
+    # k2, k8, depth2, depth4); one fine-tune control per backbone. Official base models: no base training.
+    assert counts["train"] == 5 + 7 + 5
+    assert "train_base" not in counts and "train_vq" not in counts and "make_digits" not in counts
+    assert counts["diagnose"] == 12
+    # samples: 15 (Table 2) + 7 ablations + 5 draft-noise rows + 4 steps x 2 curves (Fig. 5)
+    assert counts["sample"] == counts["evaluate"] == 15 + 7 + 5 + 8
+    assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
+
+
+# Toy dry runs use a fresh working directory: the repository's own results/ may hold a real run.
+def test_toy_default_dry_run_runs_every_table(tmp_path):
+    counts = dry_run("--configfile", str(TOY), cwd=tmp_path)
+    assert counts["train_base"] == 2  # GPT-toy-S and GPT-toy-M from scratch
+    assert counts["train"] == 9 + 2  # 9 TensorAR runs + a fine-tune control per backbone
+    assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
+
+
+def test_single_ablation_row_runs_only_its_branch(tmp_path):
+    """Only the k=8 row of Table 6a: its TensorAR run, the base it starts from, nothing else trained."""
+    counts = dry_run("results/toy/metrics/GPT-toy-S/tensorar-k8/seed0/final.json", "--configfile", str(TOY),
+                     cwd=tmp_path)
+    assert counts["train"] == 1 and counts["train_base"] == 1 and counts["sample"] == 1
+
+
+def test_seeds_multiply_runs(tmp_path):
+    # (an override file, not --config: Snakemake's --config parses list items as strings)
+    (tmp_path / "seeds.yaml").write_text("seeds: [0, 1, 2]\n")
+    counts = dry_run("--configfile", str(TOY), str(tmp_path / "seeds.yaml"), cwd=tmp_path)
+    assert counts["train"] == 3 * 11 and counts["train_base"] == 3 * 2
+
+
+def test_lint_has_only_the_conda_warning():
+    """`--lint` asks for a conda env per rule; every rule runs `python -m tensorar.*` from the one
+    environment of the package (environment.yml), so that suggestion is the only one left."""
+    proc = snakemake("--lint", check=False)
+    lints = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")]
+    assert lints, "expected lint output"
+    assert set(lints) == {"* Specify a conda environment or container for each rule.:"}, lints
+
+
+# --------------------------------------------------------------------------------------------------
+# Real runs of a reduced toy Table 2
+# --------------------------------------------------------------------------------------------------
+REDUCED = ("--configfile", str(TOY), str(TEST_CONFIG))  # takes a list: targets go first
+
+
+def check_table2(workdir: Path) -> None:
+    table = (workdir / "results" / "table2.md").read_text()
+    assert "config hash" in table and "toy-FID" in table
+    assert "pending (backbone not implemented)" in table
+    assert "with TensorAR (k=4, d=1, exponential)" in table and "fine-tune control" in table
+    assert (workdir / "results" / "table2.csv").exists()
+
+
+@pytest.mark.slow
+def test_reduced_toy_table2_runs_locally(tmp_path):
+    snakemake("results/table2.md", "--cores", "2", *REDUCED, cwd=tmp_path, timeout=1200)
+    check_table2(tmp_path)
+    # Re-running is a no-op; changing one variant's settings re-runs its branch only.
+    assert "Nothing to be done" in snakemake("results/table2.md", "-n", *REDUCED, cwd=tmp_path).stdout
+    (tmp_path / "k2.yaml").write_text("variants: {default: {k: 2, depth: 1, schedule: exponential}}\n")
+    changed = dry_run("results/table2.md", *REDUCED, str(tmp_path / "k2.yaml"), cwd=tmp_path)
+    assert changed == {"train": 1, "sample": 1, "evaluate": 1, "table": 1}
+
+
+def slurm_available() -> bool:
+    return shutil.which("sbatch") is not None and subprocess.run(
+        ["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip() in {"idle", "mixed", "allocated"}
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The lab cluster: started by .ci/run; started here when missing and we are root (CI must run it)."""
+    if not slurm_available() and os.geteuid() == 0 and shutil.which("apt-get"):
+        subprocess.run(["bash", str(SLURM_DIR / "start-slurm.sh")], capture_output=True, timeout=600)
+    if not slurm_available():
+        if IN_CI:
+            pytest.fail("CI=true but no Slurm cluster is up (tests/slurm/start-slurm.sh failed?)")
+        pytest.skip("no Slurm cluster here (sinfo shows no idle node) and not in CI; "
+                    "start one with `sudo tests/slurm/start-slurm.sh`")
+
+
+@pytest.mark.slow
+def test_reduced_toy_table2_runs_on_slurm(tmp_path, slurm_cluster):
+    proc = snakemake("results/table2.md", "--profile", str(SLURM_DIR / "profile"), *REDUCED,
+                     cwd=tmp_path, timeout=1500)
+    assert "slurm" in (proc.stdout + proc.stderr).lower()
+    check_table2(tmp_path)
