@@ -147,7 +147,9 @@ def diagnose(model: TensorAR, base: GPT, codes: torch.Tensor, labels: torch.Tens
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="tensorar diagnose", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="TensorAR checkpoint (ours)")
-    p.add_argument("--base", required=True, help="base GPT checkpoint (ours) for the reference NLL")
+    p.add_argument("--base", required=True, help="base GPT checkpoint (ours or official) for the reference NLL")
+    p.add_argument("--base-preset", default=None, help="LlamaGen preset of an official --base file, e.g. GPT-B")
+    p.add_argument("--base-block-size", type=int, default=None, help="tokens per image of an official --base (576 at 384 px)")
     p.add_argument("--codes", required=True,
                    help="held-out codes directory (tensorar.extract_codes); augmentation 0 is used")
     p.add_argument("--out", required=True, help="output JSON")
@@ -169,7 +171,8 @@ def main(argv: list[str] | None = None) -> None:
     codes = torch.as_tensor(codes[: args.max_items, 0]).long()  # (N, T): augmentation 0
     labels = torch.as_tensor(labels[: args.max_items]).long()
     model = load_model(args.ckpt, use_ema=args.ema).to(args.device).eval()
-    base = load_model(args.base, use_ema=args.ema).to(args.device).eval()
+    base = load_model(args.base, preset=args.base_preset, block_size=args.base_block_size,
+                      use_ema=args.ema).to(args.device).eval()
     check_compatible(model, base, codes, args.ckpt, args.base)
     sampling = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     result = diagnose(model, base, codes, labels, args.num_samples, args.seed, args.batch_size, **sampling)

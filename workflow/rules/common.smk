@@ -366,6 +366,11 @@ def diagnose_flags(wildcards):
     b = wildcards.backbone
     flags = (f"--base {base_checkpoint(b, wildcards.seed)} --codes {codes_dir('val', b)} "
              f"--num-samples {config['diagnostics']['num_samples']} --seed {wildcards.seed}")
+    spec = BACKBONES[b]
+    if official_base(b):  # official files carry no config: name the preset (and the 384 px token count)
+        flags += f" --base-preset {spec['preset']}"
+        if spec.get("block_size"):
+            flags += f" --base-block-size {spec['block_size']}"
     return flags
 
 
