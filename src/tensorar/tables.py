@@ -101,7 +101,9 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
     fid_name = "toy-FID" if toy else "FID"
     shown, raw = [], []
     for row in section["rows"]:
-        cells, numbers = dict(row["cells"]), dict(row["cells"])
+        # Integer cells (e.g. resolution) as text, so pending rows' blanks don't turn them into floats.
+        cells = {k: str(v) if isinstance(v, int) else v for k, v in row["cells"].items()}
+        numbers = dict(row["cells"])
         if "pending" in row:
             note = f"pending ({row['pending']})"
             if "params" in row:
@@ -143,7 +145,9 @@ def write_table(manifest: dict, out: Path) -> None:
     md, csv = [], []
     for section in manifest["sections"]:
         shown, raw = section_frame(section, toy)
-        md += [f"## {section['title']}", "", shown.to_markdown(index=False, disable_numparse=True), ""]
+        if section["title"] != manifest["title"]:  # a one-section table needs no second heading
+            md += [f"## {section['title']}", ""]
+        md += [shown.to_markdown(index=False, disable_numparse=True), ""]
         raw.insert(0, "section", section["name"])
         csv.append(raw)
     header = [f"# {manifest['title']}", "", *provenance_lines(prov)]

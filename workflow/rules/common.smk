@@ -14,6 +14,7 @@ params, never as inputs: a dry run needs none of them, and the entry points name
 where to get it.
 """
 import hashlib
+import os
 import json
 
 from snakemake.utils import validate
@@ -536,7 +537,7 @@ def all_targets():
 
 def done_message():
     lines = [f"Tables ({config['experiment']}; {provenance()['feature_network']}):"]
-    lines += [f"  {path}" for path in all_targets() if path.endswith(".md")]
-    lines += ["Figures:", *(f"  {path}" for path in FIGURES.values())]
+    lines += [f"  {path}" for path in all_targets() if path.endswith(".md") and os.path.exists(path)]
+    lines += ["Figures:", *(f"  {path}" for path in FIGURES.values() if os.path.exists(path))]
     lines += [f"Per-run samples (PNG grids), metrics and logs: {R}/samples, {R}/metrics, {R}/logs"]
     return "\n".join(lines)
