@@ -435,7 +435,11 @@ def ablation_rows(table, column):
     spec = TABLES[table]
     b = spec["backbone"]
     rows = [{"key": f"{table}/base", "backbone": b, "method": "base",
-             "cells": {"Model": BACKBONES[b]["label"], column: "base (no TensorAR)"}, "runs": _runs(b, "base")}]
+             "cells": {"Model": BACKBONES[b]["label"], column: "base (no TensorAR)"}, "runs": _runs(b, "base")},
+            # The fair comparison for every variant: the same fine-tuning steps without the plug-in.
+            {"key": f"{table}/finetune", "backbone": b, "method": "finetune",
+             "cells": {"Model": BACKBONES[b]["label"], column: "fine-tune control (equal steps; not in paper)"},
+             "runs": _runs(b, "finetune")}]
     for name in spec["variants"]:
         value = {"Schedule": VARIANTS[name]["schedule"], "k": VARIANTS[name]["k"], "Depth": VARIANTS[name]["depth"]}[column]
         rows.append({"key": f"{table}/{value}", "backbone": b, "method": "tensorar",
