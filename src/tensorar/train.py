@@ -23,9 +23,9 @@ Reproducibility: every random choice is a pure function of (seed, step). For ste
 from (seed, s) picks the global batch (epoch-wise permutations of the items, an augmentation index per
 sample) and the class-label drop mask; rank r trains on the r-th contiguous slice. The same
 `--global-batch-size` therefore trains the same way on any number of processes (up to float reduction
-order, with `--dropout 0`), and a resumed run continues exactly where it stopped. Dropout and the
-TensorAR noise draw from generators reseeded from (seed, step, rank): exact on resume, but they depend on
-the world size.
+order, with `--dropout 0`), and a resumed run continues exactly where it stopped. The TensorAR input
+noise is drawn for the whole global batch from (seed, step) too. Dropout layers draw from the global RNG
+reseeded from (seed, step, rank): exact on resume, but dependent on the world size.
 
 Outputs in RUN/: `train_config.json`, `metrics.jsonl` (rank 0: step, loss, per-slot losses, lr, grad
 norm, tokens/s, elapsed), `train.log`, `checkpoints/step_XXXXXXX.pt` (every `--ckpt-every` steps and at
@@ -371,6 +371,7 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
         loss_module = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                           broadcast_buffers=False)
     loss_kwargs = {}
+    tensor_size = model.plugin_config.k if args.mode == "tensorar" else 1  # tokens per TensorAR input tensor
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -399,11 +400,12 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
             items, augmentation, drop = items[rank_slice], augmentation[rank_slice], drop[rank_slice]
             tokens = codes[items, augmentation].to(device, non_blocking=True)  # (b, T)
             y = torch.where(drop, null_class, labels[items]).to(device, non_blocking=True)  # (b,)
-            # Dropout layers use the global RNG, the plug-in its own generator: both from (seed, step, rank).
+            # Dropout layers use the global RNG, reseeded from (seed, step, rank).
             torch.manual_seed(derive_seed(args.seed, "dropout", step, info.rank))
-            if args.mode == "tensorar":
-                loss_kwargs["generator"] = torch.Generator(device).manual_seed(
-                    derive_seed(args.seed, "noise", step, info.rank))
+            if args.mode == "tensorar":  # noise draws for the whole global batch, then this rank's slice
+                noise = torch.rand(args.global_batch_size, codes.shape[-1] - 1, tensor_size, 2,
+                                   generator=torch.Generator().manual_seed(derive_seed(args.seed, "noise", step)))
+                loss_kwargs["noise_uniforms"] = noise[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, 2)
             warmup = min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
             for group in opt.param_groups:
                 group["lr"] = group["peak_lr"] * warmup

@@ -246,9 +246,16 @@ class TensorAR(nn.Module):
         )
 
     def training_loss(
-        self, tokens: torch.Tensor, labels: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        tokens: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise_uniforms: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T), labels (B,) -> (Σ_s w_s · CE_s, per-slot CE (k,) detached).
+
+        The input noise draws come from `noise_uniforms` (B, T-1, k, 2) when given (the training loop
+        draws them per global sample, so the noise does not depend on the world size), else `generator`.
 
         CE_s is the mean cross-entropy of slot s over its non-PAD targets, so k = 1 is exactly the base
         model's loss. Each slot's logits are built inside an activation checkpoint: only one slot's
@@ -257,7 +264,7 @@ class TensorAR(nn.Module):
         targets = self.windows(tokens)  # (B, T, k): the step-t target is x_{t+1,k}
         inputs = targets[:, :-1]  # (B, T-1, k): the step-t input is x_{t,k}
         if self.k > 1:  # k = 1 has nothing to noise (β(0) = 0); not drawing keeps the base's RNG stream
-            inputs = self.noise_tensors(inputs, generator)
+            inputs = self.noise_tensors(inputs, generator, noise_uniforms)
         slot_hidden = self.decode(self.hidden_states(inputs, labels))  # (B, T, k, D)
         per_slot = torch.stack(
             [
