@@ -14,13 +14,17 @@ params, never as inputs: a dry run needs none of them, and the entry points name
 where to get it.
 """
 import hashlib
-import os
 import json
+import os
 
 from snakemake.utils import validate
 
 
 validate(config, "../schemas/config.schema.yaml")
+
+# Jobs write their progress bars to log files, not a terminal: one update every 30 s, not per step
+# (tqdm reads TQDM_* defaults from the environment; jobs, Slurm ones too, inherit it).
+os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 R = f"results/{config['experiment']}"
 SEEDS = config["seeds"]
