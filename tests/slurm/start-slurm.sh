@@ -64,22 +64,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # ---------------------------------------------------------------- helpers ---
-# pid_alive PIDFILE COMM : true if the pidfile names a live process called COMM
-pid_alive() {
-  local pf=$1 comm=$2 pid
-  [ -s "$pf" ] || return 1
-  pid=$(cat "$pf" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  [ "$(cat /proc/"$pid"/comm 2>/dev/null)" = "$comm" ]
-}
-stop_pid() {  # stop_pid PIDFILE COMM
-  local pf=$1 comm=$2 pid
-  pid_alive "$pf" "$comm" || { rm -f "$pf"; return 0; }
-  pid=$(cat "$pf"); kill -TERM "$pid" 2>/dev/null || true
-  for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
-  kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null || true
-  rm -f "$pf"
-}
+. "$(dirname "$0")/pidfile.sh"  # pid_alive, stop_pid
 # install_file SRC DST MODE OWNER : replace DST if different; echo 1 if changed
 install_file() {
   local src=$1 dst=$2 mode=$3 owner=$4
