@@ -131,6 +131,13 @@ def global_batch(step: int, seed: int, batch_size: int, num_items: int, num_augm
     return items, augmentation, drop
 
 
+def global_noise(step: int, seed: int, batch_size: int, num_tokens: int, tensor_size: int) -> torch.Tensor:
+    """TensorAR's input-noise draws (mask, replacement) of step `step` for the whole world:
+    (batch_size, num_tokens - 1, tensor_size, 2). Each rank takes its slice, as with `global_batch`."""
+    gen = torch.Generator().manual_seed(derive_seed(seed, "noise", step))
+    return torch.rand(batch_size, num_tokens - 1, tensor_size, 2, generator=gen)
+
+
 # --------------------------------------------------------------------------------------------------
 # Model, optimizer, EMA
 # --------------------------------------------------------------------------------------------------
@@ -402,9 +409,8 @@ def train(args: argparse.Namespace, info: DistInfo) -> int:
             y = torch.where(drop, null_class, labels[items]).to(device, non_blocking=True)  # (b,)
             # Dropout layers use the global RNG, reseeded from (seed, step, rank).
             torch.manual_seed(derive_seed(args.seed, "dropout", step, info.rank))
-            if args.mode == "tensorar":  # noise draws for the whole global batch, then this rank's slice
-                noise = torch.rand(args.global_batch_size, codes.shape[-1] - 1, tensor_size, 2,
-                                   generator=torch.Generator().manual_seed(derive_seed(args.seed, "noise", step)))
+            if args.mode == "tensorar":
+                noise = global_noise(step, args.seed, args.global_batch_size, codes.shape[-1], tensor_size)
                 loss_kwargs["noise_uniforms"] = noise[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, 2)
             warmup = min(1.0, (step + 1) / args.warmup_steps) if args.warmup_steps else 1.0
             for group in opt.param_groups:
