@@ -9,9 +9,15 @@ are redrawn so sampling is not degenerate. Every sampler generates the full toke
 batch doubles to cond + null-class rows). Each measurement: warm-up runs, then `--repeats` timed runs,
 median reported; CUDA is timed with CUDA events, CPU by wall clock with a fixed thread count.
 
-On CPU decoding is arithmetic-bound, so the expected TensorAR/base throughput ratio is the ratio of
-floating-point operations per token step, counted by `torch.utils.flop_counter` on one decode step of
-each model; the table prints that prediction beside the measurement.
+The table prints, beside the measured TensorAR/base throughput, the ratio of floating-point operations
+per token step counted by `torch.utils.flop_counter` on one decode step of each model: the expected
+ratio where a step is arithmetic-bound. (With a few rows per step it is bound by reading the weights
+instead, and TensorAR, which reads the output head once for all k slots, comes out cheaper than its FLOPs.)
+
+`--compile` also times the compiled per-token step (`compile_step=True`: CUDA graphs on GPU) of ours and
+LlamaGen's `torch.compile(mode="reduce-overhead")` step, and checks that greedy decoding with the
+compiled step gives the eager tokens (the check is exact in fp32 only). On CUDA it also checks that the
+eager decoding loop runs without host-device synchronisations.
 
 LlamaGen's side is imported from a checkout outside this repository (`--llamagen-repo`); its code is never
 part of tensorar.
@@ -52,7 +58,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--vq-preset", default="VQ-16", help="tokenizer to time decoding with ('none' to skip)")
     p.add_argument("--llamagen-repo", type=Path, default=None, help="a LlamaGen checkout to compare with")
-    p.add_argument("--compile", action="store_true", help="also time LlamaGen with torch.compile (CUDA)")
+    p.add_argument("--compile", action="store_true", help="also time the compiled steps (ours and LlamaGen's)")
     p.add_argument("--out", type=Path, default=None, help="JSON with every number")
     return p.parse_args(argv)
 
@@ -132,6 +138,31 @@ def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: b
     return run
 
 
+def greedy_checks(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args, num_tokens: int) -> dict:
+    """Greedy tokens of the compiled step == the eager loop's (fp32: exact), per sampler."""
+    out = {}
+    for name, model in (("base", base), ("tensorar", tensorar)):
+        eager = model.generate(cond, num_tokens, cfg_scale=args.cfg_scale, greedy=True)
+        compiled = model.generate(cond, num_tokens, cfg_scale=args.cfg_scale, greedy=True, compile_step=True)
+        out[name] = bool(torch.equal(eager, compiled))
+    return out
+
+
+def syncs_in_decoding(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args) -> dict:
+    """CUDA: does the eager decoding loop synchronise with the host? (torch's sync debug mode)"""
+    out = {}
+    for name, model in (("base", base), ("tensorar", tensorar)):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            model.generate(cond, 8, cfg_scale=args.cfg_scale)
+            out[name] = "none"
+        except RuntimeError as e:
+            out[name] = f"synchronises: {str(e).splitlines()[0]}"
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     device = torch.device(args.device)
@@ -140,12 +171,16 @@ def main(argv=None) -> dict:
     base, tensorar = build_models(args, device, dtype)
     num_tokens = args.tokens or base.config.block_size
     cond = torch.arange(args.batch_size, device=device) % base.config.num_classes
+    tensorar_name = f"ours: TensorAR (k={args.k}, d={args.depth})"
     samplers = {
         "ours: base": lambda: base.generate(cond, num_tokens, cfg_scale=args.cfg_scale),
-        f"ours: TensorAR (k={args.k}, d={args.depth})": lambda: tensorar.generate(
-            cond, num_tokens, cfg_scale=args.cfg_scale
-        ),
+        tensorar_name: lambda: tensorar.generate(cond, num_tokens, cfg_scale=args.cfg_scale),
     }
+    if args.compile:
+        samplers["ours: base, compiled step"] = lambda: base.generate(
+            cond, num_tokens, cfg_scale=args.cfg_scale, compile_step=True)
+        samplers[tensorar_name + ", compiled step"] = lambda: tensorar.generate(
+            cond, num_tokens, cfg_scale=args.cfg_scale, compile_step=True)
     if args.llamagen_repo is not None:
         samplers["LlamaGen generate() eager"] = lambda run=llamagen_sampler(
             args.llamagen_repo, base, args, device, dtype, False
@@ -185,11 +220,18 @@ def main(argv=None) -> dict:
         "tensorar_over_base_throughput": base_row["seconds"] / tensorar_row["seconds"],
         "predicted_ratio_from_flops": base_flops / tensorar_flops,
     }
+    if args.compile:
+        result["compiled_greedy_equals_eager"] = greedy_checks(base, tensorar, cond, args, min(num_tokens, 64))
+        result["tensorar_over_base_throughput_compiled"] = (
+            by_name["ours: base, compiled step"]["seconds"] / by_name[tensorar_name + ", compiled step"]["seconds"])
+    if device.type == "cuda":
+        result["host_syncs_in_eager_decoding"] = syncs_in_decoding(base, tensorar, cond, args)
     if "LlamaGen generate() eager" in by_name:
         result["ours_speedup_vs_llamagen_eager"] = by_name["LlamaGen generate() eager"]["seconds"] / base_row["seconds"]
     if "LlamaGen generate() compiled" in by_name:
-        result["ours_speedup_vs_llamagen_compiled"] = (
-            by_name["LlamaGen generate() compiled"]["seconds"] / base_row["seconds"])
+        theirs = by_name["LlamaGen generate() compiled"]["seconds"]
+        result["ours_eager_speedup_vs_llamagen_compiled"] = theirs / base_row["seconds"]
+        result["ours_speedup_vs_llamagen_compiled"] = theirs / by_name["ours: base, compiled step"]["seconds"]
     print_table(result)
     if args.out:
         atomic_write_json(args.out, result)
@@ -199,15 +241,22 @@ def main(argv=None) -> dict:
 def print_table(result: dict) -> None:
     print(f"\n{result['preset']}, batch {result['batch_size']} (+CFG), {result['dtype']}, {result['device']} "
           f"({result['device_name']}, {result['threads']} threads), {result['tokens']} tokens, torch {result['torch']}")
-    print(f"| {'sampler':<36} | {'s / batch':>9} | {'ms / step':>9} | {'images / s':>10} |")
-    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 11}|{'-' * 12}|")
+    print(f"| {'sampler':<44} | {'s / batch':>9} | {'ms / step':>9} | {'images / s':>10} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|{'-' * 12}|")
     for r in result["rows"]:
-        print(f"| {r['sampler']:<36} | {r['seconds']:9.3f} | {r['ms_per_step']:9.2f} | {r['images_per_s']:10.3f} |")
+        print(f"| {r['sampler']:<44} | {r['seconds']:9.3f} | {r['ms_per_step']:9.2f} | {r['images_per_s']:10.3f} |")
     print(f"\nTensorAR / base throughput: {result['tensorar_over_base_throughput']:.3f} "
           f"(predicted from FLOPs per step: {result['predicted_ratio_from_flops']:.3f})")
-    for key in ("ours_speedup_vs_llamagen_eager", "ours_speedup_vs_llamagen_compiled"):
+    if "tensorar_over_base_throughput_compiled" in result:
+        print(f"TensorAR / base throughput, compiled steps: {result['tensorar_over_base_throughput_compiled']:.3f}")
+    for key, what in (("ours_speedup_vs_llamagen_eager", "our eager base vs LlamaGen eager"),
+                      ("ours_eager_speedup_vs_llamagen_compiled", "our eager base vs LlamaGen compiled"),
+                      ("ours_speedup_vs_llamagen_compiled", "our compiled base vs LlamaGen compiled")):
         if key in result:
-            print(f"our base vs LlamaGen ({key.rsplit('_', 1)[-1]}): {result[key]:.2f}x faster")
+            print(f"{what}: {result[key]:.2f}x faster")
+    for key in ("compiled_greedy_equals_eager", "host_syncs_in_eager_decoding"):
+        if key in result:
+            print(f"{key.replace('_', ' ')}: {result[key]}")
 
 
 if __name__ == "__main__":

@@ -77,7 +77,8 @@ def test_slot0_equals_base_at_init(k):
         logits = model(inputs, labels)  # (B, T, k, V)
         gen = model.generate(labels, greedy=True)
     assert logits.shape == (3, T, k, V)
-    assert torch.equal(logits[:, :, 0], base_logits)
+    # Equal up to fp32 rounding: the two heads see different row counts, hence different matmul kernels.
+    torch.testing.assert_close(logits[:, :, 0], base_logits)
     assert torch.equal(gen, model.base.generate(labels, greedy=True))
 
 
@@ -258,7 +259,7 @@ def test_base_checkpoint_into_wrapper(tmp_path):
     assert all(torch.equal(v, model.base.state_dict()[n]) for n, v in base.state_dict().items())
     tokens, labels = data()
     with torch.no_grad():
-        assert torch.equal(model(model.windows(tokens)[:, :-1], labels)[:, :, 0], base(tokens[:, :-1], labels)[0])
+        torch.testing.assert_close(model(model.windows(tokens)[:, :-1], labels)[:, :, 0], base(tokens[:, :-1], labels)[0])
     save_model(tmp_path / "tar.pt", model)
     with pytest.raises(ValueError, match="not a base GPT"):
         TensorAR.from_base_checkpoint(tmp_path / "tar.pt", TensorARConfig(k=4))

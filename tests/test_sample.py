@@ -306,3 +306,14 @@ def test_torchrun_two_processes_match_single_process(files, tmp_path):
     assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["labels"], b["labels"])
     s = json.loads(stats.read_text())
     assert s["world_size"] == 2 and s["images_generated"] == 11 and s["shards_generated"] == 4
+
+
+@pytest.mark.slow
+def test_cli_compiled_step_gives_the_eager_samples(files, tmp_path):
+    common = ["--ckpt", files["tensorar"], "--vq", files["vq"], "--num-samples", "6", "--cfg-scale", "2.0",
+              "--batch-size", "3", "--device", "cpu"]
+    main(common + ["--out", str(tmp_path / "eager.npz")])
+    main(common + ["--out", str(tmp_path / "compiled.npz"), "--compile-step", "--stats-json", str(tmp_path / "s.json")])
+    eager, compiled = _load(tmp_path / "eager.npz"), _load(tmp_path / "compiled.npz")
+    assert np.array_equal(compiled["arr_0"], eager["arr_0"]) and np.array_equal(compiled["labels"], eager["labels"])
+    assert json.loads((tmp_path / "s.json").read_text())["config"]["compile_step"] is True

@@ -71,6 +71,9 @@ class SamplingConfig:
     draft_noise: str = "none"  # TensorAR only: "none" | "schedule"
     image_size: int | None = None  # eval size; None keeps the decoded size
     shard_size: int = 250
+    # The compiled per-token step (CUDA graphs on GPU; GPT.decoder). Same tokens up to float rounding,
+    # kept here so shards from the two paths are never mixed.
+    compile_step: bool = False
 
     def __post_init__(self):
         if self.num_samples < 1 or self.shard_size < 1:
@@ -160,7 +163,7 @@ def generate_tokens(
     device = labels.device
     kwargs = dict(
         cfg_scale=cfg.cfg_scale, cfg_interval=cfg.cfg_interval, temperature=cfg.temperature,
-        top_k=cfg.top_k, top_p=cfg.top_p, uniforms=uniforms.to(device),
+        top_k=cfg.top_k, top_p=cfg.top_p, uniforms=uniforms.to(device), compile_step=cfg.compile_step,
     )
     if k is None:
         return model.generate(labels, **kwargs)
@@ -441,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, default=None, help="eval size S (bicubic resize); default: decoded size")
     p.add_argument("--draft-noise", choices=("none", "schedule"), default="none", help="TensorAR only")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--compile-step", action="store_true",
+                   help="compile the per-token step (torch.compile; CUDA graphs on GPU)")
     p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
                    help="autocast dtype of the AR model (bf16: CUDA only); the VQ always decodes in fp32")
     p.add_argument("--stats-json", default=None)
@@ -461,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
         num_samples=args.num_samples, seed=args.seed, labels=args.labels, cfg_scale=args.cfg_scale,
         cfg_interval=args.cfg_interval, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
         draft_noise=args.draft_noise, image_size=args.image_size, shard_size=args.shard_size,
+        compile_step=args.compile_step,
     )
 
     from tensorar.checkpoint import load_model

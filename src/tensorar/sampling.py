@@ -12,6 +12,8 @@ Two sources of randomness:
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -67,3 +69,33 @@ def sample_from_logits(
         return idx.clamp_(max=probs.size(-1) - 1)
     flat = probs.reshape(-1, probs.size(-1))  # (N, V)
     return torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """LlamaGen's `generate()` options; every `generate` in tensorar takes them as keyword arguments."""
+
+    cfg_scale: float = 1.0  # > 1 batches [cond; null-class] rows and guides the logits
+    cfg_interval: int = -1  # guide only the first decode steps (-1: all)
+    temperature: float = 1.0
+    top_k: int = 0  # 0: no top-k filtering
+    top_p: float = 1.0  # 1.0: no nucleus filtering
+    greedy: bool = False  # argmax instead of sampling
+
+    @property
+    def use_cfg(self) -> bool:
+        return self.cfg_scale > 1.0
+
+    def condition_rows(self, cond: torch.Tensor, null_class: int) -> torch.Tensor:
+        """Labels (B,) -> the rows the model runs: (2B,) [cond; null class] with CFG, else (B,)."""
+        return torch.cat([cond, torch.full_like(cond, null_class)]) if self.use_cfg else cond
+
+    def guide(self, logits: torch.Tensor, step: int) -> torch.Tensor:
+        """Logits of every model row at token `step` -> logits of the B samples."""
+        if not self.use_cfg:
+            return logits
+        # LlamaGen counts the interval over decode steps after the prefill token.
+        return apply_cfg(logits, self.cfg_scale, self.cfg_interval < 0 or step - 1 <= self.cfg_interval)
+
+    def sample(self, logits: torch.Tensor, generator=None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
+        return sample_from_logits(logits, self.temperature, self.top_k, self.top_p, self.greedy, generator, uniforms)

@@ -8,7 +8,9 @@ logits. Parameter names are LlamaGen's, so `state_dict()` matches the released f
 Differences from the official code, none of which changes a number:
 - the KV cache is an explicit object passed to `prefill` / `decode_one_token`, not module buffers, so it
   never ends up in `state_dict()` (LlamaGen files that contain it still load: see `checkpoint.py`);
-- the cache attends over the filled prefix only instead of masking a full-length cache;
+- the cache attends over the filled prefix only instead of masking a full-length cache (the compiled
+  decode step, ours, masks the full cache: static shapes);
+- `Linear` picks a faster CPU matmul for the few rows of a decode step (same values);
 - the RoPE table is a non-persistent buffer built at construction.
 
 Reading order: config -> building blocks -> KV cache -> GPT -> presets registry.
@@ -23,7 +25,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.sampling import apply_cfg, sample_from_logits
+from tensorar.sampling import SamplingOptions
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,47 @@ def _round_up(n: int, k: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
+class Linear(nn.Linear):
+    """nn.Linear (same parameters, same state_dict keys) with faster CPU matmuls for a few rows.
+
+    A decode step multiplies a handful of rows (2 per image with CFG) by every weight matrix, so it is
+    bound by streaming the weights. For `x @ W.T` with few rows MKL uses one core and streams the weights
+    at ~8 GB/s on the 2-core benchmark machine (memory gives ~29 GB/s). Two rewrites of the same product
+    do better (measured over GPT-B's weight matrices, benchmarks/README.md):
+    - up to `max_gemv_rows` rows: `W @ x.T`, which MKL treats as a matrix-vector product over the long
+      output axis (2 rows: 30 GB/s; 4 rows: 23 GB/s);
+    - up to `max_split_rows` rows: the output features cut into a batch of equal chunks, one `bmm`
+      that runs the chunks on all cores (4 rows: 16 GB/s; 16 rows: 10 vs 7 GB/s).
+    Every output is the same dot product over the same inputs: the split is bit-identical to F.linear,
+    `W @ x.T` differs by fp32 rounding only (the decoding tests check greedy tokens against F.linear).
+    Above `max_split_rows` (training, prefill of long sequences) MKL parallelises F.linear itself.
+    """
+
+    max_gemv_rows = 4
+    max_split_rows = 64
+    split_chunks = 8  # fastest on 2 cores (2 and 4 chunks: 10-20 % slower); fewer if they do not divide
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.numel() // x.size(-1)
+        if x.device.type != "cpu" or rows > self.max_split_rows:
+            return F.linear(x, self.weight, self.bias)
+        flat = x.reshape(rows, self.in_features)  # (rows, in)
+        if rows <= self.max_gemv_rows:
+            # Row-major result: a column-major one would send the next layer down a slow MKL path.
+            out = (self.weight @ flat.t()).t().contiguous()  # (rows, out)
+        else:
+            chunks = self.split_chunks
+            while self.out_features % chunks:
+                chunks //= 2
+            if chunks < 2:
+                return F.linear(x, self.weight, self.bias)
+            weight = self.weight.view(chunks, -1, self.in_features).transpose(1, 2)  # (chunks, in, out/chunks)
+            out = torch.bmm(flat.expand(chunks, -1, -1), weight)  # (chunks, rows, out/chunks)
+            out = out.transpose(0, 1)  # (rows, chunks, out/chunks)
+        out = out.reshape(*x.shape[:-1], self.out_features)  # (..., out)
+        return out if self.bias is None else out + self.bias
+
+
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
         super().__init__()
@@ -135,9 +178,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         hidden = cfg.ffn_hidden_dim
-        self.w1 = nn.Linear(cfg.dim, hidden, bias=False)
-        self.w3 = nn.Linear(cfg.dim, hidden, bias=False)
-        self.w2 = nn.Linear(hidden, cfg.dim, bias=False)
+        self.w1 = Linear(cfg.dim, hidden, bias=False)
+        self.w3 = Linear(cfg.dim, hidden, bias=False)
+        self.w2 = Linear(hidden, cfg.dim, bias=False)
         self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -175,7 +218,8 @@ class KVCache:
     """Preallocated keys/values of every layer for a batch of sequences; not part of any state_dict.
 
     `length` counts the filled positions; attention reads only `[:length]`, so no causal mask over the
-    full cache is built per step.
+    full cache is built per step. A compiled decode step instead passes its position as a 0-d tensor
+    and reads the whole cache under a mask of the filled positions: the same shapes at every step.
     """
 
     def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype):
@@ -183,17 +227,28 @@ class KVCache:
         shape = (cfg.n_layer, batch_size, n_kv, max_len, cfg.head_dim)
         self.k = torch.zeros(shape, device=device, dtype=dtype)
         self.v = torch.zeros(shape, device=device, dtype=dtype)
+        self.positions = torch.arange(max_len, device=device)  # (max_len,): device-side step positions
         self.max_len = max_len
         self.length = 0
 
-    def update(self, layer: int, start: int, k: torch.Tensor, v: torch.Tensor):
-        """Write k, v (B, Hkv, L, Dh) at positions [start, start+L); return the filled prefix."""
+    def update(self, layer: int, start: int | torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+        """Write k, v (B, Hkv, L, Dh) at positions [start, start+L) -> (keys, values, filled).
+
+        `start` an int: the filled prefix (B, Hkv, start+L, Dh) and filled=None. `start` a 0-d long
+        tensor (one token, static shapes): the whole cache (B, Hkv, max_len, Dh) and filled (max_len,),
+        True at the positions written so far.
+        """
+        if isinstance(start, torch.Tensor):
+            index = start.view(1)
+            self.k[layer].index_copy_(2, index, k)
+            self.v[layer].index_copy_(2, index, v)
+            return self.k[layer], self.v[layer], self.positions <= start
         end = start + k.size(2)
         if end > self.max_len:
             raise RuntimeError(f"KV cache overflow: position {end} > capacity {self.max_len}")
         self.k[layer, :, :, start:end] = k
         self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end]
+        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], None
 
 
 class Attention(nn.Module):
@@ -202,8 +257,8 @@ class Attention(nn.Module):
         self.n_head = cfg.n_head
         self.n_kv_head = cfg.n_kv_head or cfg.n_head
         self.head_dim = cfg.head_dim
-        self.wqkv = nn.Linear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * cfg.head_dim, bias=False)
-        self.wo = nn.Linear(cfg.dim, cfg.dim, bias=False)
+        self.wqkv = Linear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * cfg.head_dim, bias=False)
+        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
         self.attn_dropout_p = cfg.attn_dropout_p
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 
@@ -215,15 +270,18 @@ class Attention(nn.Module):
         k = apply_rope(k.view(B, L, self.n_kv_head, self.head_dim), rope)  # (B, L, Hkv, Dh)
         v = v.view(B, L, self.n_kv_head, self.head_dim)  # (B, L, Hkv, Dh)
         q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, Dh)
+        filled = None
         if cache is not None:
-            k, v = cache.update(layer, start, k, v)  # (B, Hkv, start+L, Dh)
+            k, v, filled = cache.update(layer, start, k, v)  # (B, Hkv, start+L or max_len, Dh)
         if self.n_kv_head != self.n_head:
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         if L == 1:
             # One new token attends to every filled position: no mask. Plain matmuls read the cache
             # prefix in place; SDPA's CPU kernel would first copy the strided prefix (~10x slower).
-            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # (B, H, 1, start+1)
+            scores = (q @ k.transpose(-1, -2)) * self.head_dim**-0.5  # (B, H, 1, start+1 or max_len)
+            if filled is not None:  # static-shape step over the whole cache
+                scores = scores.masked_fill(~filled, float("-inf"))
             out = torch.softmax(scores.float(), dim=-1).type_as(v) @ v  # (B, H, 1, Dh)
         elif k.size(2) == L:  # full sequence from position 0
             out = F.scaled_dot_product_attention(
@@ -284,7 +342,7 @@ class GPT(nn.Module):
         rates = [cfg.drop_path_rate * i / max(cfg.n_layer - 1, 1) for i in range(cfg.n_layer)]  # linear, as LlamaGen
         self.layers = nn.ModuleList(TransformerBlock(cfg, r) for r in rates)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
         rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, cfg.cls_token_num)
         self.register_buffer("rope", rope, persistent=False)  # (cls + T, Dh/2, 2)
         self.initialize_weights()
@@ -304,9 +362,15 @@ class GPT(nn.Module):
         """Labels (B,) -> condition embeddings (B, cls_token_num, D); drops labels while training."""
         return self.cls_embedding(cond_idx, train=self.training, force_drop=force_drop)[:, : self.config.cls_token_num]
 
-    def transformer(self, h: torch.Tensor, start: int = 0, cache: KVCache | None = None) -> torch.Tensor:
-        """Embeddings (B, L, D) at positions [start, start+L) -> normed hidden states (B, L, D)."""
-        rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
+    def transformer(self, h: torch.Tensor, start: int | torch.Tensor = 0, cache: KVCache | None = None) -> torch.Tensor:
+        """Embeddings (B, L, D) at positions [start, start+L) -> normed hidden states (B, L, D).
+
+        `start` may be a 0-d long tensor for one cached token: the static-shape step (see KVCache).
+        """
+        if isinstance(start, torch.Tensor):
+            rope = self.rope[start.view(1)]  # (1, Dh/2, 2)
+        else:
+            rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
         for i, layer in enumerate(self.layers):
             h = layer(h, rope, cache, i, start)
         return self.norm(h)
@@ -355,49 +419,103 @@ class GPT(nn.Module):
         cache.length = hidden.size(1)
         return self.head(hidden[:, -1])
 
-    def decode_one_token(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
-        """token (B,) at position cache.length -> logits for the next token (B, V)."""
-        hidden = self.transformer(self.tok_embeddings(token[:, None]), cache.length, cache)  # (B, 1, D)
-        cache.length += 1
+    def decode_step(self, token: torch.Tensor, position: int | torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """token (B,) at `position` -> logits for the next token (B, V); does not advance the cache.
+
+        `position` an int attends over the filled prefix; a 0-d long tensor gives the static-shape step
+        that `CompiledStep` compiles.
+        """
+        hidden = self.transformer(self.tok_embeddings(token[:, None]), position, cache)  # (B, 1, D)
         return self.head(hidden[:, 0])
+
+    def decode_one_token(self, token: torch.Tensor, cache: KVCache) -> torch.Tensor:
+        """token (B,) at position cache.length -> logits for the next token (B, V); advances the cache."""
+        logits = self.decode_step(token, cache.length, cache)
+        cache.length += 1
+        return logits
 
     @torch.no_grad()
     def generate(
         self,
         cond: torch.Tensor,
         num_tokens: int | None = None,
-        cfg_scale: float = 1.0,
-        cfg_interval: int = -1,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        *,
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
+        compile_step: bool = False,
+        **sampling,
     ) -> torch.Tensor:
         """Labels (B,) -> tokens (B, num_tokens), sampled as LlamaGen's `generate()`.
 
-        CFG (scale > 1) batches [cond; null-class] rows; after `cfg_interval` steps (if > -1) the
-        conditional logits are used alone. `uniforms` (B, num_tokens): per-sample draws for inverse-CDF
-        sampling (see `tensorar.sampling`).
+        `sampling`: the keyword options of `SamplingOptions` (cfg_scale, cfg_interval, temperature,
+        top_k, top_p, greedy). CFG (scale > 1) batches [cond; null-class] rows. `uniforms`
+        (B, num_tokens): per-sample draws for inverse-CDF sampling (see `tensorar.sampling`).
+        `compile_step`: run the per-token step compiled (`CompiledStep`; CUDA graphs on GPU).
         """
+        opts = SamplingOptions(**sampling)
         num_tokens = num_tokens or self.config.block_size
-        use_cfg = cfg_scale > 1.0
         B = cond.shape[0]
-        cond_rows = torch.cat([cond, torch.full_like(cond, self.config.num_classes)]) if use_cfg else cond
-        cache = self.new_cache(cond_rows.shape[0], self.config.cls_token_num + num_tokens)
+        cond_rows = opts.condition_rows(cond, self.config.num_classes)  # (rows·B,)
+        max_len = self.config.cls_token_num + num_tokens
+        cache, step = make_decoder(self, self.decode_one_token, cond_rows.shape[0], max_len, compile_step)
         tokens = torch.empty(B, num_tokens, dtype=torch.long, device=cond.device)
         logits = self.prefill(cond_rows, cache)
         for i in range(num_tokens):
             if i > 0:
-                step_input = torch.cat([tokens[:, i - 1]] * 2) if use_cfg else tokens[:, i - 1]
-                logits = self.decode_one_token(step_input, cache)
-            if use_cfg:
-                # LlamaGen counts the interval over decode steps after the prefill token.
-                logits = apply_cfg(logits, cfg_scale, cfg_interval < 0 or i - 1 <= cfg_interval)
+                logits = step(tokens[:, i - 1].repeat(cond_rows.shape[0] // B), cache)  # (rows·B, V)
             u = None if uniforms is None else uniforms[:, i]
-            tokens[:, i] = sample_from_logits(logits, temperature, top_k, top_p, greedy, generator, u)
+            tokens[:, i] = opts.sample(opts.guide(logits, i), generator, u)
         return tokens
+
+
+class CompiledStep:
+    """A per-token decode step compiled once with static shapes (ours; as gpt-fast and LlamaGen's
+    `--compile` sampler do).
+
+    The step gets its position as a device tensor (`KVCache.positions`) and attends over the whole
+    preallocated cache under a mask of the filled positions, so one graph serves every step and the loop
+    never waits on the host. With `mode="reduce-overhead"` on CUDA the graph is replayed as a CUDA graph;
+    on CPU inductor fuses the small ops. The cache is owned here and reused by later calls with the same
+    shape, so its address never changes (a replayed graph reads fixed addresses). Greedy fp32 tokens equal
+    the eager loop's (tests/test_fast_decoding.py).
+    """
+
+    def __init__(self, model: nn.Module):
+        """`model` offers decode_step(inputs, position, cache, **kwargs) and new_cache(batch_size, max_len)."""
+        self.step = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        self.new_cache = model.new_cache
+        self.weight = next(model.parameters())  # caches follow its dtype and device
+        self.cache: KVCache | None = None
+        self.cache_key = None
+
+    def cache_for(self, batch_size: int, max_len: int) -> KVCache:
+        """An empty cache of this shape: the same tensors as last time whenever possible."""
+        key = (batch_size, max_len, self.weight.dtype, self.weight.device)
+        if key != self.cache_key:
+            self.cache, self.cache_key = None, None  # free the old one first
+            self.cache = self.new_cache(batch_size, max_len)
+            for t in (self.cache.k, self.cache.v, self.cache.positions):
+                torch._dynamo.mark_static_address(t)
+            self.cache_key = key
+        self.cache.length = 0  # stale entries past `length` are masked out
+        return self.cache
+
+    def __call__(self, inputs: torch.Tensor, cache: KVCache, **kwargs) -> torch.Tensor:
+        if inputs.is_cuda:
+            torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs are consumed
+        logits = self.step(inputs, cache.positions[cache.length], cache, **kwargs)
+        cache.length += 1
+        return logits
+
+
+def make_decoder(model: nn.Module, eager_step, batch_size: int, max_len: int, compile_step: bool):
+    """(cache, step) for a generation loop: `eager_step` with a new cache, or the model's `CompiledStep`
+    (made on first use) with its reusable cache. step(inputs, cache, **kwargs) advances the cache."""
+    if not compile_step:
+        return model.new_cache(batch_size, max_len), eager_step
+    if getattr(model, "compiled_step", None) is None:
+        model.compiled_step = CompiledStep(model)
+    return model.compiled_step.cache_for(batch_size, max_len), model.compiled_step
 
 
 # --------------------------------------------------------------------------------------------------

@@ -33,8 +33,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tensorar.models.gpt import GPT, KVCache, RMSNorm
-from tensorar.sampling import apply_cfg, sample_from_logits
+from tensorar.models.gpt import GPT, KVCache, Linear, RMSNorm, make_decoder
+from tensorar.sampling import SamplingOptions
 from tensorar.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
 
 PAD = -1  # token id of window positions past the end of the sequence
@@ -80,9 +80,9 @@ class CrossAttention(nn.Module):
         self.n_head = n_head
         self.query_norm = RMSNorm(dim, eps)
         self.context_norm = RMSNorm(dim, eps)
-        self.wq = nn.Linear(dim, dim, bias=False)
-        self.wkv = nn.Linear(dim, 2 * dim, bias=False)
-        self.wo = nn.Linear(dim, dim, bias=False)
+        self.wq = Linear(dim, dim, bias=False)
+        self.wkv = Linear(dim, 2 * dim, bias=False)
+        self.wo = Linear(dim, dim, bias=False)
 
     def forward(self, q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """q (N, Q, D), context (N, C, D) -> (N, Q, D)."""
@@ -108,7 +108,7 @@ class QueryTransformer(nn.Module):
         self.queries = nn.Parameter(torch.empty(n_queries, dim))
         self.layers = nn.ModuleList(CrossAttention(dim, n_head, eps) for _ in range(depth))
         self.mlp_norm = RMSNorm(dim, eps)
-        self.mlp = nn.Sequential(nn.Linear(dim, dim, bias=False), nn.GELU(), nn.Linear(dim, dim, bias=False))
+        self.mlp = nn.Sequential(Linear(dim, dim, bias=False), nn.GELU(), Linear(dim, dim, bias=False))
 
     def initialize_weights(self, std: float):
         for m in self.modules():
@@ -285,49 +285,57 @@ class TensorAR(nn.Module):
         cache.length = hidden.size(1)
         return self.slot_logits(hidden[:, -1])
 
-    def decode_one_tensor(self, window: torch.Tensor, cache: KVCache, rows: int = 1) -> torch.Tensor:
-        """window (B, k) at position cache.length -> logits of the next window (rows·B, k, V).
+    def decode_step(self, window: torch.Tensor, position: int | torch.Tensor, cache: KVCache, rows: int = 1):
+        """window (B, k) at `position` -> logits of the next window (rows·B, k, V); does not advance
+        the cache (`position` as in `GPT.decode_step`).
 
         `rows=2` repeats the encoded window for the [cond; null-class] rows of CFG (encoded once).
         """
         h = self.encode(window[:, None]).repeat(rows, 1, 1)  # (rows·B, 1, D)
-        hidden = self.base.transformer(h, cache.length, cache)  # (rows·B, 1, D)
-        cache.length += 1
+        hidden = self.base.transformer(h, position, cache)  # (rows·B, 1, D)
         return self.slot_logits(hidden[:, 0])
+
+    def decode_one_tensor(self, window: torch.Tensor, cache: KVCache, rows: int = 1) -> torch.Tensor:
+        """window (B, k) at position cache.length -> logits of the next window; advances the cache."""
+        logits = self.decode_step(window, cache.length, cache, rows)
+        cache.length += 1
+        return logits
+
+    def new_cache(self, batch_size: int, max_len: int | None = None) -> KVCache:
+        return self.base.new_cache(batch_size, max_len)
 
     @torch.no_grad()
     def generate(
         self,
         cond: torch.Tensor,
         num_tokens: int | None = None,
-        cfg_scale: float = 1.0,
-        cfg_interval: int = -1,
-        temperature: float = 1.0,
-        top_k: int = 0,
-        top_p: float = 1.0,
-        greedy: bool = False,
+        *,
         generator: torch.Generator | None = None,
         uniforms: torch.Tensor | None = None,
         draft_noise: str = "none",
         noise_uniforms: torch.Tensor | None = None,
         return_drafts: bool = False,
+        compile_step: bool = False,
+        **sampling,
     ):
         """Labels (B,) -> tokens (B, T) by commit-and-refine; with `return_drafts`, also (B, T, k).
 
         Step i samples all k slots of window i (x̂_i..x̂_{i+k-1}; PAD past T) from the logits of the
-        window fed at step i-1, commits slot 0 as token i and feeds the whole window back. CFG, the
-        interval, temperature, top-k/top-p and greedy act on every slot as in `GPT.generate`.
-        `uniforms` (B, T, k): per-sample draws for inverse-CDF sampling. `draft_noise="schedule"`
-        (ours) resamples position j of each fed window with probability β(j), as in training, using
-        `noise_uniforms` (B, T, k, 2) if given.
+        window fed at step i-1, commits slot 0 as token i and feeds the whole window back. `sampling`
+        (the options of `SamplingOptions`: CFG, its interval, temperature, top-k/top-p, greedy) acts on
+        every slot as in `GPT.generate`. `uniforms` (B, T, k): per-sample draws for inverse-CDF
+        sampling. `draft_noise="schedule"` (ours) resamples position j of each fed window with
+        probability β(j), as in training, using `noise_uniforms` (B, T, k, 2) if given.
+        `compile_step`: run the per-token step compiled (`CompiledStep`).
         """
         if draft_noise not in DRAFT_NOISE:
             raise ValueError(f"unknown draft_noise {draft_noise!r}; known: {', '.join(DRAFT_NOISE)}")
+        opts = SamplingOptions(**sampling)
         num_tokens = num_tokens or self.base.config.block_size
-        use_cfg = cfg_scale > 1.0
         B, k, device = cond.shape[0], self.k, cond.device
-        cond_rows = torch.cat([cond, torch.full_like(cond, self.base.config.num_classes)]) if use_cfg else cond
-        cache = self.base.new_cache(cond_rows.shape[0], self.base.config.cls_token_num + num_tokens)
+        cond_rows = opts.condition_rows(cond, self.base.config.num_classes)  # (rows·B,)
+        max_len = self.base.config.cls_token_num + num_tokens
+        cache, step = make_decoder(self, self.decode_one_tensor, cond_rows.shape[0], max_len, compile_step)
         # valid[i, s]: slot s of window i is a real position (i + s < T); the rest is forced to PAD.
         steps = torch.arange(num_tokens, device=device)
         valid = (steps[:, None] + torch.arange(k, device=device)) < num_tokens  # (T, k)
@@ -339,12 +347,9 @@ class TensorAR(nn.Module):
                 if draft_noise == "schedule":
                     u = None if noise_uniforms is None else noise_uniforms[:, i]
                     fed = self.noise_tensors(fed, generator, u)
-                logits = self.decode_one_tensor(fed, cache, rows=2 if use_cfg else 1)
-            if use_cfg:
-                # Same interval convention as GPT.generate (counted over decode steps after prefill).
-                logits = apply_cfg(logits, cfg_scale, cfg_interval < 0 or i - 1 <= cfg_interval)
+                logits = step(fed, cache, rows=cond_rows.shape[0] // B)
             u = None if uniforms is None else uniforms[:, i]
-            window = sample_from_logits(logits, temperature, top_k, top_p, greedy, generator, u)  # (B, k)
+            window = opts.sample(opts.guide(logits, i), generator, u)  # (B, k)
             drafts[:, i] = torch.where(valid[i], window, PAD)
         tokens = drafts[:, :, 0].clone()  # (B, T): the committed slot of every step
         return (tokens, drafts) if return_drafts else tokens
