@@ -94,8 +94,8 @@ def test_static_step_equals_prefix_step():
     windows = model.windows(tokens)  # (B, T, k)
     for net, step_inputs in ((base, tokens), (model, windows)):
         prefix_cache, static_cache = base.new_cache(3), base.new_cache(3)
-        static_cache.k.fill_(1e3)  # stale garbage past the filled positions must be masked out
-        static_cache.v.fill_(1e3)
+        for t in (*static_cache.k, *static_cache.v):
+            t.fill_(1e3)  # stale garbage past the filled positions must be masked out
         with torch.no_grad():
             torch.testing.assert_close(net.prefill(labels, static_cache), net.prefill(labels, prefix_cache))
             for i in range(T - 1):

@@ -224,9 +224,11 @@ class KVCache:
 
     def __init__(self, cfg: GPTConfig, batch_size: int, max_len: int, device, dtype):
         n_kv = cfg.n_kv_head or cfg.n_head
-        shape = (cfg.n_layer, batch_size, n_kv, max_len, cfg.head_dim)
-        self.k = torch.zeros(shape, device=device, dtype=dtype)
-        self.v = torch.zeros(shape, device=device, dtype=dtype)
+        shape = (batch_size, n_kv, max_len, cfg.head_dim)
+        # One tensor per layer: a compiled step then writes each in place (one layer slice of a single
+        # tensor made torch.compile copy the whole cache at every layer).
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layer)]
         self.positions = torch.arange(max_len, device=device)  # (max_len,): device-side step positions
         self.max_len = max_len
         self.length = 0
@@ -246,9 +248,9 @@ class KVCache:
         end = start + k.size(2)
         if end > self.max_len:
             raise RuntimeError(f"KV cache overflow: position {end} > capacity {self.max_len}")
-        self.k[layer, :, :, start:end] = k
-        self.v[layer, :, :, start:end] = v
-        return self.k[layer, :, :, :end], self.v[layer, :, :, :end], None
+        self.k[layer][:, :, start:end] = k
+        self.v[layer][:, :, start:end] = v
+        return self.k[layer][:, :, :end], self.v[layer][:, :, :end], None
 
 
 class Attention(nn.Module):
@@ -494,7 +496,7 @@ class CompiledStep:
         if key != self.cache_key:
             self.cache, self.cache_key = None, None  # free the old one first
             self.cache = self.new_cache(batch_size, max_len)
-            for t in (self.cache.k, self.cache.v, self.cache.positions):
+            for t in (*self.cache.k, *self.cache.v, self.cache.positions):
                 torch._dynamo.mark_static_address(t)
             self.cache_key = key
         self.cache.length = 0  # stale entries past `length` are masked out
