@@ -75,23 +75,30 @@ def build_models(args, device, dtype):
     return tensorar.base, tensorar
 
 
-def timed(fn, device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call of fn, after warm-up."""
-    for _ in range(warmup):
+def seconds(fn, device) -> float:
+    """Seconds of one call of fn: CUDA events on a GPU, wall clock on CPU."""
+    if device.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
         fn()
-    times = []
+        end.record()
+        torch.cuda.synchronize()
+        return start.elapsed_time(end) / 1000
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def timed(fns: dict, device, warmup: int, repeats: int) -> dict[str, list[float]]:
+    """Seconds per call of each fn, after warm-up. The repeats are interleaved (round r times every fn
+    once), so a machine whose speed drifts over minutes (a shared VM) biases no fn against another."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
     for _ in range(repeats):
-        if device.type == "cuda":
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
+        for name, fn in fns.items():
+            times[name].append(seconds(fn, device))
     return times
 
 
@@ -125,15 +132,18 @@ def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: b
     theirs = Transformer(ModelArgs(**base.config.to_dict()))  # our config uses their field names
     theirs.load_state_dict(base.state_dict(), strict=True)
     theirs = theirs.to(device=device, dtype=dtype).eval()
-    if compile_step:
-        lg_generate_module.decode_one_token = torch.compile(
-            lg_generate_module.decode_one_token, mode="reduce-overhead", fullgraph=True
-        )
+    eager_step = lg_generate_module.decode_one_token
+    step = torch.compile(eager_step, mode="reduce-overhead", fullgraph=True) if compile_step else eager_step
 
     def run(cond, num_tokens):
-        return lg_generate_module.generate(
-            theirs, cond, num_tokens, cfg_scale=args.cfg_scale, temperature=1.0, top_k=0, top_p=1.0
-        )
+        # Their generate() looks `decode_one_token` up in its module: swap ours in for this call only.
+        lg_generate_module.decode_one_token = step
+        try:
+            return lg_generate_module.generate(
+                theirs, cond, num_tokens, cfg_scale=args.cfg_scale, temperature=1.0, top_k=0, top_p=1.0
+            )
+        finally:
+            lg_generate_module.decode_one_token = eager_step
 
     return run
 
@@ -192,8 +202,7 @@ def main(argv=None) -> dict:
 
     rows = []
     with torch.no_grad():
-        for name, fn in samplers.items():
-            times = timed(fn, device, args.warmup, args.repeats)
+        for name, times in timed(samplers, device, args.warmup, args.repeats).items():
             median = statistics.median(times)
             rows.append({"sampler": name, "seconds": median, "ms_per_step": 1000 * median / num_tokens,
                          "images_per_s": args.batch_size / median, "all_seconds": times})
@@ -202,7 +211,7 @@ def main(argv=None) -> dict:
             vq = VQModel(vq_config(args.vq_preset)).to(device=device).eval()
             grid = base.config.grid_size
             codes = torch.randint(0, vq.config.codebook_size, (args.batch_size, grid, grid), device=device)
-            times = timed(lambda: vq.decode(codes), device, 1, args.repeats)
+            times = timed({"vq": lambda: vq.decode(codes)}, device, 1, args.repeats)["vq"]
             rows.append({"sampler": f"VQ decode ({args.vq_preset})", "seconds": statistics.median(times),
                          "ms_per_step": float("nan"), "images_per_s": args.batch_size / statistics.median(times),
                          "all_seconds": times})
