@@ -1,0 +1,51 @@
+"""The benchmark scripts run end to end on a toy preset and report what they promise (no timing asserted)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_script(name: str, *args: str) -> str:
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / name), *args], capture_output=True,
+                          text=True, cwd=ROOT, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def sampling_args(tmp_path) -> list[str]:
+    return ["--preset", "GPT-toy-S", "--batch-size", "2", "--tokens", "6", "--threads", "1", "--warmup", "0",
+            "--repeats", "1", "--vq-preset", "VQ-toy", "--out", str(tmp_path / "b.json")]
+
+
+def test_sampling_benchmark_reports_every_number(tmp_path):
+    stdout = run_script("sampling.py", *sampling_args(tmp_path))
+    result = json.loads((tmp_path / "b.json").read_text())
+    names = [row["sampler"] for row in result["rows"]]
+    assert names == ["ours: base", "ours: TensorAR (k=4, d=1)", "VQ decode (VQ-toy)"]
+    assert all(row["seconds"] > 0 for row in result["rows"])
+    # TensorAR adds the k-slot head and the query transformers: more FLOPs per step than its base.
+    assert result["flops_per_step"]["tensorar"] > result["flops_per_step"]["base"] > 0
+    assert "TensorAR / base throughput" in stdout and "| ours: base" in stdout
+
+
+@pytest.mark.slow
+def test_sampling_benchmark_compiled_steps_give_the_eager_tokens(tmp_path):
+    run_script("sampling.py", *sampling_args(tmp_path), "--compile")
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["compiled_greedy_equals_eager"] == {"base": True, "tensorar": True}
+    assert "ours: base, compiled step" in [row["sampler"] for row in result["rows"]]
+
+
+def test_decode_matmul_benchmark(tmp_path):
+    stdout = run_script("decode_matmul.py", "--preset", "GPT-toy-S", "--threads", "1", "--rows", "2", "16",
+                        "--repeats", "1", "--out", str(tmp_path / "m.json"))
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert set(result["rows"]) == {"2", "16"}
+    assert set(result["rows"]["2"]) == {"F.linear", "W @ x.T", "chunked bmm"}
+    assert result["weight_gb"] > 0 and "GB/s" in stdout
