@@ -71,7 +71,7 @@ class SamplingConfig:
     draft_noise: str = "none"  # TensorAR only: "none" | "schedule"
     image_size: int | None = None  # eval size; None keeps the decoded size
     shard_size: int = 250
-    # The compiled per-token step (CUDA graphs on GPU; GPT.decoder). Same tokens up to float rounding,
+    # The compiled per-token step (CUDA graphs on GPU; models.gpt.CompiledStep). Same tokens up to float rounding,
     # kept here so shards from the two paths are never mixed.
     compile_step: bool = False
 
