@@ -1,4 +1,4 @@
-"""The fast decoding paths give the plain path's results: few-row CPU matmuls (`Linear`), the
+"""The fast decoding paths give the plain path's results: packed CPU weights (`Linear`), the
 static-shape step over a masked full cache, and the compiled step (`compile_step=True`)."""
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tensorar.models import gpt
 from tensorar.models.gpt import GPT, GPTConfig, Linear
 from tensorar.models.next_tensor import TensorAR, TensorARConfig
 
@@ -32,58 +33,74 @@ def aten_ops(fn) -> set[str]:
     return {event.key for event in prof.key_averages()}
 
 
+needs_onednn = pytest.mark.skipif(not gpt.onednn_packing_available(), reason="this torch build cannot pack weights with oneDNN")
+
+
 @pytest.fixture
-def plain_linear(monkeypatch):
-    """Every `Linear` computes F.linear (the reference path)."""
-    monkeypatch.setattr(Linear, "max_gemv_rows", 0)
-    monkeypatch.setattr(Linear, "max_split_rows", 0)
+def no_packing(monkeypatch):
+    """generate() leaves every weight unpacked: `Linear` computes F.linear (the reference path)."""
+    monkeypatch.setattr(gpt, "onednn_packing_available", lambda: False)
 
 
-# ----- Linear -----
-@pytest.mark.parametrize("rows", [1, 2, 4, 5, 16, 64, 65])
-@pytest.mark.parametrize("out_features, bias", [(96, False), (100, True), (97, False)])
-def test_linear_equals_f_linear(rows, out_features, bias):
+# ----- Linear with packed weights -----
+@needs_onednn
+@pytest.mark.parametrize("rows", [1, 2, 5, 16, 64, 513])
+@pytest.mark.parametrize("out_features, bias", [(96, False), (100, True)])
+def test_packed_linear_equals_f_linear(rows, out_features, bias):
     torch.manual_seed(rows)
     layer = Linear(48, out_features, bias=bias)
     x = torch.randn(rows, 1, 48)  # (rows, 1, in): a decode step's shape
-    out = layer(x)
-    assert out.shape == (rows, 1, out_features) and out.is_contiguous()
-    torch.testing.assert_close(out, F.linear(x, layer.weight, layer.bias))
+    with torch.no_grad():
+        with gpt.packed_for_decoding(layer):
+            assert "mkldnn::_linear_pointwise" in aten_ops(lambda: layer(x))
+            packed = layer(x)
+        assert torch.equal(layer(x), F.linear(x, layer.weight, layer.bias))  # unpacked again on exit
+    assert packed.shape == (rows, 1, out_features) and packed.is_contiguous()
+    torch.testing.assert_close(packed, F.linear(x, layer.weight, layer.bias))
 
 
-def test_linear_takes_the_fast_paths_on_cpu():
-    layer = Linear(48, 96, bias=False)
-    assert "aten::bmm" in aten_ops(lambda: layer(torch.randn(16, 48)))  # split over output chunks
-    gemv = aten_ops(lambda: layer(torch.randn(2, 48)))
-    assert "aten::mm" in gemv and "aten::bmm" not in gemv
-    assert "aten::bmm" not in aten_ops(lambda: layer(torch.randn(65, 48)))  # many rows: plain F.linear
+@needs_onednn
+def test_packed_weights_live_only_inside_the_block_and_never_under_autograd():
+    base, _ = tiny_models()
+    x = torch.randn(4, 1, 64, requires_grad=True)
+    linear = base.layers[0].attention.wqkv
+    with gpt.packed_for_decoding(base):
+        with gpt.packed_for_decoding(base):  # nested: the inner block packs nothing new, drops nothing
+            pass
+        assert linear.weight in gpt._PACKED_WEIGHTS
+        assert "mkldnn::_linear_pointwise" not in aten_ops(lambda: linear(x).sum().backward())  # training
+        grads = x.grad.clone(), linear.weight.grad.clone()
+    assert len(gpt._PACKED_WEIGHTS) == 0
+    x.grad, linear.weight.grad = None, None
+    F.linear(x, linear.weight).sum().backward()
+    assert torch.equal(grads[0], x.grad) and torch.equal(grads[1], linear.weight.grad)
 
 
-def test_linear_gradients_match():
-    torch.manual_seed(0)
-    layer = Linear(48, 96)
-    x = torch.randn(16, 48, requires_grad=True)
-    layer(x).square().sum().backward()
-    fast = (x.grad.clone(), layer.weight.grad.clone(), layer.bias.grad.clone())
-    x.grad, layer.weight.grad, layer.bias.grad = None, None, None
-    F.linear(x, layer.weight, layer.bias).square().sum().backward()
-    for a, b in zip(fast, (x.grad, layer.weight.grad, layer.bias.grad)):
-        torch.testing.assert_close(a, b)
+@needs_onednn
+def test_generate_packs_the_weights_it_is_called_with():
+    """Packed copies are made per generate() call, so new weights (load_state_dict) are never stale."""
+    base, _ = tiny_models(seed=0)
+    other, _ = tiny_models(seed=1)
+    labels = torch.tensor([0, 3])
+    assert "mkldnn::_linear_pointwise" in aten_ops(lambda: base.generate(labels, greedy=True))
+    base.load_state_dict(other.state_dict())
+    assert torch.equal(base.generate(labels, cfg_scale=2.0, greedy=True), other.generate(labels, cfg_scale=2.0, greedy=True))
 
 
+@needs_onednn
 @pytest.mark.parametrize("cfg_scale", [1.0, 3.0])
 def test_greedy_decoding_equals_plain_linear(cfg_scale, monkeypatch):
     base, model = tiny_models()
-    labels = torch.tensor([0, 3])  # 2 images: 4 rows with CFG, the gemv path
-    fast = (base.generate(labels, cfg_scale=cfg_scale, greedy=True),
-            model.generate(labels, cfg_scale=cfg_scale, greedy=True, return_drafts=True)[1])
-    labels8 = torch.arange(8) % NUM_CLASSES  # 8 images: the split path
-    fast8 = model.generate(labels8, cfg_scale=cfg_scale, greedy=True)
-    monkeypatch.setattr(Linear, "max_gemv_rows", 0)
-    monkeypatch.setattr(Linear, "max_split_rows", 0)
-    assert torch.equal(fast[0], base.generate(labels, cfg_scale=cfg_scale, greedy=True))
-    assert torch.equal(fast[1], model.generate(labels, cfg_scale=cfg_scale, greedy=True, return_drafts=True)[1])
-    assert torch.equal(fast8, model.generate(labels8, cfg_scale=cfg_scale, greedy=True))
+    labels = torch.tensor([0, 3])
+    labels8 = torch.arange(8) % NUM_CLASSES
+    packed = (base.generate(labels, cfg_scale=cfg_scale, greedy=True),
+              model.generate(labels, cfg_scale=cfg_scale, greedy=True, return_drafts=True)[1],
+              model.generate(labels8, cfg_scale=cfg_scale, greedy=True))
+    monkeypatch.setattr(gpt, "onednn_packing_available", lambda: False)
+    assert "mkldnn::_linear_pointwise" not in aten_ops(lambda: base.generate(labels, greedy=True))
+    assert torch.equal(packed[0], base.generate(labels, cfg_scale=cfg_scale, greedy=True))
+    assert torch.equal(packed[1], model.generate(labels, cfg_scale=cfg_scale, greedy=True, return_drafts=True)[1])
+    assert torch.equal(packed[2], model.generate(labels8, cfg_scale=cfg_scale, greedy=True))
 
 
 # ----- static-shape step (masked full cache, position as a tensor) -----
@@ -120,4 +137,6 @@ def test_compiled_step_greedy_equals_eager_and_compiles_once():
         with torch._dynamo.config.patch(error_on_recompile=True):  # same shapes: no new graph
             again = net.generate(labels.flip(0), cfg_scale=2.0, greedy=True, compile_step=True)
         assert net.compiled_step.cache is cache  # the cache (and its address) is reused
+        if gpt.onednn_packing_available():  # the compiled graph multiplies by the packed weights
+            assert "mkldnn::_linear_pointwise" in aten_ops(lambda: net.generate(labels, greedy=True, compile_step=True))
         assert torch.equal(again, net.generate(labels.flip(0), cfg_scale=2.0, greedy=True))

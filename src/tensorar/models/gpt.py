@@ -10,13 +10,16 @@ Differences from the official code, none of which changes a number:
   never ends up in `state_dict()` (LlamaGen files that contain it still load: see `checkpoint.py`);
 - the cache attends over the filled prefix only instead of masking a full-length cache (the compiled
   decode step, ours, masks the full cache: static shapes);
-- `Linear` picks a faster CPU matmul for the few rows of a decode step (same values);
+- `Linear` multiplies by oneDNN-packed weights on CPU during generate() (same values up to fp32
+  rounding);
 - the RoPE table is a non-persistent buffer built at construction.
 
 Reading order: config -> building blocks -> KV cache -> GPT -> presets registry.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 from dataclasses import asdict, dataclass, replace
 from typing import Optional
@@ -97,45 +100,88 @@ def _round_up(n: int, k: int) -> int:
 # --------------------------------------------------------------------------------------------------
 # Building blocks
 # --------------------------------------------------------------------------------------------------
+# Packed CPU weights for decoding (ours). A decode step multiplies a few rows (2 per image with CFG) by
+# every weight matrix, so it is bound by streaming the weights. With few rows MKL's `x @ W.T` runs on one
+# core and streams ~8 GB/s on the 2-core benchmark machine (a plain read: 28 GB/s); oneDNN's matmul over
+# a weight reordered once into its blocked layout streams ~20 GB/s from 1 to 16 rows and stays ahead of
+# F.linear up to 512 rows (benchmarks/README.md). `packed_for_decoding` packs a model's weights for the
+# length of one generate() call; `Linear` then multiplies by them. Values differ from F.linear by fp32
+# rounding only; tests compare greedy tokens against F.linear.
+_PACK_ROWS = 16  # oneDNN's layout hint; 1, 16 and 64 measured within noise of each other for 1-64 rows
+_PACKED_WEIGHTS = torch.utils.weak.WeakIdKeyDictionary()  # weight Parameter -> its packed copy
+
+
+@functools.cache
+def onednn_packing_available() -> bool:
+    """Whether this torch build can pack fp32 linear weights with oneDNN (not every CPU build can)."""
+    try:
+        packed = torch.ops.mkldnn._reorder_linear_weight(torch.ones(2, 2), _PACK_ROWS)
+        return bool(torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), packed, None, "none", [], "").eq(2).all())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+@contextlib.contextmanager
+def packed_for_decoding(model: nn.Module):
+    """Within the block, the CPU fp32 `Linear` weights of `model` are packed for oneDNN (GPT-B: ~0.2 s,
+    one extra copy of its weights); on exit the copies are dropped. Weights must not change inside."""
+    added = []
+    if onednn_packing_available():
+        for module in model.modules():
+            weight = getattr(module, "weight", None)
+            if (isinstance(module, Linear) and weight.device.type == "cpu" and weight.dtype == torch.float32
+                    and weight not in _PACKED_WEIGHTS):
+                _PACKED_WEIGHTS[weight] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PACK_ROWS)
+                added.append(weight)
+    try:
+        yield
+    finally:
+        for weight in added:
+            _PACKED_WEIGHTS.pop(weight, None)
+
+
+def with_packed_weights(generate):
+    """Decorator for a model's generate(): the call runs inside `packed_for_decoding(self)`."""
+
+    @functools.wraps(generate)
+    def wrapper(self, *args, **kwargs):
+        with packed_for_decoding(self):
+            return generate(self, *args, **kwargs)
+
+    return wrapper
+
+
+def linear_by_packed_weight(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """F.linear, by the packed weight when `packed_for_decoding` made one."""
+    packed = _PACKED_WEIGHTS.get(weight)
+    if packed is None:
+        return F.linear(x, weight, bias)
+    return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
+
+
+@torch.library.custom_op("tensorar::cpu_linear", mutates_args=())
+def cpu_linear(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor]) -> torch.Tensor:
+    """`linear_by_packed_weight` as an op of its own, for the compiled decode step: the packed weight is
+    then looked up when the graph runs, not when it is traced. (Eager calls skip the op's dispatch: ~5 %
+    of a CPU decode step at 16 rows.)"""
+    return linear_by_packed_weight(x, weight, bias)
+
+
+@cpu_linear.register_fake
+def _(x, weight, bias):
+    return x.new_empty(*x.shape[:-1], weight.size(0))
+
+
 class Linear(nn.Linear):
-    """nn.Linear (same parameters, same state_dict keys) with faster CPU matmuls for a few rows.
-
-    A decode step multiplies a handful of rows (2 per image with CFG) by every weight matrix, so it is
-    bound by streaming the weights. For `x @ W.T` with few rows MKL uses one core and streams the weights
-    at ~8 GB/s on the 2-core benchmark machine (memory gives ~29 GB/s). Two rewrites of the same product
-    do better (measured over GPT-B's weight matrices, benchmarks/README.md):
-    - up to `max_gemv_rows` rows: `W @ x.T`, which MKL treats as a matrix-vector product over the long
-      output axis (2 rows: 30 GB/s; 4 rows: 23 GB/s);
-    - up to `max_split_rows` rows: the output features cut into a batch of equal chunks, one `bmm`
-      that runs the chunks on all cores (4 rows: 16 GB/s; 16 rows: 10 vs 7 GB/s).
-    Every output is the same dot product over the same inputs: the split is bit-identical to F.linear,
-    `W @ x.T` differs by fp32 rounding only (the decoding tests check greedy tokens against F.linear).
-    Above `max_split_rows` (training, prefill of long sequences) MKL parallelises F.linear itself.
-    """
-
-    max_gemv_rows = 4
-    max_split_rows = 64
-    split_chunks = 8  # fastest on 2 cores (2 and 4 chunks: 10-20 % slower); fewer if they do not divide
+    """nn.Linear (same parameters, same state_dict keys) that uses the packed weight of
+    `packed_for_decoding` in CPU fp32 inference. Training (autograd) and other devices: F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows = x.numel() // x.size(-1)
-        if x.device.type != "cpu" or rows > self.max_split_rows:
+        needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
+        if x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad:
             return F.linear(x, self.weight, self.bias)
-        flat = x.reshape(rows, self.in_features)  # (rows, in)
-        if rows <= self.max_gemv_rows:
-            # Row-major result: a column-major one would send the next layer down a slow MKL path.
-            out = (self.weight @ flat.t()).t().contiguous()  # (rows, out)
-        else:
-            chunks = self.split_chunks
-            while self.out_features % chunks:
-                chunks //= 2
-            if chunks < 2:
-                return F.linear(x, self.weight, self.bias)
-            weight = self.weight.view(chunks, -1, self.in_features).transpose(1, 2)  # (chunks, in, out/chunks)
-            out = torch.bmm(flat.expand(chunks, -1, -1), weight)  # (chunks, rows, out/chunks)
-            out = out.transpose(0, 1)  # (rows, chunks, out/chunks)
-        out = out.reshape(*x.shape[:-1], self.out_features)  # (..., out)
-        return out if self.bias is None else out + self.bias
+        linear = cpu_linear if torch.compiler.is_compiling() else linear_by_packed_weight
+        return linear(x, self.weight, self.bias)
 
 
 class RMSNorm(nn.Module):
@@ -437,6 +483,7 @@ class GPT(nn.Module):
         return logits
 
     @torch.no_grad()
+    @with_packed_weights
     def generate(
         self,
         cond: torch.Tensor,

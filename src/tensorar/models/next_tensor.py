@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tensorar.models.gpt import GPT, KVCache, Linear, RMSNorm, make_decoder
+from tensorar.models.gpt import GPT, KVCache, Linear, RMSNorm, make_decoder, with_packed_weights
 from tensorar.sampling import SamplingOptions
 from tensorar.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
 
@@ -305,6 +305,7 @@ class TensorAR(nn.Module):
         return self.base.new_cache(batch_size, max_len)
 
     @torch.no_grad()
+    @with_packed_weights
     def generate(
         self,
         cond: torch.Tensor,
