@@ -31,6 +31,7 @@ def test_sampling_benchmark_reports_every_number(tmp_path):
     assert all(row["seconds"] > 0 for row in result["rows"])
     # TensorAR adds the k-slot head and the query transformers: more FLOPs per step than its base.
     assert result["flops_per_step"]["tensorar"] > result["flops_per_step"]["base"] > 0
+    assert result["weight_packing_seconds"] >= 0 and "weight packing" in stdout
     assert "TensorAR / base throughput" in stdout and "| ours: base" in stdout
 
 
@@ -47,5 +48,5 @@ def test_decode_matmul_benchmark(tmp_path):
                         "--repeats", "1", "--out", str(tmp_path / "m.json"))
     result = json.loads((tmp_path / "m.json").read_text())
     assert set(result["rows"]) == {"2", "16"}
-    assert set(result["rows"]["2"]) == {"F.linear", "W @ x.T", "chunked bmm"}
+    assert set(result["rows"]["2"]) == {"F.linear", "oneDNN packed", "W @ x.T", "chunked bmm"}
     assert result["weight_gb"] > 0 and "GB/s" in stdout
