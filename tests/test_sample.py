@@ -18,6 +18,7 @@ from PIL import Image
 from tensorar import figures
 from tensorar.checkpoint import save_model
 from tensorar.distributed import DistInfo
+from tensorar.models import gpt as gpt_module
 from tensorar.models.gpt import GPT, GPTConfig
 from tensorar.models.next_tensor import TensorAR, TensorARConfig
 from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
@@ -195,6 +196,15 @@ def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
     assert not shard_dir_for(single).exists() and not shard_dir_for(double).exists()
     assert stats["images_generated"] == 10 and stats["shards_generated"] == 3
     assert stats["per_class_counts"] == [2] * NUM_CLASSES
+
+
+@pytest.mark.skipif(not gpt_module.onednn_packing_available(), reason="this torch build cannot pack weights")
+def test_sampling_packs_the_cpu_weights_once_per_run(gpt, vq, tmp_path):
+    cfg = SamplingConfig(num_samples=6, seed=1, shard_size=4)
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        run_sampling(gpt, vq.decode, tmp_path / "s.npz", cfg, _single(), batch_size=2, progress=False)  # 3 batches
+    packs = {e.key: e.count for e in prof.key_averages()}.get("mkldnn::_reorder_linear_weight", 0)
+    assert packs == sum(isinstance(m, gpt_module.Linear) for m in gpt.modules())
 
 
 def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):

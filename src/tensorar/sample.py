@@ -49,6 +49,7 @@ from tqdm.auto import tqdm
 from tensorar import figures
 from tensorar.distributed import DistInfo, barrier, cleanup_distributed, get_logger, init_distributed
 from tensorar.fileio import atomic_save_npz, atomic_write_json
+from tensorar.models.gpt import packed_for_decoding
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # token grid (B, h, w) long -> images (B, 3, H, W) in [-1, 1]
 
