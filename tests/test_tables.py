@@ -87,7 +87,9 @@ def test_latency_column(tmp_path, runs):
                 "rows": [{"key": "x", "method": "tensorar", "cells": {"Depth": 1}, "runs": runs}]}]}
     out = tmp_path / "t6.md"
     tables.main(["table", "--manifest", json.dumps(manifest), "--out", str(out)])
-    assert "15.00 ± 7.07" in out.read_text()  # 1000/100 and 1000/50 ms per image
+    text = out.read_text()
+    assert "15.00 ± 7.07" in text  # 1000/100 and 1000/50 ms per image
+    assert tables.LATENCY_NOTE in text  # how the latency was measured, beside the table
 
 
 def test_diagnostics(tmp_path, runs):

@@ -62,6 +62,13 @@ def count_parameters(ckpt: str | Path) -> int:
     return sum(t.numel() for t in state.values() if hasattr(t, "numel"))
 
 
+LATENCY_NOTE = (
+    "Latency: generation time per image (VQ decoding excluded) as the sampling job measured it, while the "
+    "workflow may have run other jobs on the same machine: rows of one run can differ by this alone "
+    "(ours; `benchmarks/sampling.py` times the samplers in isolation)."
+)
+
+
 def latency_ms(stats: dict) -> float:
     """Milliseconds of generation per image (decode excluded), from the sampler's stats JSON."""
     rate = stats.get("generate_images_per_s")
@@ -147,6 +154,8 @@ def write_table(manifest: dict, out: Path) -> None:
         shown, raw = section_frame(section, toy)
         if section["title"] != manifest["title"]:  # a one-section table needs no second heading
             md += [f"## {section['title']}", ""]
+        if section.get("latency"):
+            md += [LATENCY_NOTE, ""]
         md += [shown.to_markdown(index=False, disable_numparse=True), ""]
         raw.insert(0, "section", section["name"])
         csv.append(raw)
