@@ -104,8 +104,8 @@ def _round_up(n: int, k: int) -> int:
 # every weight matrix, so it is bound by streaming the weights. With few rows MKL's `x @ W.T` runs on one
 # core and streams ~8 GB/s on the 2-core benchmark machine (a plain read: 28 GB/s); oneDNN's matmul over
 # a weight reordered once into its blocked layout streams ~20 GB/s from 1 to 16 rows and stays ahead of
-# F.linear up to 512 rows (benchmarks/README.md). `packed_for_decoding` packs a model's weights for the
-# length of one generate() call; `Linear` then multiplies by them. Values differ from F.linear by fp32
+# F.linear up to 512 rows (benchmarks/README.md). `packed_for_decoding` packs a model's weights for one
+# generate() call or one `tensorar sample` run; `Linear` then multiplies by them. Values differ from F.linear by fp32
 # rounding only; tests compare greedy tokens against F.linear.
 _PACK_ROWS = 16  # oneDNN's layout hint; 1, 16 and 64 measured within noise of each other for 1-64 rows
 _PACKED_WEIGHTS = torch.utils.weak.WeakIdKeyDictionary()  # weight Parameter -> its packed copy
@@ -127,10 +127,8 @@ def packed_for_decoding(model: nn.Module):
     one extra copy of its weights); on exit the copies are dropped. Weights must not change inside."""
     added = []
     if onednn_packing_available():
-        for module in model.modules():
-            weight = getattr(module, "weight", None)
-            if (isinstance(module, Linear) and weight.device.type == "cpu" and weight.dtype == torch.float32
-                    and weight not in _PACKED_WEIGHTS):
+        for weight in (m.weight for m in model.modules() if isinstance(m, Linear)):
+            if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight not in _PACKED_WEIGHTS:
                 _PACKED_WEIGHTS[weight] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PACK_ROWS)
                 added.append(weight)
     try:
