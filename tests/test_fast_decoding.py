@@ -33,13 +33,8 @@ def aten_ops(fn) -> set[str]:
     return {event.key for event in prof.key_averages()}
 
 
-needs_onednn = pytest.mark.skipif(not gpt.onednn_packing_available(), reason="this torch build cannot pack weights with oneDNN")
-
-
-@pytest.fixture
-def no_packing(monkeypatch):
-    """generate() leaves every weight unpacked: `Linear` computes F.linear (the reference path)."""
-    monkeypatch.setattr(gpt, "onednn_packing_available", lambda: False)
+needs_onednn = pytest.mark.skipif(not gpt.onednn_packing_available(),
+                                  reason="this torch build cannot pack weights with oneDNN")
 
 
 # ----- Linear with packed weights -----

@@ -340,17 +340,17 @@ def run_sampling(
     todo = [j for j in mine if not shard_path(shard_dir, j).exists()]
     timer = StageTimer(info.device)
     start = time.perf_counter()
+    total = sum(len(cfg.shard_range(j)) for j in todo)
     # Pack the CPU weights once for the whole run, not once per generate() call (GPT-B: 0.2 s a call).
-    with packed_for_decoding(model), tqdm(total=sum(len(cfg.shard_range(j)) for j in todo), unit="img",
-                                          desc="sampling", disable=not (progress and info.is_main)) as pbar:
+    with packed_for_decoding(model), tqdm(total=total, unit="img", desc="sampling",
+                                          disable=not (progress and info.is_main)) as pbar:
         for j in todo:
             idx = np.arange(cfg.shard_range(j).start, cfg.shard_range(j).stop)
             shard = generate_images(model, decode, labels[idx], idx, cfg, batch_size, info.device,
                                     amp_dtype, timer, pbar)
             atomic_save_npz(shard_path(shard_dir, j), **shard)
     wall = time.perf_counter() - start
-    generated = sum(len(cfg.shard_range(j)) for j in todo)
-    generated, shards_generated = _reduce([generated, len(todo)], "sum")
+    generated, shards_generated = _reduce([total, len(todo)], "sum")
     gen_s, dec_s, wall = _reduce([timer.seconds["generate"], timer.seconds["decode"], wall], "max")
     barrier()
 

@@ -105,8 +105,8 @@ def _round_up(n: int, k: int) -> int:
 # core and streams ~8 GB/s on the 2-core benchmark machine (a plain read: 28 GB/s); oneDNN's matmul over
 # a weight reordered once into its blocked layout streams ~20 GB/s from 1 to 16 rows and stays ahead of
 # F.linear up to 512 rows (benchmarks/README.md). `packed_for_decoding` packs a model's weights for one
-# generate() call or one `tensorar sample` run; `Linear` then multiplies by them. Values differ from F.linear by fp32
-# rounding only; tests compare greedy tokens against F.linear.
+# generate() call or one `tensorar sample` run; `Linear` then multiplies by them. Values differ from
+# F.linear by fp32 rounding only; tests compare greedy tokens against F.linear.
 _PACK_ROWS = 16  # oneDNN's layout hint; 1, 16 and 64 measured within noise of each other for 1-64 rows
 _PACKED_WEIGHTS = torch.utils.weak.WeakIdKeyDictionary()  # weight Parameter -> its packed copy
 
