@@ -6,10 +6,13 @@
 
 Random weights are fine (speed does not depend on values); zero-initialised heads and residual branches
 are redrawn so sampling is not degenerate. Every sampler generates the full token grid with CFG (the
-batch doubles to cond + null-class rows). Each measurement: warm-up runs, then `--repeats` timed runs,
-median reported; CUDA is timed with CUDA events, CPU by wall clock with a fixed thread count. On CPU our
-samplers multiply by oneDNN-packed weights, packed once for the run as `tensorar sample` does (the packing
-time is printed on its own line).
+batch doubles to cond + null-class rows). Our samplers draw tokens as `tensorar sample` does, by
+inverse-CDF sampling with pre-drawn per-sample uniforms; the base is also timed with `torch.multinomial`
+draws, as LlamaGen's generate() samples, and the speed-ups over LlamaGen compare those rows (CPU
+multinomial over 16384 logits costs ~0.45 ms per row, ~4x the inverse CDF). Each measurement: warm-up
+runs, then `--repeats` timed runs, median reported; CUDA is timed with CUDA events, CPU by wall clock
+with a fixed thread count. On CPU our samplers multiply by oneDNN-packed weights, packed once for the
+run as `tensorar sample` does (the packing time is printed on its own line).
 
 The table prints, beside the measured TensorAR/base throughput, the ratio of floating-point operations
 per token step counted by `torch.utils.flop_counter` on one decode step of each model: the expected
@@ -19,7 +22,7 @@ instead, and TensorAR, which reads the output head once for all k slots, comes o
 `--compile` also times the compiled per-token step (`compile_step=True`: CUDA graphs on GPU) of ours and
 LlamaGen's `torch.compile(mode="reduce-overhead")` step, and checks that greedy decoding with the
 compiled step gives the eager tokens (the check is exact in fp32 only). On CUDA it also checks that the
-eager decoding loop runs without host-device synchronisations.
+eager decoding loop runs without host-device synchronisations, with either way of drawing tokens.
 
 LlamaGen's side is imported from a checkout outside this repository (`--llamagen-repo`); its code is never
 part of tensorar.
@@ -43,6 +46,12 @@ from tensorar.models.next_tensor import TensorAR, TensorARConfig
 from tensorar.models.vq import VQModel, vq_config
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+BASE = "ours: base"
+MULTINOMIAL = ", torch.multinomial draws"
+
+
+def tensorar_name(args) -> str:
+    return f"ours: TensorAR (k={args.k}, d={args.depth})"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -161,17 +170,21 @@ def greedy_checks(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args, num_t
 
 
 def syncs_in_decoding(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args) -> dict:
-    """CUDA: does the eager decoding loop synchronise with the host? (torch's sync debug mode)"""
+    """CUDA: does the eager decoding loop synchronise with the host? (torch's sync debug mode), with each
+    way of drawing tokens."""
     out = {}
     for name, model in (("base", base), ("tensorar", tensorar)):
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            model.generate(cond, 8, cfg_scale=args.cfg_scale)
-            out[name] = "none"
-        except RuntimeError as e:
-            out[name] = f"synchronises: {str(e).splitlines()[0]}"
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        k = () if model is base else (args.k,)
+        for draws, uniforms in (("uniforms", torch.rand(len(cond), 8, *k, device=cond.device)),
+                                ("multinomial", None)):
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                model.generate(cond, 8, cfg_scale=args.cfg_scale, uniforms=uniforms)
+                out[f"{name}, {draws}"] = "none"
+            except RuntimeError as e:
+                out[f"{name}, {draws}"] = f"synchronises: {str(e).splitlines()[0]}"
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
     return out
 
 
@@ -183,16 +196,20 @@ def main(argv=None) -> dict:
     base, tensorar = build_models(args, device, dtype)
     num_tokens = args.tokens or base.config.block_size
     cond = torch.arange(args.batch_size, device=device) % base.config.num_classes
-    tensorar_name = f"ours: TensorAR (k={args.k}, d={args.depth})"
-    samplers = {
-        "ours: base": lambda: base.generate(cond, num_tokens, cfg_scale=args.cfg_scale),
-        tensorar_name: lambda: tensorar.generate(cond, num_tokens, cfg_scale=args.cfg_scale),
-    }
-    if args.compile:
-        samplers["ours: base, compiled step"] = lambda: base.generate(
-            cond, num_tokens, cfg_scale=args.cfg_scale, compile_step=True)
-        samplers[tensorar_name + ", compiled step"] = lambda: tensorar.generate(
-            cond, num_tokens, cfg_scale=args.cfg_scale, compile_step=True)
+    # Our samplers draw tokens as `tensorar sample` does: inverse-CDF sampling with pre-drawn per-sample
+    # uniforms. The base also runs with `torch.multinomial` draws, as LlamaGen's generate() does; the
+    # speed-ups over LlamaGen compare those rows, like for like.
+    draws = torch.Generator().manual_seed(0)
+    base_uniforms = torch.rand(args.batch_size, num_tokens, generator=draws).to(device)  # (B, T)
+    tensorar_uniforms = torch.rand(args.batch_size, num_tokens, args.k, generator=draws).to(device)  # (B, T, k)
+    samplers = {}
+    for compiled in (False, True) if args.compile else (False,):
+        suffix = ", compiled step" if compiled else ""
+        options = dict(cfg_scale=args.cfg_scale, compile_step=compiled)
+        samplers[BASE + suffix] = lambda o=options: base.generate(cond, num_tokens, uniforms=base_uniforms, **o)
+        samplers[tensorar_name(args) + suffix] = lambda o=options: tensorar.generate(
+            cond, num_tokens, uniforms=tensorar_uniforms, **o)
+        samplers[BASE + suffix + MULTINOMIAL] = lambda o=options: base.generate(cond, num_tokens, **o)
     if args.llamagen_repo is not None:
         samplers["LlamaGen generate() eager"] = lambda run=llamagen_sampler(
             args.llamagen_repo, base, args, device, dtype, False
@@ -226,7 +243,7 @@ def main(argv=None) -> dict:
     cfg_rows = 2 * args.batch_size if args.cfg_scale > 1.0 else args.batch_size
     base_flops, tensorar_flops = decode_step_flops(base, tensorar, cfg_rows, num_tokens // 2)
     by_name = {r["sampler"]: r for r in rows}
-    base_row, tensorar_row = rows[0], rows[1]
+    base_row, tensorar_row = by_name[BASE], by_name[tensorar_name(args)]
     result = {
         "preset": args.preset, "batch_size": args.batch_size, "cfg_scale": args.cfg_scale, "dtype": args.dtype,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
@@ -240,15 +257,17 @@ def main(argv=None) -> dict:
     if args.compile:
         result["compiled_greedy_equals_eager"] = greedy_checks(base, tensorar, cond, args, num_tokens)
         result["tensorar_over_base_throughput_compiled"] = (
-            by_name["ours: base, compiled step"]["seconds"] / by_name[tensorar_name + ", compiled step"]["seconds"])
+            by_name[BASE + ", compiled step"]["seconds"] / by_name[tensorar_name(args) + ", compiled step"]["seconds"])
     if device.type == "cuda":
         result["host_syncs_in_eager_decoding"] = syncs_in_decoding(base, tensorar, cond, args)
+    ours_like_llamagen = by_name[BASE + MULTINOMIAL]["seconds"]
     if "LlamaGen generate() eager" in by_name:
-        result["ours_speedup_vs_llamagen_eager"] = by_name["LlamaGen generate() eager"]["seconds"] / base_row["seconds"]
+        result["ours_speedup_vs_llamagen_eager"] = by_name["LlamaGen generate() eager"]["seconds"] / ours_like_llamagen
     if "LlamaGen generate() compiled" in by_name:
         theirs = by_name["LlamaGen generate() compiled"]["seconds"]
-        result["ours_eager_speedup_vs_llamagen_compiled"] = theirs / base_row["seconds"]
-        result["ours_speedup_vs_llamagen_compiled"] = theirs / by_name["ours: base, compiled step"]["seconds"]
+        result["ours_eager_speedup_vs_llamagen_compiled"] = theirs / ours_like_llamagen
+        ours_compiled = by_name[BASE + ", compiled step" + MULTINOMIAL]["seconds"]
+        result["ours_speedup_vs_llamagen_compiled"] = theirs / ours_compiled
     print_table(result)
     if args.out:
         atomic_write_json(args.out, result)
@@ -258,10 +277,12 @@ def main(argv=None) -> dict:
 def print_table(result: dict) -> None:
     print(f"\n{result['preset']}, batch {result['batch_size']} (+CFG), {result['dtype']}, {result['device']} "
           f"({result['device_name']}, {result['threads']} threads), {result['tokens']} tokens, torch {result['torch']}")
-    print(f"| {'sampler':<44} | {'s / batch':>9} | {'ms / step':>9} | {'images / s':>10} |")
-    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 11}|{'-' * 12}|")
+    width = max(len(r["sampler"]) for r in result["rows"])
+    print(f"| {'sampler':<{width}} | {'s / batch':>9} | {'ms / step':>9} | {'images / s':>10} |")
+    print(f"|{'-' * (width + 2)}|{'-' * 11}|{'-' * 11}|{'-' * 12}|")
     for r in result["rows"]:
-        print(f"| {r['sampler']:<44} | {r['seconds']:9.3f} | {r['ms_per_step']:9.2f} | {r['images_per_s']:10.3f} |")
+        print(f"| {r['sampler']:<{width}} | {r['seconds']:9.3f} | {r['ms_per_step']:9.2f} "
+              f"| {r['images_per_s']:10.3f} |")
     print(f"CPU weight packing for our samplers, once per run: {result['weight_packing_seconds']:.3f} s")
     print(f"\nTensorAR / base throughput: {result['tensorar_over_base_throughput']:.3f} "
           f"(predicted from FLOPs per step: {result['predicted_ratio_from_flops']:.3f})")
