@@ -72,6 +72,16 @@ def test_packed_weights_live_only_inside_the_block_and_never_under_autograd():
 
 
 @needs_onednn
+def test_packed_weights_leave_cpu_autocast_to_f_linear():
+    layer = Linear(48, 96)
+    x = torch.randn(4, 48)
+    with torch.no_grad(), gpt.packed_for_decoding(layer), torch.autocast("cpu", torch.bfloat16):
+        out = layer(x)
+        assert torch.equal(out, F.linear(x, layer.weight, layer.bias))
+    assert out.dtype == torch.bfloat16  # autocast took effect
+
+
+@needs_onednn
 def test_generate_packs_the_weights_it_is_called_with():
     """Packed copies are made per generate() call, so new weights (load_state_dict) are never stale."""
     base, _ = tiny_models(seed=0)
@@ -79,7 +89,8 @@ def test_generate_packs_the_weights_it_is_called_with():
     labels = torch.tensor([0, 3])
     assert "mkldnn::_linear_pointwise" in aten_ops(lambda: base.generate(labels, greedy=True))
     base.load_state_dict(other.state_dict())
-    assert torch.equal(base.generate(labels, cfg_scale=2.0, greedy=True), other.generate(labels, cfg_scale=2.0, greedy=True))
+    assert torch.equal(base.generate(labels, cfg_scale=2.0, greedy=True),
+                       other.generate(labels, cfg_scale=2.0, greedy=True))
 
 
 @needs_onednn

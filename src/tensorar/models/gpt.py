@@ -172,11 +172,12 @@ def _(x, weight, bias):
 
 class Linear(nn.Linear):
     """nn.Linear (same parameters, same state_dict keys) that uses the packed weight of
-    `packed_for_decoding` in CPU fp32 inference. Training (autograd) and other devices: F.linear."""
+    `packed_for_decoding` in CPU fp32 inference. Training (autograd), CPU autocast (which casts inside
+    F.linear) and other devices: F.linear."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         needs_grad = torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad)
-        if x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad:
+        if x.device.type != "cpu" or x.dtype != torch.float32 or needs_grad or torch.is_autocast_enabled("cpu"):
             return F.linear(x, self.weight, self.bias)
         linear = cpu_linear if torch.compiler.is_compiling() else linear_by_packed_weight
         return linear(x, self.weight, self.bias)
