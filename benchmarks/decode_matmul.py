@@ -1,4 +1,4 @@
-"""The matmuls of one decode step on CPU: F.linear vs oneDNN-packed weights (what `tensorar.models.gpt.Linear`
+"""The matmuls of one decode step on CPU: F.linear vs oneDNN-packed weights (what `tensorar.decoding.cpu_packing.Linear`
 uses during generate()) and two rewrites of the same product measured before it.
 
     python benchmarks/decode_matmul.py --preset GPT-B --threads 2
@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tensorar.fileio import atomic_write_json
-from tensorar.models.gpt import Linear, gpt_config, linear_by_packed_weight, packed_for_decoding
+from tensorar.decoding.cpu_packing import Linear, linear_by_packed_weight, packed_for_decoding
+from tensorar.models.llamagen import gpt_config
 
 
 def weight_shapes(preset: str) -> list[tuple[int, int]]:

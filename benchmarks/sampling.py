@@ -1,6 +1,7 @@
 """Sampling speed: our base sampler, our TensorAR sampler, and (optionally) LlamaGen's own `generate()`.
 
     python benchmarks/sampling.py --preset GPT-B --batch-size 2 --threads 2            # CPU
+    python benchmarks/sampling.py --family open_magvit2 --preset AR-B --tokenizer-preset none   # another family
     python benchmarks/sampling.py --preset GPT-B --batch-size 128 --dtype bf16 --device cuda \
         --llamagen-repo /path/to/LlamaGen                                              # GPU
 
@@ -30,7 +31,7 @@ part of tensorar.
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import platform
 import statistics
 import sys
@@ -40,10 +41,14 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from tensorar.decoding.cpu_packing import packed_for_decoding
+from tensorar.decoding.generate import decode_step, prefill
+from tensorar.decoding.sampling import SamplingOptions
 from tensorar.fileio import atomic_write_json
-from tensorar.models.gpt import GPT, gpt_config, packed_for_decoding
-from tensorar.models.next_tensor import TensorAR, TensorARConfig
-from tensorar.models.vq import VQModel, vq_config
+from tensorar.models.backbone import Backbone
+from tensorar.models.registry import FAMILIES, family, tokenizer_family
+from tensorar.models.tensorar import TensorAR, TensorARConfig
+from tensorar.options import add_arguments, from_arguments
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 BASE = "ours: base"
@@ -56,9 +61,12 @@ def tensorar_name(args) -> str:
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--family", default="llamagen", choices=sorted(FAMILIES))
     p.add_argument("--preset", default="GPT-B")
     p.add_argument("--batch-size", type=int, default=2, help="images per batch (CFG doubles the rows)")
-    p.add_argument("--cfg-scale", type=float, default=2.0)
+    add_arguments(p.add_argument_group("token sampling (SamplingOptions)"), SamplingOptions,
+                  skip=("greedy", "draft_noise"))
+    p.set_defaults(cfg_scale=2.0)  # the benchmark's scenario: LlamaGen's evaluation guidance (GPT-B, GPT-L)
     p.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=2, help="CPU threads (pinned for the whole run)")
@@ -67,20 +75,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=1)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--vq-preset", default="VQ-16", help="tokenizer to time decoding with ('none' to skip)")
+    p.add_argument("--tokenizer-preset", default="VQ-16", help="tokenizer to time decoding with ('none' to skip)")
     p.add_argument("--llamagen-repo", type=Path, default=None, help="a LlamaGen checkout to compare with")
     p.add_argument("--compile", action="store_true", help="also time the compiled steps (ours and LlamaGen's)")
     p.add_argument("--out", type=Path, default=None, help="JSON with every number")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    args.options = from_arguments(p, args, SamplingOptions)
+    return args
 
 
-def build_models(args, device, dtype):
+def build_models(args, device, dtype) -> tuple[Backbone, TensorAR]:
     torch.manual_seed(0)
-    base = GPT(gpt_config(args.preset))
-    torch.nn.init.normal_(base.output.weight, std=base.config.initializer_range)  # zero at init
+    fam = family(args.family)
+    base = fam.model_class(fam.config(args.preset))
     tensorar = TensorAR(base, TensorARConfig(k=args.k, depth=args.depth))
-    for name, p in tensorar.named_parameters():  # redraw the zero-initialised residual branches
-        if not name.startswith("base.") and torch.count_nonzero(p) == 0:
+    for p in tensorar.parameters():  # redraw zero-initialised heads and residual branches
+        if torch.count_nonzero(p) == 0:
             torch.nn.init.normal_(p, std=0.02)
     tensorar = tensorar.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return tensorar.base, tensorar
@@ -113,34 +123,45 @@ def timed(fns: dict, device, warmup: int, repeats: int) -> dict[str, list[float]
     return times
 
 
+def build_tokenizer(preset: str):
+    """A tokenizer of `preset` with random weights (decoding speed does not depend on the values)."""
+    fam = tokenizer_family(preset)
+    return fam.model_class(fam.presets[preset])
+
+
 def flops_per_step(step_fn) -> int:
     with FlopCounterMode(display=False) as counter:
         step_fn()
     return counter.get_total_flops()
 
 
-def decode_step_flops(base: GPT, tensorar: TensorAR, rows: int, position: int) -> tuple[int, int]:
-    """FLOPs of one cached decode step at `position` (mid-sequence) for the base and TensorAR."""
-    device = base.tok_embeddings.weight.device
-    cond = torch.zeros(rows, dtype=torch.long, device=device)
+def decode_step_flops(base: Backbone, tensorar: TensorAR, cond, rows: int, position: int,
+                      options: SamplingOptions) -> tuple[int, int]:
+    """FLOPs of one cached decode step at `position` (mid-sequence), token head included, for the base
+    and TensorAR."""
+    flops = []
     with torch.no_grad():
-        cache = base.new_cache(rows)
-        base.prefill(cond, cache)
-        cache.length = position
-        token = torch.zeros(rows, dtype=torch.long, device=device)
-        base_flops = flops_per_step(lambda: base.decode_one_token(token, cache))
-        cache.length = position
-        window = torch.zeros(rows, tensorar.plugin_config.k, dtype=torch.long, device=device)
-        tensorar_flops = flops_per_step(lambda: tensorar.decode_one_tensor(window, cache))
-    return base_flops, tensorar_flops
+        for model in (base, tensorar):
+            cache = base.new_cache(rows)
+            prefill(model, base.condition_rows(base.as_condition(cond), options.use_cfg), cache)
+            window = torch.zeros(len(cond), model.window_size, dtype=torch.long, device=cond.device)
+
+            def step():
+                slots = decode_step(model, window, position, cache, rows // len(cond))
+                base.sample_tokens(slots, options, position)
+
+            flops.append(flops_per_step(step))
+    return flops[0], flops[1]
 
 
-def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: bool):
+def llamagen_sampler(repo: Path, base: Backbone, args, device, dtype, compile_step: bool):
     sys.path.insert(0, str(repo))
     from autoregressive.models import generate as lg_generate_module  # noqa: E402  (their checkout)
     from autoregressive.models.gpt import ModelArgs, Transformer  # noqa: E402
 
-    theirs = Transformer(ModelArgs(**base.config.to_dict()))  # our config uses their field names
+    if base.family != "llamagen":
+        raise SystemExit("--llamagen-repo compares LlamaGen's sampler: use --family llamagen")
+    theirs = Transformer(ModelArgs(**{k: v for k, v in base.config.to_dict().items() if k != "caption_dim"}))
     theirs.load_state_dict(base.state_dict(), strict=True)
     theirs = theirs.to(device=device, dtype=dtype).eval()
     eager_step = lg_generate_module.decode_one_token
@@ -151,7 +172,8 @@ def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: b
         lg_generate_module.decode_one_token = step
         try:
             return lg_generate_module.generate(
-                theirs, cond, num_tokens, cfg_scale=args.cfg_scale, temperature=1.0, top_k=0, top_p=1.0
+                theirs, cond, num_tokens, cfg_scale=args.options.cfg_scale, temperature=args.options.temperature,
+                top_k=args.options.top_k, top_p=args.options.top_p
             )
         finally:
             lg_generate_module.decode_one_token = eager_step
@@ -159,27 +181,27 @@ def llamagen_sampler(repo: Path, base: GPT, args, device, dtype, compile_step: b
     return run
 
 
-def greedy_checks(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args, num_tokens: int) -> dict:
+def greedy_checks(base: Backbone, tensorar: TensorAR, cond: torch.Tensor, args, num_tokens: int) -> dict:
     """Greedy tokens of the compiled step == the eager loop's (fp32: exact), per sampler."""
     out = {}
+    greedy = dataclasses.replace(args.options, greedy=True)
     for name, model in (("base", base), ("tensorar", tensorar)):
-        eager = model.generate(cond, num_tokens, cfg_scale=args.cfg_scale, greedy=True)
-        compiled = model.generate(cond, num_tokens, cfg_scale=args.cfg_scale, greedy=True, compile_step=True)
+        eager = model.generate(cond, greedy, num_tokens=num_tokens)
+        compiled = model.generate(cond, greedy, num_tokens=num_tokens, compile_step=True)
         out[name] = bool(torch.equal(eager, compiled))
     return out
 
 
-def syncs_in_decoding(base: GPT, tensorar: TensorAR, cond: torch.Tensor, args) -> dict:
+def syncs_in_decoding(base: Backbone, tensorar: TensorAR, cond: torch.Tensor, args) -> dict:
     """CUDA: does the eager decoding loop synchronise with the host? (torch's sync debug mode), with each
     way of drawing tokens."""
     out = {}
     for name, model in (("base", base), ("tensorar", tensorar)):
-        k = () if model is base else (args.k,)
-        for draws, uniforms in (("uniforms", torch.rand(len(cond), 8, *k, device=cond.device)),
-                                ("multinomial", None)):
+        shape = (len(cond), 8, model.window_size, base.token_parts)
+        for draws, uniforms in (("uniforms", torch.rand(shape, device=cond.device)), ("multinomial", None)):
             torch.cuda.set_sync_debug_mode("error")
             try:
-                model.generate(cond, 8, cfg_scale=args.cfg_scale, uniforms=uniforms)
+                model.generate(cond, args.options, num_tokens=8, uniforms=uniforms)
                 out[f"{name}, {draws}"] = "none"
             except RuntimeError as e:
                 out[f"{name}, {draws}"] = f"synchronises: {str(e).splitlines()[0]}"
@@ -194,22 +216,23 @@ def main(argv=None) -> dict:
     dtype = DTYPES[args.dtype]
     torch.set_num_threads(args.threads)
     base, tensorar = build_models(args, device, dtype)
-    num_tokens = args.tokens or base.config.block_size
-    cond = torch.arange(args.batch_size, device=device) % base.config.num_classes
+    num_tokens = args.tokens or base.num_tokens
+    cond = torch.arange(args.batch_size, device=device) % (base.num_classes or 1)
     # Our samplers draw tokens as `tensorar sample` does: inverse-CDF sampling with pre-drawn per-sample
     # uniforms. The base also runs with `torch.multinomial` draws, as LlamaGen's generate() does; the
     # speed-ups over LlamaGen compare those rows, like for like.
     draws = torch.Generator().manual_seed(0)
-    base_uniforms = torch.rand(args.batch_size, num_tokens, generator=draws).to(device)  # (B, T)
-    tensorar_uniforms = torch.rand(args.batch_size, num_tokens, args.k, generator=draws).to(device)  # (B, T, k)
+    parts = base.token_parts
+    base_uniforms = torch.rand(args.batch_size, num_tokens, 1, parts, generator=draws).to(device)  # (B, T, 1, parts)
+    tensorar_uniforms = torch.rand(args.batch_size, num_tokens, args.k, parts, generator=draws).to(device)
     samplers = {}
     for compiled in (False, True) if args.compile else (False,):
         suffix = ", compiled step" if compiled else ""
-        options = dict(cfg_scale=args.cfg_scale, compile_step=compiled)
-        samplers[BASE + suffix] = lambda o=options: base.generate(cond, num_tokens, uniforms=base_uniforms, **o)
-        samplers[tensorar_name(args) + suffix] = lambda o=options: tensorar.generate(
-            cond, num_tokens, uniforms=tensorar_uniforms, **o)
-        samplers[BASE + suffix + MULTINOMIAL] = lambda o=options: base.generate(cond, num_tokens, **o)
+        o = dict(num_tokens=num_tokens, compile_step=compiled)
+        samplers[BASE + suffix] = lambda o=o: base.generate(cond, args.options, uniforms=base_uniforms, **o)
+        samplers[tensorar_name(args) + suffix] = lambda o=o: tensorar.generate(
+            cond, args.options, uniforms=tensorar_uniforms, **o)
+        samplers[BASE + suffix + MULTINOMIAL] = lambda o=o: base.generate(cond, args.options, **o)
     if args.llamagen_repo is not None:
         samplers["LlamaGen generate() eager"] = lambda run=llamagen_sampler(
             args.llamagen_repo, base, args, device, dtype, False
@@ -231,21 +254,22 @@ def main(argv=None) -> dict:
                 rows.append({"sampler": name, "seconds": median, "ms_per_step": 1000 * median / num_tokens,
                              "images_per_s": args.batch_size / median, "all_seconds": times})
                 print(f"  {name}: {1000 * median / num_tokens:.2f} ms/step", file=sys.stderr)
-        if args.vq_preset != "none":
-            vq = VQModel(vq_config(args.vq_preset)).to(device=device).eval()
-            grid = base.config.grid_size
-            codes = torch.randint(0, vq.config.codebook_size, (args.batch_size, grid, grid), device=device)
-            times = timed({"vq": lambda: vq.decode(codes)}, device, 1, args.repeats)["vq"]
-            rows.append({"sampler": f"VQ decode ({args.vq_preset})", "seconds": statistics.median(times),
+        if args.tokenizer_preset != "none":
+            tokenizer = build_tokenizer(args.tokenizer_preset).to(device=device).eval()
+            grid = int(num_tokens**0.5)
+            codes = torch.randint(0, tokenizer.config.codebook_size, (args.batch_size, grid, grid), device=device)
+            times = timed({"decode": lambda: tokenizer.decode(codes)}, device, 1, args.repeats)["decode"]
+            rows.append({"sampler": f"tokenizer decode ({args.tokenizer_preset})", "seconds": statistics.median(times),
                          "ms_per_step": float("nan"), "images_per_s": args.batch_size / statistics.median(times),
                          "all_seconds": times})
 
-    cfg_rows = 2 * args.batch_size if args.cfg_scale > 1.0 else args.batch_size
-    base_flops, tensorar_flops = decode_step_flops(base, tensorar, cfg_rows, num_tokens // 2)
+    cfg_rows = 2 * args.batch_size if args.options.use_cfg else args.batch_size
+    base_flops, tensorar_flops = decode_step_flops(base, tensorar, cond, cfg_rows, num_tokens // 2, args.options)
     by_name = {r["sampler"]: r for r in rows}
     base_row, tensorar_row = by_name[BASE], by_name[tensorar_name(args)]
     result = {
-        "preset": args.preset, "batch_size": args.batch_size, "cfg_scale": args.cfg_scale, "dtype": args.dtype,
+        "family": args.family, "preset": args.preset, "batch_size": args.batch_size,
+        "options": dataclasses.asdict(args.options), "dtype": args.dtype,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda"
         else platform.processor() or platform.machine(), "threads": args.threads, "tokens": num_tokens,
         "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"), "rows": rows,

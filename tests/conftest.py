@@ -1,5 +1,10 @@
-"""Shared fixtures. Reference data lives in ../shared/reference (next to the checkout, never copied in);
-tests that need it skip cleanly when it is absent (a user's clone has no ../shared)."""
+"""Shared fixtures: reference data (../shared/reference, next to the checkout, never copied in; tests that
+need it skip cleanly when it is absent) and the tiny models most tests build.
+
+`tiny` makes models small enough for CPU tests, with the weights the official inits leave at zero
+(LlamaGen's output head, TensorAR's output projections) redrawn, so every output depends on its input
+and an invariance test can fail.
+"""
 from __future__ import annotations
 
 import os
@@ -7,10 +12,22 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn as nn
+
+from tensorar.models.llamagen import GPT, GPTConfig
+from tensorar.models.tensorar import TensorAR, TensorARConfig
+from tensorar.models.vq import VQConfig, VQModel
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TENSORAR_SHARED", REPO_ROOT.parent / "shared"))
 REFERENCE = SHARED / "reference"
+
+
+def _reference(name: str) -> Path:
+    path = REFERENCE / name
+    if not path.is_dir():
+        pytest.skip(f"reference data not found at {path}")
+    return path
 
 
 @pytest.fixture(scope="session")
@@ -20,18 +37,66 @@ def repo_root() -> Path:
 
 @pytest.fixture(scope="session")
 def llamagen_ref() -> Path:
-    path = REFERENCE / "llamagen"
-    if not path.is_dir():
-        pytest.skip(f"LlamaGen reference data not found at {path}")
-    return path
+    return _reference("llamagen")
 
 
 @pytest.fixture(scope="session")
 def adm_ref() -> Path:
-    path = REFERENCE / "adm"
-    if not path.is_dir():
-        pytest.skip(f"ADM reference data not found at {path}")
-    return path
+    return _reference("adm")
+
+
+@pytest.fixture(scope="session")
+def omv_ref() -> Path:
+    return _reference("open_magvit2")
+
+
+@pytest.fixture(scope="session")
+def t2i_ref() -> Path:
+    return _reference("t2i")
+
+
+@pytest.fixture(scope="session")
+def paper_ref() -> Path:
+    return _reference("paper")
+
+
+class Tiny:
+    """Factories of tiny models (class-conditional LlamaGen GPT, TensorAR around it, a VQ tokenizer)."""
+
+    @staticmethod
+    def gpt(seed: int = 0, *, vocab: int = 64, classes: int = 5, tokens: int = 16, dim: int = 32, layers: int = 2,
+            heads: int = 2, head_std: float = 0.5, **config) -> GPT:
+        torch.manual_seed(seed)
+        cfg = GPTConfig(dim=dim, n_layer=layers, n_head=heads, multiple_of=32, vocab_size=vocab, num_classes=classes,
+                        block_size=tokens, **config)
+        model = GPT(cfg)
+        nn.init.normal_(model.output.weight, std=head_std)  # LlamaGen zero-inits the head: all logits would be 0
+        return model.eval()
+
+    @staticmethod
+    def tensorar(base: GPT, k: int = 3, *, trained: bool = True, seed: int = 2, std: float = 0.3,
+                 **plugin) -> TensorAR:
+        """TensorAR around `base`; `trained` redraws its zero-initialised output projections, as if trained
+        (at init the wrapper is exactly the base)."""
+        torch.manual_seed(seed)
+        model = TensorAR(base, TensorARConfig(k=k, **plugin))
+        if trained:
+            for qt in (model.q_in, model.q_out):
+                nn.init.normal_(qt.mlp[-1].weight, std=std)
+        return model.eval()
+
+    @staticmethod
+    def vq(codes: int = 64, seed: int = 3) -> VQModel:
+        """A real VQ tokenizer with `codes` entries that decodes an h x w grid to 2h x 2w images."""
+        torch.manual_seed(seed)
+        cfg = VQConfig(codebook_size=codes, codebook_embed_dim=8, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
+                       z_channels=32, base_channels=32, num_res_blocks=1)
+        return VQModel(cfg).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny() -> type[Tiny]:
+    return Tiny
 
 
 @pytest.fixture(autouse=True)

@@ -20,7 +20,7 @@ def run_script(name: str, *args: str) -> str:
 
 def sampling_args(tmp_path) -> list[str]:
     return ["--preset", "GPT-toy-S", "--batch-size", "2", "--tokens", "6", "--threads", "1", "--warmup", "0",
-            "--repeats", "1", "--vq-preset", "VQ-toy", "--out", str(tmp_path / "b.json")]
+            "--repeats", "1", "--tokenizer-preset", "VQ-toy", "--out", str(tmp_path / "b.json")]
 
 
 def test_sampling_benchmark_reports_every_number(tmp_path):
@@ -28,7 +28,7 @@ def test_sampling_benchmark_reports_every_number(tmp_path):
     result = json.loads((tmp_path / "b.json").read_text())
     names = [row["sampler"] for row in result["rows"]]
     assert names == ["ours: base", "ours: TensorAR (k=4, d=1)", "ours: base, torch.multinomial draws",
-                     "VQ decode (VQ-toy)"]
+                     "tokenizer decode (VQ-toy)"]
     assert all(row["seconds"] > 0 for row in result["rows"])
     # TensorAR adds the k-slot head and the query transformers: more FLOPs per step than its base.
     assert result["flops_per_step"]["tensorar"] > result["flops_per_step"]["base"] > 0

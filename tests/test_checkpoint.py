@@ -1,4 +1,4 @@
-"""Loading official LlamaGen checkpoint layouts strictly, and our own round trip."""
+"""Reading checkpoints safely, loading official LlamaGen layouts strictly, and our own round trip."""
 from __future__ import annotations
 
 import argparse
@@ -6,9 +6,10 @@ import argparse
 import pytest
 import torch
 
-from tensorar.checkpoint import CheckpointMismatchError, load_model, read_checkpoint, save_model
-from tensorar.models import gpt as gpt_module
-from tensorar.models.gpt import GPT, GPTConfig
+from tensorar.checkpoint import CheckpointMismatchError, read_checkpoint
+from tensorar.models import llamagen
+from tensorar.models.llamagen import GPTConfig
+from tensorar.models.loading import load_model, save_model
 
 TINY = GPTConfig(dim=64, n_layer=2, n_head=4, vocab_size=512, num_classes=10, multiple_of=256)
 
@@ -42,17 +43,17 @@ LAYOUTS = {
 
 @pytest.mark.parametrize("layout", sorted(LAYOUTS))
 def test_official_layouts_load_strictly_and_give_reference_logits(tmp_path, tiny_ref, layout, monkeypatch):
-    monkeypatch.setitem(gpt_module.GPT_MODELS, "GPT-tiny-ref", TINY)
+    monkeypatch.setitem(llamagen.GPT_MODELS, "GPT-tiny-ref", TINY)
     path = tmp_path / "ckpt.pt"
     torch.save(LAYOUTS[layout](tiny_ref["state_dict"]), path)
-    model = load_model(path, preset="GPT-tiny-ref").eval()
+    model = load_model(path, "llamagen", "GPT-tiny-ref").eval()
     with torch.no_grad():
         logits, _ = model(tiny_ref["tokens"], tiny_ref["labels"])
     torch.testing.assert_close(logits, tiny_ref["logits_full"], atol=1e-5, rtol=0)
 
 
 def test_mismatch_lists_missing_unexpected_and_wrong_shape(tmp_path, tiny_ref, monkeypatch):
-    monkeypatch.setitem(gpt_module.GPT_MODELS, "GPT-tiny-ref", TINY)
+    monkeypatch.setitem(llamagen.GPT_MODELS, "GPT-tiny-ref", TINY)
     sd = dict(tiny_ref["state_dict"])
     sd.pop("norm.weight")
     sd["extra.weight"] = torch.zeros(3)
@@ -60,7 +61,7 @@ def test_mismatch_lists_missing_unexpected_and_wrong_shape(tmp_path, tiny_ref, m
     path = tmp_path / "bad.pt"
     torch.save({"model": sd}, path)
     with pytest.raises(CheckpointMismatchError) as err:
-        load_model(path, preset="GPT-tiny-ref")
+        load_model(path, "llamagen", "GPT-tiny-ref")
     msg = str(err.value)
     assert "missing (1): norm.weight" in msg
     assert "unexpected (1): extra.weight" in msg
@@ -82,17 +83,14 @@ def test_unsafe_pickle_refused_unless_opted_in(tmp_path, monkeypatch):
 
 def test_missing_file_names_path_and_source(tmp_path):
     with pytest.raises(FileNotFoundError, match="c2i_B_256.pt.*FoundationVision/LlamaGen|FoundationVision/LlamaGen"):
-        load_model(tmp_path / "c2i_B_256.pt", preset="GPT-B")
+        load_model(tmp_path / "c2i_B_256.pt", "llamagen", "GPT-B")
 
 
-def test_our_checkpoint_round_trips_with_config(tmp_path):
-    torch.manual_seed(0)
-    cfg = GPTConfig(dim=32, n_layer=2, n_head=2, vocab_size=64, num_classes=5, block_size=16, multiple_of=32)
-    model = GPT(cfg)
-    torch.nn.init.normal_(model.output.weight)
+def test_our_checkpoint_round_trips_with_config(tiny, tmp_path):
+    model = tiny.gpt()
     save_model(tmp_path / "m.pt", model, step=7)
     loaded = load_model(tmp_path / "m.pt")
-    assert loaded.config == cfg
+    assert loaded.config == model.config and loaded.family == "llamagen"
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     assert not list(tmp_path.glob("*.tmp"))

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tensorar import make_digits
+from tensorar.stages import make_digits
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tensorar import evaluate, make_reference
+from tensorar.stages import evaluate, make_reference
 from tensorar.evaluation.features import build_feature_extractor
 from tensorar.evaluation.inception import WEIGHTS_NAME, InceptionFeatureExtractor
 from tensorar.fileio import atomic_save_npz

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 from tensorar.data.imagefolder import center_crop_arr, to_signed_tensor
-from tensorar.extract_codes import Views, load_codes, main
+from tensorar.data.codes import load_codes
+from tensorar.stages.extract_codes import Views, main
 from tensorar.models.vq import VQConfig, VQModel, load_vq, vq_checkpoint
 
 TINY = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),

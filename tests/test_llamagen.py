@@ -1,4 +1,4 @@
-"""LlamaGen compatibility of the GPT: architecture manifests, parameter counts, numerical parity."""
+"""LlamaGen compatibility of the GPT (c2i): architecture manifests, parameter counts, numerical parity."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,8 @@ import json
 import pytest
 import torch
 
-from tensorar.models.gpt import GPT, GPT_MODELS, GPTConfig, gpt_config
+from tensorar.decoding.sampling import SamplingOptions
+from tensorar.models.llamagen import GPT, GPT_MODELS, GPTConfig, gpt_config
 
 PAPER_PRESETS = {"GPT-B": "GPT-B", "GPT-L": "GPT-L", "GPT-XL": "GPT-XL", "GPT-XXL": "GPT-XXL", "GPT-3B": "GPT-3B"}
 
@@ -65,9 +66,11 @@ def test_kv_cache_parity_and_cache_equals_uncached(tiny):
     tokens, labels = ref["tokens"], ref["labels"]
     with torch.no_grad():
         cache = model.new_cache(2)
-        steps = [model.prefill(labels, cache)] + [model.decode_one_token(tokens[:, i], cache) for i in range(16)]
+        steps = [model.transformer(model.embed_condition({"labels": labels}).embeddings, 0, cache)[:, -1]]
+        for i in range(16):
+            steps.append(model.transformer(model.embed_tokens(tokens[:, i : i + 1]), 1 + i, cache)[:, -1])
         full, _ = model(tokens, labels)
-    cached = torch.stack(steps, dim=1)  # (B, 17, V)
+    cached = model.head(torch.stack(steps, dim=1))  # (B, 17, V)
     torch.testing.assert_close(cached, ref["logits_kvcache"], atol=1e-4, rtol=0)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
 
@@ -75,7 +78,7 @@ def test_kv_cache_parity_and_cache_equals_uncached(tiny):
 @pytest.mark.parametrize("cfg_scale,key", [(2.0, "generate_greedy_cfg2"), (1.0, "generate_greedy_nocfg")])
 def test_greedy_generation_token_for_token(tiny, cfg_scale, key):
     model, ref = tiny
-    tokens = model.generate(ref["labels"], 16, cfg_scale=cfg_scale, greedy=True)
+    tokens = model.generate(ref["labels"], SamplingOptions(cfg_scale=cfg_scale, greedy=True), num_tokens=16)
     assert torch.equal(tokens, ref[key].long())
 
 
@@ -83,13 +86,13 @@ def test_seeded_multinomial_sampling_matches_llamagen(tiny):
     # Informative in the reference (same op order needed); our order matches LlamaGen's.
     model, ref = tiny
     torch.manual_seed(42)
-    tokens = model.generate(ref["labels"], 16, cfg_scale=2.0, top_k=1000)
+    tokens = model.generate(ref["labels"], SamplingOptions(cfg_scale=2.0, top_k=1000), num_tokens=16)
     assert torch.equal(tokens, ref["generate_sampled_cfg2_topk1000_seed42"].long())
 
 
 def test_kv_cache_not_in_state_dict():
     model = GPT(GPTConfig(dim=32, n_layer=1, n_head=2, vocab_size=16, num_classes=3, block_size=4, multiple_of=32))
-    model.generate(torch.tensor([0, 1]), 4, cfg_scale=2.0)
+    model.generate(torch.tensor([0, 1]), SamplingOptions(cfg_scale=2.0), num_tokens=4)
     assert not any("cache" in k or "rope" in k for k in model.state_dict())
 
 
@@ -99,13 +102,13 @@ def test_cfg_interval_switches_to_conditional_logits():
     torch.nn.init.normal_(model.output.weight, std=1.0)
     model.eval()
     labels = torch.tensor([0, 2])
-    plain = model.generate(labels, greedy=True)
-    guided = model.generate(labels, cfg_scale=4.0, greedy=True)
+    plain = model.generate(labels, SamplingOptions(greedy=True))
+    guided = model.generate(labels, SamplingOptions(cfg_scale=4.0, greedy=True))
     # cfg_interval=-1 applies guidance everywhere; a huge interval is the same thing.
-    assert torch.equal(model.generate(labels, cfg_scale=4.0, cfg_interval=100, greedy=True), guided)
+    assert torch.equal(model.generate(labels, SamplingOptions(cfg_scale=4.0, cfg_interval=100, greedy=True)), guided)
     assert not torch.equal(plain, guided)
     # With interval 0, only the prefill token and the first decode step are guided.
-    early = model.generate(labels, cfg_scale=4.0, cfg_interval=0, greedy=True)
+    early = model.generate(labels, SamplingOptions(cfg_scale=4.0, cfg_interval=0, greedy=True))
     assert torch.equal(early[:, :2], guided[:, :2])
 
 
@@ -113,11 +116,11 @@ def test_uniform_draws_give_inverse_cdf_samples():
     torch.manual_seed(0)
     model = GPT(GPTConfig(dim=32, n_layer=1, n_head=2, vocab_size=8, num_classes=3, block_size=4, multiple_of=32))
     labels = torch.tensor([1, 1])
-    u = torch.rand(1, 4).expand(2, 4)
+    u = torch.rand(1, 4, 1, 1).expand(2, 4, 1, 1)  # (B, T, k=1, parts=1)
     tokens = model.generate(labels, uniforms=u)
     assert torch.equal(tokens[0], tokens[1])  # same draws, same label -> same tokens
     # zero head: uniform distribution over 8 tokens, so token = floor(8 u) for the prefill step
-    assert tokens[0, 0].item() == int(8 * u[0, 0].item())
+    assert tokens[0, 0].item() == int(8 * u[0, 0, 0, 0].item())
 
 
 def test_rope_class_rows_zero_and_presets_registry():

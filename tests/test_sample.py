@@ -1,4 +1,4 @@
-"""tensorar.sample: labels, per-sample randomness, post-processing, sharding/resume, npz format, figures.
+"""tensorar.sample: labels, per-sample randomness, post-processing, sharding/resume, npz format, image_grids.
 
 Tiny models: a GPT of dim 32, 2 layers, vocab 64, 5 classes, 4x4 token grid, and a real VQModel with
 64 codes that decodes the 4x4 grid to 8x8 images.
@@ -15,15 +15,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from tensorar import figures
-from tensorar.checkpoint import save_model
+from tensorar.decoding import cpu_packing
+from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.distributed import DistInfo
-from tensorar.models import gpt as gpt_module
-from tensorar.models.gpt import GPT, GPTConfig
-from tensorar.models.next_tensor import TensorAR, TensorARConfig
-from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
-from tensorar.sample import (
-    SamplingConfig,
+from tensorar.models.loading import save_model
+from tensorar.models.vq import vq_checkpoint
+from tensorar.reporting import image_grids
+from tensorar.stages.sample import (
     balanced_labels,
     class_labels,
     draw_uniforms,
@@ -37,48 +35,22 @@ from tensorar.sample import (
 
 NUM_CLASSES, VOCAB, GRID, K = 5, 64, 4, 3
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Models this small gain nothing from intra-op threads, and on a loaded machine two spinning OpenMP
-    # workers made each test ~40x slower.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def _randomise_zero_weights(model: nn.Module) -> nn.Module:
-    # GPT's output head and TensorAR's output projections start at zero (uniform logits, no plug-in
-    # effect); random values make the logits depend on the input, so invariance tests can fail.
-    torch.manual_seed(1)
-    for p in model.parameters():
-        if not p.detach().any():
-            nn.init.normal_(p, std=0.5)
-    return model.eval()
+PLAIN = SamplingOptions()
 
 
 @pytest.fixture(scope="module")
-def gpt() -> GPT:
-    torch.manual_seed(0)
-    cfg = GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=VOCAB,
-                    num_classes=NUM_CLASSES, block_size=GRID * GRID)
-    return _randomise_zero_weights(GPT(cfg))
+def gpt(tiny):
+    return tiny.gpt(vocab=VOCAB, classes=NUM_CLASSES, tokens=GRID * GRID)
 
 
 @pytest.fixture(scope="module")
-def tensorar(gpt) -> TensorAR:
-    torch.manual_seed(2)
-    return _randomise_zero_weights(TensorAR(gpt, TensorARConfig(k=K)))
+def tensorar(tiny, gpt):
+    return tiny.tensorar(gpt, k=K)
 
 
 @pytest.fixture(scope="module")
-def vq() -> VQModel:
-    torch.manual_seed(3)
-    cfg = VQConfig(codebook_size=VOCAB, codebook_embed_dim=8, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
-                   z_channels=32, base_channels=32, num_res_blocks=1)
-    return VQModel(cfg).eval()
+def vq(tiny):
+    return tiny.vq(codes=VOCAB)
 
 
 @pytest.fixture(scope="module")
@@ -122,14 +94,17 @@ def test_random_labels_in_range_and_seeded():
 def test_uniforms_depend_on_seed_and_index_only():
     both, _ = draw_uniforms(0, np.array([3, 5]), num_tokens=16)
     alone, _ = draw_uniforms(0, np.array([5]), num_tokens=16)
-    assert both.shape == (2, 16) and torch.equal(both[1], alone[0])
+    assert both.shape == (2, 16, 1, 1) and torch.equal(both[1], alone[0])
     assert not torch.equal(both[0], both[1])
     assert not torch.equal(draw_uniforms(1, np.array([5]), 16)[0][0], alone[0])
     # TensorAR: the token uniforms do not change when draft-noise draws are added after them.
     plain, none = draw_uniforms(0, np.array([2, 7]), 16, k=K)
     noisy_u, noise = draw_uniforms(0, np.array([2, 7]), 16, k=K, draft_noise=True)
-    assert none is None and plain.shape == (2, 16, K) and noise.shape == (2, 16, K, 2)
+    assert none is None and plain.shape == (2, 16, K, 1) and noise.shape == (2, 16, K, 2)
     assert torch.equal(plain, noisy_u)
+    # Sub-token backbones draw one uniform per part; the first part's stream is unchanged.
+    parts, _ = draw_uniforms(0, np.array([2]), 16, k=K, parts=2)
+    assert parts.shape == (1, 16, K, 2)
 
 
 # ----- post-processing ----------------------------------------------------------------------------
@@ -155,38 +130,40 @@ def test_to_uint8_nhwc_bicubic_resize_to_eval_size():
 
 
 # ----- invariance, shards and resume --------------------------------------------------------------
-def _tokens(model, vq, cfg, batch_size, n=7):
+def _tokens(model, vq, cfg, options, batch_size, n=7):
     labels = class_labels(cfg.labels, n, NUM_CLASSES, cfg.seed)
-    return generate_images(model, vq.decode, labels, np.arange(n), cfg, batch_size, CPU)
+    return generate_images(model, vq.decode, labels, np.arange(n), cfg, options, batch_size, CPU)
 
 
 def test_gpt_batch_size_invariance(gpt, vq):
-    cfg = SamplingConfig(num_samples=7, seed=3, cfg_scale=2.0, top_k=40, top_p=0.95)
-    a, b = _tokens(gpt, vq, cfg, 2), _tokens(gpt, vq, cfg, 3)
+    options = SamplingOptions(cfg_scale=2.0, top_k=40, top_p=0.95)
+    cfg = SamplingConfig(num_samples=7, seed=3)
+    a, b = _tokens(gpt, vq, cfg, options, 2), _tokens(gpt, vq, cfg, options, 3)
     assert a["tokens"].shape == (7, GRID * GRID)
     assert np.array_equal(a["tokens"], b["tokens"]) and np.array_equal(a["arr_0"], b["arr_0"])
     assert len({row.tobytes() for row in a["tokens"]}) == 7  # samples differ from one another
-    c = _tokens(gpt, vq, SamplingConfig(num_samples=7, seed=4, cfg_scale=2.0, top_k=40, top_p=0.95), 2)
+    c = _tokens(gpt, vq, SamplingConfig(num_samples=7, seed=4), options, 2)
     assert not np.array_equal(a["tokens"], c["tokens"])
 
 
 def test_tensorar_batch_size_invariance_with_draft_noise(tensorar, vq):
-    cfg = SamplingConfig(num_samples=7, seed=3, cfg_scale=1.5, draft_noise="schedule")
-    a, b = _tokens(tensorar, vq, cfg, 2), _tokens(tensorar, vq, cfg, 3)
+    cfg = SamplingConfig(num_samples=7, seed=3)
+    noisy = SamplingOptions(cfg_scale=1.5, draft_noise="schedule")
+    a, b = _tokens(tensorar, vq, cfg, noisy, 2), _tokens(tensorar, vq, cfg, noisy, 3)
     assert np.array_equal(a["tokens"], b["tokens"])
-    plain = _tokens(tensorar, vq, SamplingConfig(num_samples=7, seed=3, cfg_scale=1.5), 3)
+    plain = _tokens(tensorar, vq, cfg, SamplingOptions(cfg_scale=1.5), 3)
     assert not np.array_equal(a["tokens"], plain["tokens"])  # the noise reaches the samples
 
 
 def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=10, seed=1, shard_size=4)  # shards of 4, 4, 2
     single = tmp_path / "one" / "s.npz"
-    stats = run_sampling(gpt, vq.decode, single, cfg, _single(), batch_size=2, progress=False)
+    stats = run_sampling(gpt, vq.decode, single, cfg, PLAIN, _single(), batch_size=2, progress=False)
     # World size 2 without a process group: rank 1 makes its shards, then rank 0 its own and assembles.
     double = tmp_path / "two" / "s.npz"
     for rank in (1, 0):
         info = DistInfo(rank=rank, world_size=2, local_rank=rank, device=CPU)
-        run_sampling(gpt, vq.decode, double, cfg, info, batch_size=3, progress=False)
+        run_sampling(gpt, vq.decode, double, cfg, PLAIN, info, batch_size=3, progress=False)
 
     a, b = _load(single), _load(double)
     assert set(a) == {"arr_0", "labels"}
@@ -198,19 +175,19 @@ def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
     assert stats["per_class_counts"] == [2] * NUM_CLASSES
 
 
-@pytest.mark.skipif(not gpt_module.onednn_packing_available(), reason="this torch build cannot pack weights")
+@pytest.mark.skipif(not cpu_packing.onednn_packing_available(), reason="this torch build cannot pack weights")
 def test_sampling_packs_the_cpu_weights_once_per_run(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=6, seed=1, shard_size=4)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        run_sampling(gpt, vq.decode, tmp_path / "s.npz", cfg, _single(), batch_size=2, progress=False)  # 3 batches
+        run_sampling(gpt, vq.decode, tmp_path / "s.npz", cfg, PLAIN, _single(), batch_size=2, progress=False)  # 3 batches
     packs = {e.key: e.count for e in prof.key_averages()}.get("mkldnn::_reorder_linear_weight", 0)
-    assert packs == sum(isinstance(m, gpt_module.Linear) for m in gpt.modules())
+    assert packs == sum(isinstance(m, cpu_packing.Linear) for m in gpt.modules())
 
 
 def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=10, seed=2, shard_size=4)
     out = tmp_path / "s.npz"
-    run_sampling(gpt, vq.decode, out, cfg, _single(), batch_size=4, keep_shards=True, progress=False)
+    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False)
     reference = _load(out)
     shards = shard_dir_for(out)
 
@@ -219,7 +196,7 @@ def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
     shard_path(shards, 1).unlink()
     (shards / ".shard_00001.npz.abc123.tmp").write_bytes(b"partial")
     kept = {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)}
-    stats = run_sampling(gpt, vq.decode, out, cfg, _single(), batch_size=3, keep_shards=True, progress=False)
+    stats = run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=3, keep_shards=True, progress=False)
 
     assert stats["shards_reused"] == 2 and stats["shards_generated"] == 1 and stats["images_generated"] == 4
     assert {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)} == kept  # not regenerated
@@ -231,16 +208,16 @@ def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
 def test_resume_refuses_shards_of_other_settings(gpt, vq, tmp_path):
     out = tmp_path / "s.npz"
     cfg = SamplingConfig(num_samples=6, seed=0, shard_size=4)
-    run_sampling(gpt, vq.decode, out, cfg, _single(), batch_size=4, keep_shards=True, progress=False)
-    with pytest.raises(RuntimeError, match="seed|sampling"):
-        run_sampling(gpt, vq.decode, out, SamplingConfig(num_samples=6, seed=1, shard_size=4), _single(),
+    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False)
+    with pytest.raises(RuntimeError, match="samples"):
+        run_sampling(gpt, vq.decode, out, SamplingConfig(num_samples=6, seed=1, shard_size=4), PLAIN, _single(),
                      progress=False)
 
 
 # ----- figures ------------------------------------------------------------------------------------
 def test_image_grid_layout():
     images = np.stack([np.full((3, 2, 3), i, np.uint8) for i in range(5)])  # (5, H=3, W=2, 3)
-    grid = figures.image_grid(images, ncols=2, pad=1, pad_value=255)
+    grid = image_grids.image_grid(images, ncols=2, pad=1, pad_value=255)
     assert grid.shape == (3 * (3 + 1) + 1, 2 * (2 + 1) + 1, 3)
     assert (grid[1:4, 1:3] == 0).all() and (grid[1:4, 4:6] == 1).all() and (grid[5:8, 1:3] == 2).all()
     assert (grid[9:12, 4:6] == 255).all()  # the empty sixth cell
@@ -252,7 +229,7 @@ def test_refinement_frames_commit_and_draft():
     for t in range(6):
         n = min(3, 6 - t)
         drafts[0, t, :n] = torch.tensor([10 + t, 50 + t, 60 + t])[:n]  # slot 0 is the committed token
-    frames, shown = figures.refinement_frames(tokens, drafts, [0, 2, 5])
+    frames, shown = image_grids.refinement_frames(tokens, drafts, [0, 2, 5])
     assert frames.shape == shown.shape == (1, 4, 6)
     assert frames[0, 1, :5].tolist() == [10, 11, 12, 52, 62]  # committed 0..2, drafts for 3 and 4
     assert shown[0, 1].tolist() == [True] * 5 + [False]
@@ -269,8 +246,10 @@ def test_cli_gpt_writes_npz_stats_and_grid(files, tmp_path):
     assert samples["arr_0"].shape == (9, 12, 12, 3) and samples["arr_0"].dtype == np.uint8
     assert samples["labels"].dtype == np.int64
     stats = json.loads(stats_path.read_text())
-    assert stats["config"]["cfg_scale"] == 2.0 and stats["config"]["image_size"] == 12
-    assert stats["model"]["kind"] == "gpt" and stats["images_generated"] == 9
+    assert stats["options"]["cfg_scale"] == 2.0 and stats["config"]["image_size"] == 12
+    assert stats["model"]["kind"] == "backbone" and stats["images_generated"] == 9
+    assert stats["model"]["parameters"] == stats["model"]["base_parameters"] == sum(
+        p.numel() for p in torch.load(files["gpt"], weights_only=True)["model"].values())
     assert stats["generate_images_per_s"] > 0 and stats["decode_images_per_s"] > 0
     assert stats["grid_labels"] == sorted(samples["labels"].tolist())
     png = np.asarray(Image.open(grid))
@@ -288,7 +267,7 @@ def test_cli_tensorar_drafts_png(files, tmp_path):
     samples = _load(out)
     assert samples["arr_0"].shape == (5, 8, 8, 3)
     png = np.asarray(Image.open(strip))
-    columns = len(figures.refinement_steps(GRID * GRID, 8)) + 1
+    columns = len(image_grids.refinement_steps(GRID * GRID, 8)) + 1
     assert png.shape == (2 + 4 * (8 + 2), 2 + columns * (8 + 2), 3)  # 4 rows of samples
     for row in range(4):
         top = 2 + row * 10
@@ -296,7 +275,7 @@ def test_cli_tensorar_drafts_png(files, tmp_path):
         assert np.array_equal(last, samples["arr_0"][row])  # the strip ends with the very sample
         # Step 0 shows only the first window (K of 16 tokens, all in row 0 of the 4x4 grid): the
         # remaining token rows (pixel rows 2..7) are grey.
-        assert (first[2:] == figures.GREY).all() and not (first[:2] == figures.GREY).all()
+        assert (first[2:] == image_grids.GREY).all() and not (first[:2] == image_grids.GREY).all()
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tensorar.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
+from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))

@@ -1,4 +1,5 @@
-"""tensorar.tables: aggregation over seeds, pending rows, paper columns, provenance, CSV, figures."""
+"""Tables, diagnostics and figures: aggregation over seeds, pending rows, the paper's values beside
+paper-scale rows, provenance, CSV, and what the figures plot."""
 from __future__ import annotations
 
 import json
@@ -6,11 +7,10 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 from PIL import Image
 
-from tensorar import tables
-from tensorar.paper_values import NOT_IN_PAPER, NOT_LOOKED_UP
+from tensorar.reporting import paper, plots, tables
+from tensorar.stages.tables import main
 
 
 def provenance(dataset="digits", seeds=(0, 1)):
@@ -20,30 +20,40 @@ def provenance(dataset="digits", seeds=(0, 1)):
 
 @pytest.fixture
 def runs(tmp_path):
-    """Two seeds of metrics / sampler stats and a tiny checkpoint of 1,234 parameters."""
-    ckpt = tmp_path / "final.pt"
-    torch.save({"kind": "gpt", "model": {"w": torch.zeros(30, 40), "b": torch.zeros(34)}, "step": 3}, ckpt)
+    """Two seeds of metrics / sampler stats (1,234 parameters, of which 1,000 the backbone's) and grids."""
     out = []
     for seed, (fid, rate) in enumerate([(10.0, 100.0), (14.0, 50.0)]):
         metrics, stats = tmp_path / f"m{seed}.json", tmp_path / f"s{seed}.json"
         metrics.write_text(json.dumps({"fid": fid, "sfid": 2.0, "inception_score": 5.0 + seed,
                                        "precision": 0.5, "recall": 0.25}))
-        stats.write_text(json.dumps({"generate_images_per_s": rate}))
+        stats.write_text(json.dumps({"generate_images_per_s": rate,
+                                     "model": {"parameters": 1234, "base_parameters": 1000}}))
         Image.fromarray(np.full((8, 8, 3), 40 * seed, np.uint8)).save(tmp_path / f"s{seed}.png")
-        out.append({"seed": seed, "metrics": str(metrics), "stats": str(stats), "ckpt": str(ckpt)})
+        out.append({"seed": seed, "metrics": str(metrics), "stats": str(stats)})
     return out
 
 
-def table2_manifest(runs, dataset="digits"):
-    rows = [
-        {"key": "B/base", "backbone": "B", "method": "base", "cells": {"Model": "B", "Method": "base"}, "runs": runs},
-        {"key": "B/finetune", "backbone": "B", "method": "finetune", "cells": {"Model": "B", "Method": "ft"},
-         "runs": runs},
-        {"key": "M2/base", "cells": {"Model": "Open-MAGVIT2-B", "Method": "base"}, "params": None,
-         "pending": "backbone not implemented"},
-    ]
-    return {"title": "Table 2: c2i", "provenance": provenance(dataset),
-            "sections": [{"name": "table2", "title": "Table 2: c2i", "rows": rows}]}
+def table2(runs, toy=True, pending=None):
+    backbones = [{"key": "B", "label": "LlamaGen-B", "resolution": 256, "paper_row": "llamagen-b-256"},
+                 {"key": "M2", "label": "Open-MAGVIT2-B", "resolution": 256, "paper_row": "open-magvit2-b",
+                  "pending": pending or "backbone not implemented"}]
+    sections = tables.table2_sections(backbones, "k=4, d=1, exponential", lambda b, m, tag="final": runs, toy)
+    return {"title": "Table 2: c2i", "provenance": provenance("digits" if toy else "imagenet"), "sections": sections}
+
+
+def write(tmp_path, manifest, what="table"):
+    out = tmp_path / f"{what}.md"
+    main([what, "--manifest", json.dumps(manifest), "--out", str(out)])
+    return out.read_text()
+
+
+def cells(line: str) -> list[str]:
+    return [c.strip() for c in line.strip().strip("|").split("|")]
+
+
+def row_of(text: str, *wanted: str) -> list[str]:
+    """The cells of the first Markdown row that holds every `wanted` cell."""
+    return next(cells(line) for line in text.splitlines() if line.startswith("|") and set(wanted) <= set(cells(line)))
 
 
 def test_aggregate_mean_and_sample_std():
@@ -54,40 +64,60 @@ def test_aggregate_mean_and_sample_std():
     assert tables.fmt(12.0, 2.8284) == "12.00 ± 2.83"
 
 
-def test_count_parameters(runs):
-    assert tables.count_parameters(runs[0]["ckpt"]) == 30 * 40 + 34
-
-
-def test_table_markdown_and_csv(tmp_path, runs):
-    out = tmp_path / "table2.md"
-    tables.main(["table", "--manifest", json.dumps(table2_manifest(runs)), "--out", str(out)])
-    text = out.read_text()
+def test_toy_table_markdown_and_csv(tmp_path, runs):
+    text = write(tmp_path, table2(runs))
     assert "abc123def456" in text and "git commit" in text and "digits" in text
     assert "12.00 ± 2.83" in text  # toy-FID over the two seeds
     assert "toy-FID" in text and "| FID" not in text and "| sFID" in text
     assert "pending (backbone not implemented)" in text and "Open-MAGVIT2-B" in text
-    assert NOT_IN_PAPER in text and "1.2K" in text
-    csv = pd.read_csv(tmp_path / "table2.csv")
-    assert list(csv["section"]) == ["table2"] * 3
+    # Parameters come from the sampler's stats, with the plug-in's overhead over its backbone.
+    assert "1.2K (+23.4%)" in text
+    # Toy rows never show the paper's numbers, and say why.
+    assert paper.NOT_IN_PAPER in row_of(text, "base", "LlamaGen-B") and "5.46" not in text
+    assert "other methods" not in text
+    csv = pd.read_csv(tmp_path / "table.csv")
+    assert list(csv["section"]) == ["table2"] * 6
     assert csv.loc[0, "fid_mean"] == 12.0 and csv.loc[0, "seeds"] == 2 and csv.loc[0, "params"] == 1234
-    assert csv.loc[2, "status"] == "pending (backbone not implemented)"
+    assert csv.loc[3, "status"] == "pending (backbone not implemented)"
 
 
-def test_paper_scale_rows_say_not_looked_up(tmp_path, runs):
-    out = tmp_path / "table2.md"
-    tables.main(["table", "--manifest", json.dumps(table2_manifest(runs, "imagenet")), "--out", str(out)])
-    text = out.read_text()
-    base_line = next(line for line in text.splitlines() if "| base " in line and "| B " in line)
-    ft_line = next(line for line in text.splitlines() if "| ft " in line)
-    assert NOT_LOOKED_UP in base_line and NOT_IN_PAPER in ft_line  # the control is ours, never in the paper
+def test_paper_scale_rows_show_the_papers_values(tmp_path, runs):
+    text = write(tmp_path, table2(runs, toy=False))
+    base, control = row_of(text, "base", "LlamaGen-B"), row_of(text, tables.CONTROL_LABEL)
+    tensorar = row_of(text, "with TensorAR (k=4, d=1, exponential)", "LlamaGen-B")
+    assert "5.46" in base and "193.6" in base and "111M" in base  # Table 2, LlamaGen-B (256x256)
+    assert "4.71" in tensorar and "116M (+4.6%)" in tensorar
+    assert paper.CONTROL_NOT_IN_PAPER in control  # the control is ours, never in the paper
+    # A pending backbone's rows still show what the paper printed for it.
+    assert "3.08" in row_of(text, "base", "Open-MAGVIT2-B")
+    # The other methods' rows as printed, in a section of their own ("-" where the paper prints none).
+    assert "other methods, as printed in the paper" in text
+    var = row_of(text, "VAR")
+    assert "1.73" in var and "2.0B" in var
+    assert "-" in row_of(text, "MAR")
+
+
+def test_ablation_rows_get_paper_values_only_in_the_papers_setting(tmp_path, runs):
+    variants = {"linear": {"k": 4, "depth": 1, "schedule": "linear"},
+                "linear_k2": {"k": 2, "depth": 1, "schedule": "linear"}}
+    backbone = {"key": "B", "label": "LlamaGen-B", "paper_row": "llamagen-b-256"}
+    section = tables.ablation_section("table5", backbone, variants, lambda name: name,
+                                      lambda b, m, tag="final": runs, toy=False)
+    text = write(tmp_path, {"title": "Table 5: noise schedule", "provenance": provenance("imagenet"),
+                            "sections": [section]})
+    assert "4.79" in row_of(text, "linear", "LlamaGen-B")  # Table 5, Linear
+    assert paper.OTHER_SETTING in row_of(text, "linear_k2")  # k=2 with linear is not the paper's row
+    assert "5.46" in row_of(text, "base (no TensorAR)")
+    other = tables.ablation_section("table5", {**backbone, "paper_row": "llamagen-l-256"}, variants,
+                                    str, lambda b, m, tag="final": runs, toy=False)
+    assert all(row["paper"] == paper.NO_PAPER_ROW for row in other["rows"][::2])  # not the ablation backbone
 
 
 def test_latency_column(tmp_path, runs):
-    manifest = {"title": "Table 6", "provenance": provenance(), "sections": [{"name": "table6b", "title": "Table 6b", "latency": True,
-                "rows": [{"key": "x", "method": "tensorar", "cells": {"Depth": 1}, "runs": runs}]}]}
-    out = tmp_path / "t6.md"
-    tables.main(["table", "--manifest", json.dumps(manifest), "--out", str(out)])
-    text = out.read_text()
+    manifest = {"title": "Table 6", "provenance": provenance(), "sections": [
+        {"name": "table6b", "title": "Table 6b", "latency": True,
+         "rows": [{"key": "x", "method": "tensorar", "cells": {"Depth": 1}, "runs": runs}]}]}
+    text = write(tmp_path, manifest)
     assert "15.00 ± 7.07" in text  # 1000/100 and 1000/50 ms per image
     assert tables.LATENCY_NOTE in text  # how the latency was measured, beside the table
 
@@ -99,33 +129,43 @@ def test_diagnostics(tmp_path, runs):
     manifest = {"provenance": provenance(seeds=(0,)),
                 "diagnostics": [{"label": "B with TensorAR", "runs": [{"seed": 0, "diagnostics": str(diag)}]}],
                 "draft_noise": [{"label": "B draft noise", "runs": runs[:1], "reference": runs[1:]}]}
-    out = tmp_path / "diagnostics.md"
-    tables.main(["diagnostics", "--manifest", json.dumps(manifest), "--out", str(out)])
-    text = out.read_text()
+    text = write(tmp_path, manifest, "diagnostics")
     assert "copy_rate.none" in text and "0.5000" in text and "note" not in text
     assert "| 359 " in text and "plugin_config" not in text and "| seed" not in text
     assert "not from the paper" in text and "10.00" in text and "14.00" in text
     assert (tmp_path / "diagnostics.csv").exists()
 
 
-def test_figures(tmp_path, runs):
+def test_figures_plot_the_runs_numbers(tmp_path, runs, monkeypatch):
     outputs = {k: str(tmp_path / f"{k}.png") for k in ("fig2", "fig4", "fig5", "grid")}
     manifest = {"provenance": provenance(), "outputs": outputs,
-                "table2": table2_manifest(runs)["sections"][0]["rows"],
+                "table2": table2(runs)["sections"][0]["rows"],
                 "fig5": {"backbone": "B", "curves": {"TensorAR": [{"step": 1, "runs": runs}, {"step": 2, "runs": runs}]}},
                 "grids": [{"label": "B base", "png": [runs[0]["stats"].replace(".json", ".png")]}]}
-    tables.main(["figures", "--manifest", json.dumps(manifest)])
+    plotted = {}
+    real_save = plots._save
+
+    def keep(fig, path):  # record what each figure draws before it is written
+        plotted[path] = [(line.get_xdata().tolist(), line.get_ydata().tolist()) for line in fig.axes[0].get_lines()]
+        real_save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    main(["figures", "--manifest", json.dumps(manifest)])
     for path in outputs.values():
         assert Image.open(path).size[0] > 100
+    # Fig. 2: parameters (from the sampler's stats) against the mean toy-FID of each run row.
+    assert ([1234, 1234, 1234], [12.0, 12.0, 12.0]) not in plotted[outputs["fig2"]]
+    assert ([1234], [12.0]) in plotted[outputs["fig2"]]
+    # Fig. 4: throughput (mean over seeds: (100 + 50) / 2 images/s).
+    assert ([75.0], [12.0]) in plotted[outputs["fig4"]]
+    # Fig. 5: the training curve at steps 1 and 2.
+    assert ([1, 2], [12.0, 12.0]) in plotted[outputs["fig5"]]
 
 
 def test_pending_benchmark_table(tmp_path):
     manifest = {"title": "Table 3: GenEval", "provenance": provenance(), "sections": [
-        {"name": "table3", "title": "Table 3: GenEval", "columns": ["GenEval overall"],
-         "rows": [{"key": "J", "cells": {"Model": "Janus-Pro"}, "pending": "text-to-image backbone not implemented"}]}]}
-    out = tmp_path / "table3.md"
-    tables.main(["table", "--manifest", json.dumps(manifest), "--out", str(out)])
-    text = out.read_text()
+        tables.benchmark_section("table3", [{"label": "Janus-Pro", "reason": "text-to-image backbone not implemented"}])]}
+    text = write(tmp_path, manifest)
     table = text[text.index("| Model"):]
     assert "GenEval overall" in table and "FID" not in table
     assert "pending (text-to-image backbone not implemented)" in text

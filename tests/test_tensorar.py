@@ -1,33 +1,31 @@
-"""TensorAR plug-in: identity at initialisation, noise, loss, cached commit-and-refine sampling, I/O."""
+"""TensorAR plug-in: identity at initialisation, noise, loss, cached commit-and-refine sampling, I/O.
+
+Checked on the LlamaGen c2i backbone; tests/test_open_magvit2.py and the text-to-image tests repeat the
+identity checks on the other families through the same backbone interface.
+"""
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.checkpoint import load_model, save_model
-from tensorar.models.gpt import GPT, GPTConfig
-from tensorar.models.next_tensor import PAD, TensorAR, TensorARConfig
-from tensorar.sampling import apply_cfg, sample_from_logits
+from tensorar.decoding.generate import decode_step, prefill
+from tensorar.decoding.sampling import SamplingOptions, apply_cfg, sample_from_logits
+from tensorar.models.backbone import PAD
+from tensorar.models.loading import load_model, save_model
+from tensorar.models.tensorar import TensorAR, TensorARConfig
 
 T, V, NUM_CLASSES = 16, 64, 5
 
 
-def tiny_base(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    cfg = GPTConfig(dim=32, n_layer=2, n_head=2, vocab_size=V, num_classes=NUM_CLASSES, block_size=T, multiple_of=32)
-    base = GPT(cfg)
-    nn.init.normal_(base.output.weight, std=0.5)  # LlamaGen zero-inits the head: all logits would be 0
-    return base.eval()
+@pytest.fixture
+def make(tiny):
+    """TensorAR(k, trained=...) around a fresh tiny base (dim 32, vocab 64, 5 classes, 16 tokens)."""
 
+    def build(k: int, trained: bool = False, seed: int = 0, **plugin) -> TensorAR:
+        return tiny.tensorar(tiny.gpt(seed, vocab=V, classes=NUM_CLASSES, tokens=T), k, trained=trained, **plugin)
 
-def tiny_tensorar(k: int, trained: bool = False, seed: int = 0, **cfg) -> TensorAR:
-    model = TensorAR(tiny_base(seed), TensorARConfig(k=k, **cfg)).eval()
-    if trained:  # redraw the zero-initialised projections, as if the plug-in had been trained
-        for qt in (model.q_in, model.q_out):
-            nn.init.normal_(qt.mlp[-1].weight, std=0.3)
-    return model
+    return build
 
 
 def data(B: int = 3, seed: int = 1):
@@ -35,55 +33,62 @@ def data(B: int = 3, seed: int = 1):
     return torch.randint(V, (B, T), generator=g), torch.randint(NUM_CLASSES, (B,), generator=g)
 
 
+def slot_logits(model: TensorAR, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Teacher-forced logits of every slot: input windows (B, L, k) -> (B, L + 1, k, V)."""
+    return model.base.head(model.slot_hidden_states(inputs, {"labels": labels}))
+
+
 # ----- identity at initialisation -----
-def test_k1_is_bit_identical_to_base():
-    model = tiny_tensorar(k=1)
+def test_k1_is_bit_identical_to_base(make):
+    model = make(k=1)
     base = model.base
     tokens, labels = data()
+    cond = {"labels": labels}
     with torch.no_grad():
         base_logits, base_loss = base(tokens[:, :-1], labels, targets=tokens)
-        logits = model(model.windows(tokens)[:, :-1], labels)  # (B, T, 1, V)
-        loss, per_slot = model.training_loss(tokens, labels)
+        logits = slot_logits(model, model.windows(tokens)[:, :-1], labels)  # (B, T, 1, V)
+        loss, per_slot = model.training_loss(tokens, cond)
     assert torch.equal(logits[:, :, 0], base_logits)
     assert torch.equal(loss, base_loss) and torch.equal(per_slot, base_loss[None])
     # Train mode (dropout, label dropout): same RNG stream, same loss and gradients.
     model.train()
     torch.manual_seed(5)
-    base_loss, _ = base.training_loss(tokens, labels)
+    base_loss, _ = base.training_loss(tokens, cond)
     base_loss.backward()
     base_grad = base.tok_embeddings.weight.grad.clone()
     base.zero_grad()
     torch.manual_seed(5)
-    loss, _ = model.training_loss(tokens, labels)
+    loss, _ = model.training_loss(tokens, cond)
     loss.backward()
     assert torch.equal(loss, base_loss)
     assert torch.equal(base.tok_embeddings.weight.grad, base_grad)
     model.eval()
-    for kwargs in (dict(greedy=True), dict(uniforms=torch.rand(3, T, 1)), dict(temperature=0.8, top_k=10, top_p=0.9)):
-        u = kwargs.pop("uniforms", None)
+    for options, u in ((SamplingOptions(greedy=True), None), (SamplingOptions(), torch.rand(3, T, 1, 1)),
+                       (SamplingOptions(temperature=0.8, top_k=10, top_p=0.9), None)):
         g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-        ours = model.generate(labels, generator=g1, uniforms=u, **kwargs)
-        theirs = base.generate(labels, generator=g2, uniforms=None if u is None else u[..., 0], **kwargs)
+        ours = model.generate(labels, options, generator=g1, uniforms=u)
+        theirs = base.generate(labels, options, generator=g2, uniforms=u)
         assert torch.equal(ours, theirs)
 
 
 @pytest.mark.parametrize("k", [2, 4])
-def test_slot0_equals_base_at_init(k):
-    model = tiny_tensorar(k=k)
+def test_slot0_equals_base_at_init(make, k):
+    model = make(k=k)
     tokens, labels = data()
-    inputs = model.noise_tensors(model.windows(tokens)[:, :-1], torch.Generator().manual_seed(0))
+    inputs = model.noise_windows(model.windows(tokens)[:, :-1], torch.Generator().manual_seed(0))
+    greedy = SamplingOptions(greedy=True)
     with torch.no_grad():
         base_logits, _ = model.base(tokens[:, :-1], labels)
-        logits = model(inputs, labels)  # (B, T, k, V)
-        gen = model.generate(labels, greedy=True)
+        logits = slot_logits(model, inputs, labels)  # (B, T, k, V)
+        gen = model.generate(labels, greedy)
     assert logits.shape == (3, T, k, V)
     # Equal up to fp32 rounding: the two heads see different row counts, hence different matmul kernels.
     torch.testing.assert_close(logits[:, :, 0], base_logits)
-    assert torch.equal(gen, model.base.generate(labels, greedy=True))
+    assert torch.equal(gen, model.base.generate(labels, greedy))
 
 
-def test_plugin_initialised_without_touching_base():
-    base = tiny_base()
+def test_plugin_initialised_without_touching_base(tiny):
+    base = tiny.gpt(vocab=V, classes=NUM_CLASSES, tokens=T)
     before = {n: p.clone() for n, p in base.state_dict().items()}
     model = TensorAR(base, TensorARConfig(k=4))
     assert all(torch.equal(before[n], p) for n, p in model.base.state_dict().items())
@@ -94,12 +99,12 @@ def test_plugin_initialised_without_touching_base():
 
 
 # ----- noise -----
-def test_noise_applied_at_rate_beta():
-    model = tiny_tensorar(k=4, schedule="linear")
+def test_noise_applied_at_rate_beta(make):
+    model = make(k=4, schedule="linear")
     n = 20000
     windows = torch.full((n, 4), 7)
     windows[: n // 10, 3] = PAD  # PAD positions must never be noised
-    noised = model.noise_tensors(windows, torch.Generator().manual_seed(0))
+    noised = model.noise_windows(windows, torch.Generator().manual_seed(0))
     assert (noised[: n // 10, 3] == PAD).all()
     assert torch.equal(noised[:, 0], windows[:, 0])
     for j in (1, 2, 3):
@@ -111,38 +116,41 @@ def test_noise_applied_at_rate_beta():
         assert noised[rows, j].unique().numel() == V
 
 
-def test_training_loss_is_weighted_slot_ce_on_noised_non_pad_targets():
+def test_training_loss_is_weighted_slot_ce_on_noised_non_pad_targets(make):
     k = 4
-    model = tiny_tensorar(k=k, trained=True, schedule="linear")
+    model = make(k=k, trained=True, schedule="linear")
     tokens, labels = data()
-    loss, per_slot = model.training_loss(tokens, labels, generator=torch.Generator().manual_seed(4))
-    inputs = model.noise_tensors(model.windows(tokens)[:, :-1], torch.Generator().manual_seed(4))
+    cond = {"labels": labels}
+    loss, per_slot = model.training_loss(tokens, cond, generator=torch.Generator().manual_seed(4))
+    inputs = model.noise_windows(model.windows(tokens)[:, :-1], torch.Generator().manual_seed(4))
     with torch.no_grad():
-        logits = model(inputs, labels)  # (B, T, k, V)
+        logits = slot_logits(model, inputs, labels)  # (B, T, k, V)
     # Slot s of step t predicts token t + s; steps with t + s >= T are padding and ignored.
     manual = torch.stack(
         [F.cross_entropy(logits[:, : T - s, s].reshape(-1, V), tokens[:, s:].reshape(-1)) for s in range(k)]
     )
     torch.testing.assert_close(per_slot, manual)
+    # The linear schedule's RDM weights are 1 / (s + 1) (docs/method.md works them out).
     torch.testing.assert_close(loss, (torch.tensor([1, 1 / 2, 1 / 3, 1 / 4]) * manual).sum())
-    uniform = tiny_tensorar(k=k, trained=True, schedule="linear", loss_weighting="uniform")
-    u_loss, _ = uniform.training_loss(tokens, labels, generator=torch.Generator().manual_seed(4))
+    uniform = make(k=k, trained=True, schedule="linear", loss_weighting="uniform")
+    u_loss, _ = uniform.training_loss(tokens, cond, generator=torch.Generator().manual_seed(4))
     torch.testing.assert_close(u_loss, manual.sum())
 
 
-def test_padding_slots_change_nothing():
-    model = tiny_tensorar(k=4, trained=True)
+def test_padding_slots_change_nothing(make):
+    model = make(k=4, trained=True)
     tokens, labels = data()
+    cond = {"labels": labels}
     windows = model.windows(tokens)
     assert (windows[:, T - 1, 1:] == PAD).all() and (windows[:, T - 4, :] != PAD).all()
     g = lambda: torch.Generator().manual_seed(2)
     with torch.no_grad():
-        loss, _ = model.training_loss(tokens, labels, generator=g())
-        inputs = model.noise_tensors(windows[:, :-1], g())  # (B, T-1, k)
-        slot_hidden = model.decode(model.hidden_states(inputs, labels))  # (B, T, k, D)
+        loss, _ = model.training_loss(tokens, cond, generator=g())
+        inputs = model.noise_windows(windows[:, :-1], g())  # (B, T-1, k)
+        slot_hidden = model.slot_hidden_states(inputs, cond)  # (B, T, k, D)
     # The slots whose target is PAD get no gradient: they never reach the loss.
     slot_hidden.requires_grad_(True)
-    ce = sum(model.slot_weight[s] * model.slot_cross_entropy(slot_hidden[:, :, s], windows[..., s]) for s in range(4))
+    ce = sum(model.slot_weight[s] * model.base.token_loss(slot_hidden[:, :, s], windows[..., s]) for s in range(4))
     torch.testing.assert_close(ce, loss)
     ce.backward()
     grad = slot_hidden.grad.abs().sum(-1)  # (B, T, k)
@@ -155,47 +163,59 @@ def test_padding_slots_change_nothing():
 
 
 # ----- cached sampling -----
-def test_cached_decoding_matches_uncached_forward_on_the_same_drafts():
+def test_cached_decoding_matches_uncached_forward_on_the_same_drafts(make):
     k = 3
-    model = tiny_tensorar(k=k, trained=True)
+    model = make(k=k, trained=True)
     _, labels = data(B=4)
-    u = torch.rand(4, T, k, generator=torch.Generator().manual_seed(0))
+    u = torch.rand(4, T, k, 1, generator=torch.Generator().manual_seed(0))
     tokens, drafts = model.generate(labels, uniforms=u, return_drafts=True)
     assert torch.equal(tokens, drafts[:, :, 0])
     with torch.no_grad():
-        logits = model(drafts[:, :-1], labels)  # (B, T, k, V): step i fed the window sampled at i - 1
+        logits = slot_logits(model, drafts[:, :-1], labels)  # (B, T, k, V): step i fed the window sampled at i - 1
         cache = model.base.new_cache(4)
-        cached = [model.prefill(labels, cache)]
-        cached += [model.decode_one_tensor(drafts[:, i - 1], cache) for i in range(1, T)]
-    torch.testing.assert_close(torch.stack(cached, 1), logits, atol=1e-5, rtol=1e-5)
-    resampled = sample_from_logits(logits, uniforms=u)  # (B, T, k)
+        cached = [prefill(model, {"labels": labels}, cache)]
+        for i in range(1, T):
+            cached.append(decode_step(model, drafts[:, i - 1], cache.length, cache))
+            cache.length += 1
+    torch.testing.assert_close(model.base.head(torch.stack(cached, 1)), logits, atol=1e-5, rtol=1e-5)
+    resampled = sample_from_logits(logits, uniforms=u[..., 0])  # (B, T, k)
     real = drafts != PAD
     assert torch.equal(resampled[real], drafts[real])
-    greedy = model.generate(labels, greedy=True, return_drafts=True)[1]
+    greedy = model.generate(labels, SamplingOptions(greedy=True), return_drafts=True)[1]
     with torch.no_grad():
-        assert torch.equal(model(greedy[:, :-1], labels)[:, :, 0].argmax(-1), greedy[:, :, 0])
+        assert torch.equal(slot_logits(model, greedy[:, :-1], labels)[:, :, 0].argmax(-1), greedy[:, :, 0])
     # The committed token is not simply the draft it was fed (the plug-in is non-trivial here).
     assert not torch.equal(greedy[:, 1:, 0], greedy[:, :-1, 1])
 
 
 @pytest.mark.parametrize("cfg_interval", [-1, 2])
-def test_cfg_batches_cond_and_null_rows(cfg_interval):
-    model = tiny_tensorar(k=3, trained=True)
+def test_cfg_batches_cond_and_null_rows(make, cfg_interval):
+    model = make(k=3, trained=True)
     _, labels = data(B=2)
     null = torch.full_like(labels, NUM_CLASSES)
+
+    def first_window(rows: torch.Tensor, cache) -> torch.Tensor:
+        return model.base.head(prefill(model, {"labels": rows}, cache))  # (rows, k, V)
+
+    def next_window(window: torch.Tensor, cache) -> torch.Tensor:
+        hidden = decode_step(model, window, cache.length, cache)
+        cache.length += 1
+        return model.base.head(hidden)
+
     with torch.no_grad():
-        both = model.prefill(torch.cat([labels, null]), model.base.new_cache(4))
-        alone = model.prefill(labels, model.base.new_cache(2))
+        both = first_window(torch.cat([labels, null]), model.base.new_cache(4))
+        alone = first_window(labels, model.base.new_cache(2))
     torch.testing.assert_close(apply_cfg(both, 1.0), alone)  # scale 1 is no guidance
     scale = 4.0
-    out = model.generate(labels, greedy=True, cfg_scale=scale, cfg_interval=cfg_interval, return_drafts=True)[1]
-    # Oracle: two separate caches, guidance combined by hand, same interval convention as GPT.generate.
+    options = SamplingOptions(greedy=True, cfg_scale=scale, cfg_interval=cfg_interval)
+    out = model.generate(labels, options, return_drafts=True)[1]
+    # Oracle: two separate caches, guidance combined by hand, LlamaGen's interval convention.
     with torch.no_grad():
         caches = [model.base.new_cache(2), model.base.new_cache(2)]
         window = None
         for i in range(T):
             c, n = (
-                model.prefill(lab, cache) if i == 0 else model.decode_one_tensor(window, cache)
+                first_window(lab, cache) if i == 0 else next_window(window, cache)
                 for lab, cache in zip((labels, null), caches)
             )
             guided = n + scale * (c - n) if cfg_interval < 0 or i - 1 <= cfg_interval else c
@@ -203,32 +223,36 @@ def test_cfg_batches_cond_and_null_rows(cfg_interval):
             assert torch.equal(out[:, i], window)
 
 
-def test_cfg_scale_one_equals_no_cfg():
-    model = tiny_tensorar(k=2, trained=True)
+def test_cfg_scale_one_equals_no_cfg(make):
+    model = make(k=2, trained=True)
     _, labels = data()
-    u = torch.rand(3, T, 2, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(model.generate(labels, uniforms=u, cfg_scale=1.0), model.generate(labels, uniforms=u))
+    u = torch.rand(3, T, 2, 1, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(model.generate(labels, SamplingOptions(cfg_scale=1.0), uniforms=u),
+                       model.generate(labels, uniforms=u))
 
 
-def test_draft_noise_schedule_uses_the_given_draws():
+def test_draft_noise_schedule_uses_the_given_draws(make):
     k = 4
-    model = tiny_tensorar(k=k, trained=True)
+    model = make(k=k, trained=True)
     _, labels = data()
-    u = torch.rand(3, T, k, generator=torch.Generator().manual_seed(1))
+    u = torch.rand(3, T, k, 1, generator=torch.Generator().manual_seed(1))
+    noise = SamplingOptions(draft_noise="schedule")
     plain = model.generate(labels, uniforms=u, return_drafts=True)
     never = torch.ones(3, T, k, 2)  # mask draws of 1 never resample (β < 1)
-    same = model.generate(labels, uniforms=u, draft_noise="schedule", noise_uniforms=never, return_drafts=True)
+    same = model.generate(labels, noise, uniforms=u, noise_uniforms=never, return_drafts=True)
     assert all(torch.equal(a, b) for a, b in zip(plain, same))
     always = torch.zeros(3, T, k, 2)  # mask draws of 0 resample every draft position to token 0
-    noisy = model.generate(labels, uniforms=u, draft_noise="schedule", noise_uniforms=always)
+    noisy = model.generate(labels, noise, uniforms=u, noise_uniforms=always)
     with torch.no_grad():
         fed = torch.zeros(3, T - 1, k, dtype=torch.long)
         fed[:, :, 0] = noisy[:, :-1]
         fed = torch.where(model.windows(noisy)[:, :-1] == PAD, PAD, fed)
-        expected = sample_from_logits(model(fed, labels)[:, :, 0], uniforms=u[..., 0])
+        expected = sample_from_logits(slot_logits(model, fed, labels)[:, :, 0], uniforms=u[:, :, 0, 0])
     assert torch.equal(noisy, expected)
-    with pytest.raises(ValueError, match="schedule"):
-        model.generate(labels, draft_noise="gaussian")
+    with pytest.raises(ValueError, match="draft_noise"):
+        SamplingOptions(draft_noise="gaussian")
+    with pytest.raises(ValueError, match="needs a TensorAR"):
+        model.base.generate(labels, noise)
 
 
 # ----- configuration and checkpoints -----
@@ -237,40 +261,41 @@ def test_config_is_strict():
     assert TensorARConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="window"):
         TensorARConfig.from_dict({**cfg.to_dict(), "window": 3})
-    with pytest.raises(KeyError, match="exponential"):
+    with pytest.raises(ValueError, match="schedule.*exponential"):
         TensorARConfig(schedule="cosine")
+    with pytest.raises(ValueError, match="k .--k. = 0: must be >= 1"):
+        TensorARConfig(k=0)
 
 
-def test_checkpoint_round_trip(tmp_path):
-    model = tiny_tensorar(k=3, trained=True, depth=2, schedule="sqrt", n_head=4)
+def test_checkpoint_round_trip(make, tmp_path):
+    model = make(k=3, trained=True, depth=2, schedule="sqrt", n_head=4)
     save_model(tmp_path / "t.pt", model, step=3)
     loaded = load_model(tmp_path / "t.pt").eval()
     assert isinstance(loaded, TensorAR) and loaded.plugin_config == model.plugin_config
     assert loaded.state_dict().keys() == model.state_dict().keys()
     assert all(torch.equal(v, loaded.state_dict()[n]) for n, v in model.state_dict().items())
     _, labels = data()
-    assert torch.equal(loaded.generate(labels, greedy=True), model.generate(labels, greedy=True))
+    greedy = SamplingOptions(greedy=True)
+    assert torch.equal(loaded.generate(labels, greedy), model.generate(labels, greedy))
 
 
-def test_base_checkpoint_into_wrapper(tmp_path):
-    base = tiny_base(seed=3)
+def test_base_checkpoint_into_wrapper(tiny, tmp_path):
+    base = tiny.gpt(seed=3, vocab=V, classes=NUM_CLASSES, tokens=T)
     save_model(tmp_path / "base.pt", base)
-    model = TensorAR.from_base_checkpoint(tmp_path / "base.pt", TensorARConfig(k=4)).eval()
+    model = TensorAR(load_model(tmp_path / "base.pt"), TensorARConfig(k=4)).eval()
     assert all(torch.equal(v, model.base.state_dict()[n]) for n, v in base.state_dict().items())
     tokens, labels = data()
     with torch.no_grad():
-        torch.testing.assert_close(model(model.windows(tokens)[:, :-1], labels)[:, :, 0], base(tokens[:, :-1], labels)[0])
-    save_model(tmp_path / "tar.pt", model)
-    with pytest.raises(ValueError, match="not a base GPT"):
-        TensorAR.from_base_checkpoint(tmp_path / "tar.pt", TensorARConfig(k=4))
+        torch.testing.assert_close(slot_logits(model, model.windows(tokens)[:, :-1], labels)[:, :, 0],
+                                   base(tokens[:, :-1], labels)[0])
 
 
-def test_one_step_trains_plugin_and_base():
-    model = tiny_tensorar(k=4).train()
+def test_one_step_trains_plugin_and_base(make):
+    model = make(k=4).train()
     tokens, labels = data()
     groups = [{"params": model.plugin_parameters(), "lr": 1e-2}, {"params": model.base_parameters(), "lr": 1e-3}]
     opt = torch.optim.AdamW(groups)
-    loss, per_slot = model.training_loss(tokens, labels, generator=torch.Generator().manual_seed(0))
+    loss, per_slot = model.training_loss(tokens, {"labels": labels}, generator=torch.Generator().manual_seed(0))
     assert per_slot.shape == (4,) and not per_slot.requires_grad
     loss.backward()
     assert model.q_out.mlp[-1].weight.grad.abs().sum() > 0 and model.base.output.weight.grad.abs().sum() > 0

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tensorar import make_digits, train_classifier
+from tensorar.stages import make_digits, train_classifier
 from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig, ToyFeatureExtractor
 
 

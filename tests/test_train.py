@@ -1,4 +1,4 @@
-"""tensorar.train: the three modes, checkpoints / resume, preemption, and world-size invariance."""
+"""tensorar train: the three modes, checkpoints / resume, preemption, and world-size invariance."""
 from __future__ import annotations
 
 import json
@@ -13,10 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from tensorar.checkpoint import load_model, save_model
-from tensorar.models.gpt import GPT, GPTConfig
-from tensorar.models.next_tensor import TensorAR, TensorARConfig
-from tensorar.train import global_batch, global_noise, main, read_codes
+from tensorar.data.codes import load_codes
+from tensorar.models.llamagen import GPT, GPTConfig
+from tensorar.models.loading import load_model, save_model
+from tensorar.models.tensorar import TensorAR, TensorARConfig
+from tensorar.stages.train import main
+from tensorar.training.batches import global_batch, global_noise
 
 GRID, VOCAB, CLASSES, ITEMS, AUGS = 4, 16, 3, 24, 2
 
@@ -46,19 +48,18 @@ def write_codes(path: Path, seed: int = 0) -> Path:
     return path
 
 
-def tiny_base_model(seed: int = 0) -> GPT:
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=VOCAB, num_classes=CLASSES,
-                          block_size=GRID * GRID, token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0))
-    # Train-like weights: a zero output head (the init) would make every loss the same constant.
-    torch.nn.init.normal_(model.output.weight, std=0.5)
-    return model
+@pytest.fixture
+def base_model(tiny):
+    """A tiny base without dropout (so losses are exact), saved where asked."""
 
+    def make(path: Path | None = None, seed: int = 0) -> GPT:
+        model = tiny.gpt(seed, vocab=VOCAB, classes=CLASSES, tokens=GRID * GRID, token_dropout_p=0.0,
+                         resid_dropout_p=0.0, ffn_dropout_p=0.0)
+        if path is not None:
+            save_model(path, model)
+        return model
 
-def tiny_base(path: Path, seed: int = 0) -> GPT:
-    model = tiny_base_model(seed)
-    save_model(path, model)
-    return model
+    return make
 
 
 def metrics(run: Path) -> list[dict]:
@@ -86,11 +87,11 @@ def base_args(codes: Path, run: Path, steps: int, *extra: str) -> list[str]:
 
 def batch_loss(model, codes_dir: Path, step: int, seed: int, batch_size: int, drop_prob: float):
     """The loop's loss of `step`, recomputed from the (seed, step) batch: (loss, per-slot losses)."""
-    codes, labels, _ = read_codes(codes_dir)
+    codes, labels, _ = load_codes(codes_dir)
     items, aug, drop = global_batch(step, seed, batch_size, len(codes), codes.shape[1], drop_prob)
-    y = torch.where(drop, CLASSES, labels[items])
+    y = torch.where(drop, CLASSES, labels[items])  # the null class of CFG
     with torch.no_grad():
-        return model.eval().training_loss(codes[items, aug], y)
+        return model.eval().training_loss(codes[items, aug], {"labels": y})
 
 
 # ------------------------------------------------------------------------------------------------
@@ -157,9 +158,9 @@ def test_changed_settings_refuse_to_resume(tmp_path):
         main(base_args(codes, run, 4) + ["--global-batch-size", "4"])
 
 
-def test_finetune_starts_from_the_base_weights(tmp_path):
+def test_finetune_starts_from_the_base_weights(base_model, tmp_path):
     codes = write_codes(tmp_path / "codes")
-    base = tiny_base(tmp_path / "base.pt")
+    base = base_model(tmp_path / "base.pt")
     run = tmp_path / "ft"
     main(["--codes", str(codes), "--run-dir", str(run), "--mode", "finetune", "--init", str(tmp_path / "base.pt"),
           "--steps", "2", "--global-batch-size", "8", "--log-every", "1", "--seed", "3", "--device", "cpu"])
@@ -180,9 +181,9 @@ def test_finetune_starts_from_the_base_weights(tmp_path):
     assert_same_weights(weights(tmp_path / "ft_official" / "final.pt"), official.state_dict())
 
 
-def test_tensorar_mode_trains_the_plugin_and_reloads_as_tensorar(tmp_path):
+def test_tensorar_mode_trains_the_plugin_and_reloads_as_tensorar(base_model, tmp_path):
     codes = write_codes(tmp_path / "codes")
-    base = tiny_base(tmp_path / "base.pt")
+    base = base_model(tmp_path / "base.pt")
     run = tmp_path / "tar"
     main(["--codes", str(codes), "--run-dir", str(run), "--mode", "tensorar", "--init", str(tmp_path / "base.pt"),
           "--k", "4", "--depth", "1", "--lr-base", "0", "--lr-plugin", "1e-2", "--ema-decay", "0.5",
@@ -204,7 +205,7 @@ def test_tensorar_mode_trains_the_plugin_and_reloads_as_tensorar(tmp_path):
 def test_non_finite_loss_stops_before_the_update(tmp_path, monkeypatch):
     codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
     real = GPT.training_loss
-    monkeypatch.setattr(GPT, "training_loss", lambda self, t, y: tuple(x * float("nan") for x in real(self, t, y)))
+    monkeypatch.setattr(GPT, "training_loss", lambda self, t, c, **kw: tuple(x * float("nan") for x in real(self, t, c)))
     with pytest.raises(SystemExit, match="non-finite loss"):
         main(base_args(codes, run, 3))
     assert not (run / "final.pt").exists()
@@ -218,7 +219,7 @@ def _env() -> dict:
     return {**env, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
-def test_tensorar_noise_is_drawn_per_global_sample():
+def test_tensorar_noise_is_drawn_per_global_sample(base_model):
     """Like the data order, the input noise is a pure function of (seed, step) over the global batch,
     so two ranks' halves give the loss one process gets (DDP averages the per-rank losses)."""
     noise = global_noise(3, 7, 8, GRID * GRID, 4)
@@ -226,13 +227,14 @@ def test_tensorar_noise_is_drawn_per_global_sample():
     assert torch.equal(noise, global_noise(3, 7, 8, GRID * GRID, 4))
     assert not torch.equal(noise, global_noise(4, 7, 8, GRID * GRID, 4))
     torch.manual_seed(0)
-    model = TensorAR(tiny_base_model(), TensorARConfig(k=4, schedule="linear"))
+    model = TensorAR(base_model(), TensorARConfig(k=4, schedule="linear"))
     torch.nn.init.normal_(model.q_in.mlp[-1].weight, std=0.5)  # at init the encoder ignores the noise
     tokens, labels = torch.randint(0, VOCAB, (8, GRID * GRID)), torch.randint(0, CLASSES, (8,))
-    one = model.training_loss(tokens, labels, noise_uniforms=noise)[0]
-    halves = [model.training_loss(tokens[r], labels[r], noise_uniforms=noise[r])[0] for r in (slice(0, 4), slice(4, 8))]
+    one = model.training_loss(tokens, {"labels": labels}, noise_uniforms=noise)[0]
+    halves = [model.training_loss(tokens[r], {"labels": labels[r]}, noise_uniforms=noise[r])[0]
+              for r in (slice(0, 4), slice(4, 8))]
     torch.testing.assert_close(sum(halves) / 2, one)
-    other = model.training_loss(tokens, labels, noise_uniforms=global_noise(4, 7, 8, GRID * GRID, 4))[0]
+    other = model.training_loss(tokens, {"labels": labels}, noise_uniforms=global_noise(4, 7, 8, GRID * GRID, 4))[0]
     assert not torch.allclose(other, one)  # the noise does reach the loss
 
 
@@ -251,9 +253,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(tmp_path):
+def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(base_model, tmp_path):
     codes = write_codes(tmp_path / "codes")
-    tiny_base(tmp_path / "base.pt")
+    base_model(tmp_path / "base.pt")
     steps = 100
     cmd = lambda run: [sys.executable, "-m", "tensorar.train", "--codes", str(codes),  # noqa: E731
                        "--run-dir", str(tmp_path / run), "--mode", "finetune", "--init", str(tmp_path / "base.pt"),

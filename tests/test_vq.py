@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tensorar.models.vq import USAGE_WINDOW, VQ_MODELS, VQConfig, VQModel, load_vq, vq_checkpoint
-from tensorar.train_vq import latent_vectors, reset_codes
-from tensorar.train_vq import main as train_vq_main
+from tensorar.stages.train_vq import latent_vectors, reset_codes
+from tensorar.stages.train_vq import main as train_vq_main
 
 TINY = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
                 z_channels=8, base_channels=8, num_res_blocks=1, norm_groups=4)

@@ -102,8 +102,8 @@ def test_paper_full_dry_run_lists_every_job():
     # TensorAR runs: 5 Table 2 backbones + 7 extra ablation variants on LlamaGen-B (linear, sine, sqrt,
     # k2, k8, depth2, depth4); one fine-tune control per backbone. Official base models: no base training.
     assert counts["train"] == 5 + 7 + 5
-    assert "train_base" not in counts and "train_vq" not in counts and "make_digits" not in counts
-    assert counts["diagnose"] == 12
+    assert "train_vq" not in counts and "make_digits" not in counts
+    assert counts["diagnose"] == 12 and counts["drafts"] == 5  # a refinement strip per Table 2 backbone
     # samples: 15 (Table 2) + 7 ablations + 5 draft-noise rows + 4 steps x 2 curves (Fig. 5)
     assert counts["sample"] == counts["evaluate"] == 15 + 7 + 5 + 8
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
@@ -112,8 +112,8 @@ def test_paper_full_dry_run_lists_every_job():
 # Toy dry runs use a fresh working directory: the repository's own results/ may hold a real run.
 def test_toy_default_dry_run_runs_every_table(tmp_path):
     counts = dry_run("--configfile", str(TOY), cwd=tmp_path)
-    assert counts["train_base"] == 2  # GPT-toy-S and GPT-toy-M from scratch
-    assert counts["train"] == 9 + 2  # 9 TensorAR runs + a fine-tune control per backbone
+    # GPT-toy-S and GPT-toy-M from scratch, 9 TensorAR runs, a fine-tune control per backbone
+    assert counts["train"] == 2 + 9 + 2
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
 
 
@@ -121,14 +121,14 @@ def test_single_ablation_row_runs_only_its_branch(tmp_path):
     """Only the k=8 row of Table 6a: its TensorAR run, the base it starts from, nothing else trained."""
     counts = dry_run("results/toy/metrics/GPT-toy-S/tensorar-k8/seed0/final.json", "--configfile", str(TOY),
                      cwd=tmp_path)
-    assert counts["train"] == 1 and counts["train_base"] == 1 and counts["sample"] == 1
+    assert counts["train"] == 2 and counts["sample"] == 1  # the base, then the k=8 run
 
 
 def test_seeds_multiply_runs(tmp_path):
     # (an override file, not --config: Snakemake's --config parses list items as strings)
     (tmp_path / "seeds.yaml").write_text("seeds: [0, 1, 2]\n")
     counts = dry_run("--configfile", str(TOY), str(tmp_path / "seeds.yaml"), cwd=tmp_path)
-    assert counts["train"] == 3 * 11 and counts["train_base"] == 3 * 2
+    assert counts["train"] == 3 * 13
 
 
 def test_lint_has_only_the_conda_warning():

@@ -1,4 +1,5 @@
-"""Checkpoint reading and strict loading for our files and the official LlamaGen releases.
+"""Reading checkpoint files safely and loading state dicts strictly (no model knowledge here: the model
+families and `tensorar.models.loading` build on it).
 
 Accepted layouts: `{"model": sd}` (LlamaGen releases, our files), `{"state_dict": sd}`, `{"module": sd}`
 (DeepSpeed), a bare state dict (FSDP `consolidated.pth`), and LlamaGen's DDP training checkpoints that
@@ -18,7 +19,6 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
-from tensorar.fileio import atomic_torch_save
 
 log = logging.getLogger("tensorar.checkpoint")
 
@@ -28,21 +28,19 @@ _RUNTIME_BUFFER_NAMES = ("freqs_cis", "causal_mask")
 # Prefixes added by wrappers: DDP / DeepSpeed ("module."), torch.compile ("_orig_mod.").
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
-LLAMAGEN_WEIGHTS_HINT = (
-    "official LlamaGen checkpoints (c2i_B_256.pt, c2i_L_256.pt, c2i_XL_384.pt, ..., vq_ds16_c2i.pt) are "
-    "published on the HuggingFace page of FoundationVision/LlamaGen; put them at the path named in the "
-    "config (see README, 'Real inputs')"
-)
+GENERIC_HINT = "put the file at the path named in the config (config/README.md says where each one comes from)"
 
 
 class CheckpointMismatchError(RuntimeError):
     """A state dict does not fit the model; the message lists every offending key."""
 
 
-def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = None) -> Any:
+def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = None, hint: str = GENERIC_HINT) -> Any:
+    """torch.load with weights_only=True (argparse.Namespace allowed); `hint` says where a missing file
+    comes from."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}\n  ({LLAMAGEN_WEIGHTS_HINT})")
+        raise FileNotFoundError(f"checkpoint not found: {path}\n  ({hint})")
     if allow_unsafe_pickle is None:
         allow_unsafe_pickle = os.environ.get("TENSORAR_ALLOW_UNSAFE_PICKLE") == "1"
     try:
@@ -102,65 +100,3 @@ def load_state_dict_strict(model: nn.Module, state_dict: Mapping[str, torch.Tens
                 parts.append(f"  {name} ({len(keys)}): " + ", ".join(keys[:20]) + (" ..." if len(keys) > 20 else ""))
         raise CheckpointMismatchError("\n".join(parts))
     model.load_state_dict(state_dict, strict=True)
-
-
-def infer_llamagen_overrides(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    """Data-dependent GPTConfig fields that an official file implies (vocab and classes)."""
-    vocab, _ = state_dict["tok_embeddings.weight"].shape
-    cls_rows, _ = state_dict["cls_embedding.embedding_table.weight"].shape
-    return {"vocab_size": vocab, "num_classes": cls_rows - 1}
-
-
-def load_model(
-    path: str | os.PathLike,
-    preset: str | None = None,
-    block_size: int | None = None,
-    allow_unsafe_pickle: bool | None = None,
-    use_ema: bool = False,
-) -> nn.Module:
-    """Rebuild a GPT or TensorAR model from one of our checkpoints, or a GPT from an official file.
-
-    Official files carry no config: name the preset (e.g. "GPT-B") and, for 384 px models, the token
-    count (`block_size=576`; 256 px is 256).
-    """
-    from tensorar.models.gpt import GPT, GPTConfig, gpt_config
-
-    obj = read_checkpoint(path, allow_unsafe_pickle)
-    if isinstance(obj, Mapping) and "model_config" in obj:
-        base = GPT(GPTConfig.from_dict(obj["model_config"]))
-        model: nn.Module = base
-        if obj.get("kind") == "tensorar":
-            from tensorar.models.next_tensor import TensorAR, TensorARConfig
-
-            model = TensorAR(base, TensorARConfig.from_dict(obj["plugin_config"]))
-        weights = obj["ema"] if use_ema and obj.get("ema") is not None else obj["model"]
-        load_state_dict_strict(model, extract_state_dict(weights), str(path))
-        return model
-    if preset is None:
-        raise ValueError(f"{path} is not a tensorar checkpoint: name the LlamaGen preset (e.g. 'GPT-B')")
-    state_dict = extract_state_dict(obj)
-    overrides = infer_llamagen_overrides(state_dict)
-    if block_size is not None:
-        overrides["block_size"] = block_size
-    model = GPT(gpt_config(preset, **overrides))
-    load_state_dict_strict(model, state_dict, str(path))
-    return model
-
-
-def model_checkpoint(model: nn.Module, **extra) -> dict:
-    """The dict we save: enough to rebuild the model from the file alone (plus training state)."""
-    from tensorar.models.gpt import GPT
-
-    plugin_config = getattr(model, "plugin_config", None)
-    base = model if isinstance(model, GPT) else model.base
-    return {
-        "kind": "gpt" if plugin_config is None else "tensorar",
-        "model_config": base.config.to_dict(),
-        "plugin_config": None if plugin_config is None else plugin_config.to_dict(),
-        "model": model.state_dict(),
-        **extra,
-    }
-
-
-def save_model(path: str | os.PathLike, model: nn.Module, **extra) -> None:
-    atomic_torch_save(model_checkpoint(model, **extra), path)

@@ -1,4 +1,5 @@
-"""`tensorar <cmd> [args]`: the same as `python -m tensorar.<cmd> [args]`."""
+"""`tensorar <stage> [args]`: the same as `python -m tensorar.<stage> [args]`; the stages live in
+tensorar/stages/, one module each."""
 from __future__ import annotations
 
 import importlib
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
         if argv and argv[0] not in {"-h", "--help"}:
             sys.exit(f"unknown command: {argv[0]!r}")
         return
-    module = importlib.import_module(f"tensorar.{argv[0]}")
+    module = importlib.import_module(f"tensorar.stages.{argv[0]}")
     sys.argv = [f"tensorar {argv[0]}", *argv[1:]]
     module.main()
 

@@ -1,16 +1,22 @@
-# Sampling: N class-conditional images per (backbone, method, seed, checkpoint) into an ADM .npz,
-# with the backbone's LlamaGen sampling settings; a PNG grid and the sampler's timing beside it.
+# Sampling: N class-conditional images per (backbone, method, seed, checkpoint) into an ADM .npz, with
+# the backbone's sampling settings; a PNG grid and the sampler's stats beside it. TensorAR runs also get
+# a refinement strip of a few samples of their own (paper Fig. 8/10).
 
 
 rule sample:
     input:
         unpack(sample_inputs),
     output:
-        samples=f"{R}/samples/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.npz",
-        stats=f"{R}/samples/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.json",
-        grid=f"{R}/samples/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.png",
+        samples=PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}"),
+        stats=PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}", "json"),
+        grid=report(
+            PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}", "png"),
+            category="Samples",
+            subcategory="{backbone}",
+            labels={"backbone": "{backbone}", "method": "{method}", "seed": "{seed}", "checkpoint": "{tag}"},
+        ),
     params:
-        flags=sample_flags,
+        args=sample_args,
         launcher=launcher,
     log:
         f"{R}/logs/sample/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.log",
@@ -20,5 +26,29 @@ rule sample:
     resources:
         **stage_resources("sample"),
     shell:
-        "{params.launcher} -m tensorar.sample {params.flags} --out {output.samples} "
-        "--stats-json {output.stats} --grid-png {output.grid} > {log} 2>&1"
+        "{params.launcher} -m tensorar.sample {params.args} --out {output.samples:q} "
+        "--stats-json {output.stats:q} --grid-png {output.grid:q} > {log:q} 2>&1"
+
+
+rule drafts:
+    wildcard_constraints:
+        method=r"tensorar-[A-Za-z0-9_]+",
+    input:
+        unpack(drafts_inputs),
+    output:
+        samples=PLAN.drafts("{backbone}", "{method}", "{seed}", "npz"),
+        strip=report(
+            PLAN.drafts("{backbone}", "{method}", "{seed}"),
+            category="Refinement strips",
+            labels={"backbone": "{backbone}", "method": "{method}", "seed": "{seed}"},
+        ),
+    params:
+        args=drafts_args,
+    log:
+        f"{R}/logs/drafts/{{backbone}}/{{method}}/seed{{seed}}.log",
+    threads: stage_threads("sample")
+    resources:
+        **stage_resources("sample"),
+    shell:
+        "python -m tensorar.sample {params.args} --out {output.samples:q} --drafts-png {output.strip:q} "
+        "> {log:q} 2>&1"

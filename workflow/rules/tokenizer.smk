@@ -1,52 +1,41 @@
-# Image tokenizer: trained here for the toy, LlamaGen's vq_ds16_c2i.pt (a config path) at paper scale;
-# then every image split becomes a grid of token codes at each image size a backbone uses.
+# Image tokenizers: trained here for the toy, released files (config paths) at paper scale; then every
+# image split becomes a grid of token codes per tokenizer at each image size a backbone uses.
 
 
 rule train_vq:
     input:
-        **dataset_inputs(),
+        **PLAN.dataset_inputs(),
     output:
-        vq=f"{R}/tokenizer/vq.pt",
-        report=f"{R}/tokenizer/vq.json",
+        tokenizer=f"{R}/tokenizers/{{tokenizer}}.pt",
+        report=f"{R}/tokenizers/{{tokenizer}}.json",
     params:
-        train=dataset_dir("train"),
-        val=dataset_dir("val"),
-        preset=config["tokenizer"]["preset"],
-        image_size=config["dataset"].get("image_size", 16),
-        steps=config["tokenizer"].get("training", {}).get("steps", 400),
-        batch_size=config["tokenizer"].get("training", {}).get("batch_size", 32),
-        lr=config["tokenizer"].get("training", {}).get("lr", 0.002),
+        args=train_tokenizer_args,
     log:
-        f"{R}/logs/train_vq.log",
+        f"{R}/logs/train_vq/{{tokenizer}}.log",
     benchmark:
-        f"{R}/benchmarks/train_vq.tsv"
+        f"{R}/benchmarks/train_vq/{{tokenizer}}.tsv"
     threads: stage_threads("train_vq")
     resources:
         **stage_resources("train_vq"),
     shell:
-        "python -m tensorar.train_vq --data {params.train} --val-data {params.val} --out {output.vq} "
-        "--preset {params.preset} --image-size {params.image_size} --steps {params.steps} "
-        "--batch-size {params.batch_size} --lr {params.lr} > {log} 2>&1"
+        "python -m tensorar.train_vq {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
 
 
 rule extract_codes:
     input:
         unpack(extract_codes_inputs),
     output:
-        manifest=f"{R}/codes/{{split}}-{{size}}/manifest.json",
+        manifest=PLAN.codes_manifest("{tokenizer}", "{split}", "{size}"),
     params:
-        data=split_data,
-        out=f"{R}/codes/{{split}}-{{size}}",
-        vq=vq_flags(),
-        augment=extract_codes_flags,
+        args=extract_codes_args,
+        out=PLAN.codes_dir("{tokenizer}", "{split}", "{size}"),
         launcher=launcher,
     log:
-        f"{R}/logs/extract_codes/{{split}}-{{size}}.log",
+        f"{R}/logs/extract_codes/{{tokenizer}}/{{split}}-{{size}}.log",
     benchmark:
-        f"{R}/benchmarks/extract_codes/{{split}}-{{size}}.tsv"
+        f"{R}/benchmarks/extract_codes/{{tokenizer}}/{{split}}-{{size}}.tsv"
     threads: stage_threads("extract_codes")
     resources:
         **stage_resources("extract_codes"),
     shell:
-        "{params.launcher} -m tensorar.extract_codes --data {params.data} {params.vq} --out {params.out} "
-        "--image-size {wildcards.size} {params.augment} > {log} 2>&1"
+        "{params.launcher} -m tensorar.extract_codes {params.args} --out {params.out:q} > {log:q} 2>&1"

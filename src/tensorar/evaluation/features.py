@@ -5,10 +5,8 @@ the toy digits classifier (numbers only comparable with each other, reported as 
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import torch
 
@@ -47,25 +45,3 @@ def build_feature_extractor(kind: str, *, inception_weights: str | Path | None =
             raise ValueError("--features toy needs --classifier CLS.pt (written by `tensorar train_classifier`)")
         return ToyFeatureExtractor.from_checkpoint(classifier, device=device)
     raise ValueError(f"unknown feature network {kind!r}; expected 'inception' or 'toy'")
-
-
-@contextlib.contextmanager
-def tf32_disabled() -> Iterator[None]:
-    """Full float32 matmuls / convolutions inside the block.
-
-    TF32 keeps 10 mantissa bits, so features would drift from the float32 TF graph ADM used.
-    """
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

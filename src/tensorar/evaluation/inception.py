@@ -9,16 +9,33 @@ match TF's; we load its converted weights from a local file and read three thing
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
-from tensorar.evaluation.features import sha256_file, tf32_disabled
+from tensorar.fileio import sha256_file
 
 WEIGHTS_NAME = "weights-inception-2015-12-05-6726825d.pth"
 WEIGHTS_SHA256_PREFIX = "6726825d"
 WEIGHTS_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/" + WEIGHTS_NAME
 SPATIAL_CHANNELS = 7  # ADM keeps mixed_6/conv[..., :7]
+
+
+@contextlib.contextmanager
+def tf32_disabled() -> Iterator[None]:
+    """Full float32 matmuls / convolutions inside the block.
+
+    TF32 keeps 10 mantissa bits, so features would drift from the float32 TF graph ADM used.
+    """
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
 
 
 class InceptionFeatureExtractor:

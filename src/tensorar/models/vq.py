@@ -34,6 +34,9 @@ import torch.nn.functional as F
 
 from tensorar.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
 
+WEIGHTS_HINT = ("LlamaGen's tokenizers vq_ds16_c2i.pt (huggingface.co/FoundationVision/LlamaGen) and vq_ds16_t2i.pt "
+                "(huggingface.co/peizesun/llamagen_t2i)")
+
 # LlamaGen keeps the indices of the last 65536 quantised vectors in a buffer to report codebook usage;
 # the buffer is in its state_dict whatever the codebook size, so it must exist for strict loading.
 USAGE_WINDOW = 65536
@@ -330,7 +333,7 @@ def load_vq(path: str | Path, preset: str | None = None, device: str | torch.dev
     Ours: `{"config": asdict(VQConfig), "model": state_dict, ...}` (preset optional, must agree).
     Official LlamaGen `vq_ds16_c2i.pt`: `{"model": state_dict}` with no config -> pass preset="VQ-16".
     """
-    ckpt = read_checkpoint(path)  # weights_only, argparse.Namespace allowed; missing file -> says where
+    ckpt = read_checkpoint(path, hint=WEIGHTS_HINT)  # weights_only; a missing file says where to get it
     if not isinstance(ckpt, dict) or "model" not in ckpt:
         raise ValueError(f"{path}: expected a dict with a 'model' state_dict")
     if preset is not None:
@@ -358,7 +361,7 @@ def vq_config(preset: str, **overrides) -> VQConfig:
 
 def vq_checkpoint(model: VQModel, **extra) -> dict:
     """The dict `load_vq` reads back: frozen config + state_dict (+ e.g. step)."""
-    return {"config": asdict(model.config), "model": model.state_dict(), **extra}
+    return {"tokenizer": "vq", "config": asdict(model.config), "model": model.state_dict(), **extra}
 
 
 __all__ = ["VQConfig", "VQ_MODELS", "VQModel", "load_vq", "vq_checkpoint", "vq_config"]

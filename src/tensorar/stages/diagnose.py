@@ -22,15 +22,18 @@ Reported on held-out token data (augmentation 0 of a codes directory):
 from __future__ import annotations
 
 import argparse
+from dataclasses import asdict, replace
 
 import torch
-import torch.nn.functional as F
 from tqdm import tqdm
 
-from tensorar.checkpoint import load_model
+from tensorar.data.codes import load_codes, load_conditions
+from tensorar.decoding.sampling import DRAFT_NOISE, SamplingOptions
 from tensorar.fileio import atomic_write_json
-from tensorar.models.gpt import GPT
-from tensorar.models.next_tensor import DRAFT_NOISE, PAD, TensorAR
+from tensorar.models.backbone import PAD, Backbone, Condition, condition_slice, condition_to
+from tensorar.models.loading import load_model
+from tensorar.models.tensorar import TensorAR
+from tensorar.options import add_arguments, from_arguments, positive_int
 
 DRAFT_CONDITIONS = ("clean", "train_noise", "random")
 
@@ -42,62 +45,67 @@ def condition_inputs(model: TensorAR, windows: torch.Tensor, condition: str, gen
     uniforms = torch.rand(*windows.shape, 2, generator=generator, device=windows.device)  # (B, L, k, 2)
     if condition == "random":
         uniforms[..., 0] = 0.0  # a mask draw of 0 resamples every position with β(j) > 0, i.e. j >= 1
-    return model.noise_tensors(windows, uniforms=uniforms)
+    return model.noise_windows(windows, uniforms=uniforms)
 
 
 @torch.no_grad()
 def slot_cross_entropy(
-    model: TensorAR, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, seed: int, show: bool
+    model: TensorAR, codes: torch.Tensor, conditions: Condition, batch_size: int, seed: int, show: bool
 ) -> dict[str, list[float]]:
     """Mean cross-entropy (nats/token) of every slot over its non-PAD targets, per draft condition."""
-    device = model.base.tok_embeddings.weight.device
+    device = next(model.parameters()).device
     totals = {c: torch.zeros(model.k, dtype=torch.float64, device=device) for c in DRAFT_CONDITIONS}
     counts = torch.zeros(model.k, dtype=torch.float64, device=device)
     generator = torch.Generator(device=device).manual_seed(seed)
     for start in tqdm(range(0, len(codes), batch_size), desc="slot CE", disable=not show):
         tokens = codes[start : start + batch_size].to(device)  # (B, T)
-        cond = labels[start : start + batch_size].to(device)
+        cond = condition_to(condition_slice(conditions, slice(start, start + batch_size)), device)
         targets = model.windows(tokens)  # (B, T, k)
         counts += (targets != PAD).sum((0, 1))
         for condition in DRAFT_CONDITIONS:
             inputs = condition_inputs(model, targets[:, :-1], condition, generator)  # (B, T-1, k)
-            slot_hidden = model.decode(model.hidden_states(inputs, cond))  # (B, T, k, D)
+            slot_hidden = model.slot_hidden_states(inputs, cond)  # (B, T, k, D)
             for s in range(model.k):  # one slot's logits at a time
-                totals[condition][s] += model.slot_cross_entropy(slot_hidden[:, :, s], targets[..., s], "sum")
+                totals[condition][s] += model.base.token_loss(slot_hidden[:, :, s], targets[..., s], "sum")
     return {c: (totals[c] / counts).tolist() for c in DRAFT_CONDITIONS}
 
 
 @torch.no_grad()
-def base_nll(base: GPT, codes: torch.Tensor, labels: torch.Tensor, batch_size: int, show: bool) -> float:
+def base_nll(base: Backbone, codes: torch.Tensor, conditions: Condition, batch_size: int, show: bool) -> float:
     """The base model's mean next-token NLL (nats/token) on the same tokens."""
-    device = base.tok_embeddings.weight.device
+    device = next(base.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in tqdm(range(0, len(codes), batch_size), desc="base NLL", disable=not show):
         tokens = codes[start : start + batch_size].to(device)  # (B, T)
-        logits, _ = base(tokens[:, :-1], labels[start : start + batch_size].to(device))  # (B, T, V)
-        total += F.cross_entropy(logits.reshape(-1, logits.size(-1)), tokens.reshape(-1), reduction="sum")
+        cond = condition_to(condition_slice(conditions, slice(start, start + batch_size)), device)
+        hidden = base.hidden_states(base.embed_tokens(tokens[:, :-1]), cond)  # (B, T, D)
+        total += base.token_loss(hidden, tokens, "sum")
     return (total / codes.numel()).item()
 
 
 @torch.no_grad()
-def draft_agreement(
-    model: TensorAR, num_samples: int, seed: int, batch_size: int, draft_noise: str, show: bool, **sampling
-) -> dict:
-    """Sample `num_samples` images (labels cycle over the classes) and measure how often the committed
-    token equals the draft of it fed j = 1..k-1 steps earlier (at position j of the input window)."""
-    device = model.base.tok_embeddings.weight.device
-    T, k = model.base.config.block_size, model.k
+def draft_agreement(model: TensorAR, conditions: Condition, num_samples: int, seed: int, batch_size: int,
+                    options: SamplingOptions, show: bool) -> dict:
+    """Sample `num_samples` images and measure how often the committed token equals the draft of it fed
+    j = 1..k-1 steps earlier (at position j of the input window). Class-conditional backbones cycle over
+    the classes; others over the held-out items' conditions."""
+    device = next(model.parameters()).device
+    backbone = model.backbone
+    T, k = backbone.num_tokens, model.k
     g = torch.Generator().manual_seed(seed)
     # Drawn for all samples up front on the CPU: the result does not depend on the batch size.
-    uniforms = torch.rand(num_samples, T, k, generator=g)
+    uniforms = torch.rand(num_samples, T, k, backbone.token_parts, generator=g)
     noise = torch.rand(num_samples, T, k, 2, generator=g)
-    labels = torch.arange(num_samples) % model.base.config.num_classes
+    if backbone.num_classes is not None:
+        sample_conditions = {"labels": torch.arange(num_samples) % backbone.num_classes}
+    else:
+        sample_conditions = condition_slice(conditions, torch.arange(num_samples) % len(next(iter(conditions.values()))))
     agree = torch.zeros(k - 1, dtype=torch.float64)
-    for start in tqdm(range(0, num_samples, batch_size), desc=f"sampling ({draft_noise})", disable=not show):
+    for start in tqdm(range(0, num_samples, batch_size), desc=f"sampling ({options.draft_noise})", disable=not show):
         rows = slice(start, start + batch_size)
         _, drafts = model.generate(
-            labels[rows].to(device), uniforms=uniforms[rows].to(device), draft_noise=draft_noise,
-            noise_uniforms=noise[rows].to(device), return_drafts=True, **sampling,
+            condition_to(condition_slice(sample_conditions, rows), device), options,
+            uniforms=uniforms[rows].to(device), noise_uniforms=noise[rows].to(device), return_drafts=True,
         )  # (B, T, k)
         for j in range(1, k):
             # Token i was committed at step i (slot 0) and drafted at step i - j (slot j).
@@ -109,36 +117,37 @@ def draft_agreement(
 def check_compatible(model, base, codes: torch.Tensor, ckpt: str, base_path: str) -> None:
     if not isinstance(model, TensorAR):
         raise ValueError(f"--ckpt {ckpt} is a {type(model).__name__} checkpoint, not a TensorAR one")
-    if not isinstance(base, GPT):
-        raise ValueError(f"--base {base_path} is a {type(base).__name__} checkpoint, not a base GPT")
-    ours, theirs = model.base.config, base.config
-    for field in ("vocab_size", "num_classes", "block_size"):
-        if getattr(ours, field) != getattr(theirs, field):
-            raise ValueError(f"{field} differs: TensorAR {getattr(ours, field)} vs base {getattr(theirs, field)}")
-    if codes.shape[1] != ours.block_size or int(codes.max()) >= ours.vocab_size:
+    if not isinstance(base, Backbone):
+        raise ValueError(f"--base {base_path} is a {type(base).__name__} checkpoint, not a base model")
+    ours = model.backbone
+    for name in ("family", "vocab_size", "num_classes", "num_tokens"):
+        if getattr(ours, name) != getattr(base, name):
+            raise ValueError(f"{name} differs: TensorAR {getattr(ours, name)} vs base {getattr(base, name)}")
+    if codes.shape[1] != ours.num_tokens or int(codes.max()) >= ours.vocab_size:
         raise ValueError(
             f"codes of length {codes.shape[1]} with ids up to {int(codes.max())} do not fit a model with "
-            f"block_size {ours.block_size} and vocab_size {ours.vocab_size}"
+            f"{ours.num_tokens} tokens and vocab_size {ours.vocab_size}"
         )
 
 
-def diagnose(model: TensorAR, base: GPT, codes: torch.Tensor, labels: torch.Tensor, num_samples: int, seed: int,
-             batch_size: int, show: bool = True, **sampling) -> dict:
-    """All diagnostics as a JSON-ready dict (codes (N, T) long, labels (N,) long)."""
-    cfg = model.plugin_config
-    ce = slot_cross_entropy(model, codes, labels, batch_size, seed, show)
+def diagnose(model: TensorAR, base: Backbone, codes: torch.Tensor, conditions: Condition, num_samples: int,
+             seed: int, batch_size: int, options: SamplingOptions, show: bool = True) -> dict:
+    """All diagnostics as a JSON-ready dict (codes (N, T) long, conditions of N items)."""
+    ce = slot_cross_entropy(model, codes, conditions, batch_size, seed, show)
     return {
-        "plugin_config": cfg.to_dict(),
+        "plugin_config": model.plugin_config.to_dict(),
         "beta": model.beta.tolist(),
         "slot_weights": model.slot_weight.tolist(),
         "num_items": len(codes),
-        "base_nll": base_nll(base, codes, labels, batch_size, show),
+        "base_nll": base_nll(base, codes, conditions, batch_size, show),
         "slot0_ce": {c: values[0] for c, values in ce.items()},
         "per_slot_ce": ce,
         "num_samples": num_samples,
-        "sampling_config": sampling,
+        "sampling_config": {k: v for k, v in asdict(options).items() if k != "draft_noise"},
         "sampling": {
-            mode: draft_agreement(model, num_samples, seed, batch_size, mode, show, **sampling) for mode in DRAFT_NOISE
+            mode: draft_agreement(model, conditions, num_samples, seed, batch_size, replace(options, draft_noise=mode),
+                                  show)
+            for mode in DRAFT_NOISE
         },
         "seed": seed,
     }
@@ -147,35 +156,32 @@ def diagnose(model: TensorAR, base: GPT, codes: torch.Tensor, labels: torch.Tens
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="tensorar diagnose", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="TensorAR checkpoint (ours)")
-    p.add_argument("--base", required=True, help="base GPT checkpoint (ours or official) for the reference NLL")
-    p.add_argument("--base-preset", default=None, help="LlamaGen preset of an official --base file, e.g. GPT-B")
-    p.add_argument("--base-block-size", type=int, default=None, help="tokens per image of an official --base (576 at 384 px)")
+    p.add_argument("--base", required=True, help="base checkpoint (ours or official) for the reference NLL")
+    p.add_argument("--family", default="llamagen", help="backbone family of an official --base file")
+    p.add_argument("--base-preset", default=None, help="preset of an official --base file, e.g. GPT-B")
+    p.add_argument("--base-block-size", type=positive_int, default=None,
+                   help="tokens per image of an official LlamaGen --base (576 at 384 px)")
     p.add_argument("--codes", required=True,
-                   help="held-out codes directory (tensorar.extract_codes); augmentation 0 is used")
+                   help="held-out codes directory (tensorar extract_codes); augmentation 0 is used")
     p.add_argument("--out", required=True, help="output JSON")
-    p.add_argument("--num-samples", type=int, default=64, help="samples per draft-noise mode for the copy rate")
+    p.add_argument("--num-samples", type=positive_int, default=64, help="samples per draft-noise mode for the copy rate")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-items", type=int, default=None, help="use only the first N held-out items")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of both checkpoints when present")
-    p.add_argument("--cfg-scale", type=float, default=1.0)
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--batch-size", type=positive_int, default=32)
+    p.add_argument("--max-items", type=positive_int, default=None, help="use only the first N held-out items")
+    p.add_argument("--ema", action="store_true", help="use the EMA weights of the TensorAR checkpoint")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    add_arguments(p.add_argument_group("token sampling (SamplingOptions; both draft-noise modes are run)"),
+                  SamplingOptions, skip=("draft_noise",))
     args = p.parse_args(argv)
+    options = from_arguments(p, args, SamplingOptions)
 
-    from tensorar.extract_codes import load_codes
-
-    codes, labels, _ = load_codes(args.codes)  # (N, A, T), (N,)
+    codes, labels, manifest = load_codes(args.codes)  # (N, A, T), (N,)
+    conditions = condition_slice(load_conditions(args.codes, labels, manifest), slice(args.max_items))
     codes = torch.as_tensor(codes[: args.max_items, 0]).long()  # (N, T): augmentation 0
-    labels = torch.as_tensor(labels[: args.max_items]).long()
     model = load_model(args.ckpt, use_ema=args.ema).to(args.device).eval()
-    base = load_model(args.base, preset=args.base_preset, block_size=args.base_block_size,
-                      use_ema=args.ema).to(args.device).eval()
+    base = load_model(args.base, args.family, args.base_preset, block_size=args.base_block_size).to(args.device).eval()
     check_compatible(model, base, codes, args.ckpt, args.base)
-    sampling = dict(cfg_scale=args.cfg_scale, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
-    result = diagnose(model, base, codes, labels, args.num_samples, args.seed, args.batch_size, **sampling)
+    result = diagnose(model, base, codes, conditions, args.num_samples, args.seed, args.batch_size, options)
     result.update(ckpt=args.ckpt, base=args.base, codes=args.codes)
     atomic_write_json(args.out, result)
     print(

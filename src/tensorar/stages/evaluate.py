@@ -22,8 +22,9 @@ from tqdm.auto import tqdm
 
 from tensorar.distributed import get_logger
 from tensorar.evaluation.adm import FIDStatistics, compute_statistics, inception_score, precision_recall
-from tensorar.evaluation.features import FeatureExtractor, build_feature_extractor, sha256_file, tf32_disabled
-from tensorar.fileio import atomic_write_json
+from tensorar.evaluation.features import FeatureExtractor, build_feature_extractor
+from tensorar.evaluation.inception import tf32_disabled
+from tensorar.fileio import atomic_write_json, sha256_file
 
 IMAGES_KEY = "arr_0"
 

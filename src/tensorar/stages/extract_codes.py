@@ -23,12 +23,11 @@ written atomically and a shard whose files exist is skipped, so a killed job res
 the manifest is written first with "complete": false (a rerun with other settings into the same folder
 is refused) and rewritten with "complete": true by rank 0 once every rank is done.
 
-Read the result with `load_codes(dir) -> (codes (N, A, T) int64, labels (N,) int64, manifest)`.
+Read the result with `tensorar.data.codes.load_codes(dir) -> (codes (N, A, T) int64, labels (N,) int64, manifest)`.
 """
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 from dataclasses import asdict
@@ -43,7 +42,8 @@ from tqdm import tqdm
 
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import barrier, cleanup_distributed, get_logger, init_distributed
-from tensorar.fileio import atomic_save_npy, atomic_write_json
+from tensorar.fileio import atomic_save_npy, atomic_write_json, sha256_file
+from tensorar.data.codes import MANIFEST, shard_names
 from tensorar.models.vq import VQ_MODELS, load_vq
 
 TENCROP_CROP_RANGE = 1.1  # LlamaGen's --crop-range: crops of S are taken from a int(1.1*S) centre crop
@@ -54,7 +54,6 @@ VIEW_NAMES = {
     ("center", True): ["center", "center_flip"],
     ("center", False): ["center"],
 }
-MANIFEST = "manifest.json"
 
 
 class Views:
@@ -75,37 +74,6 @@ class Views:
             image = center_crop_arr(image, self.image_size)
             views = [image, image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)] if self.flip else [image]
         return torch.stack([to_signed_tensor(v) for v in views])  # (A, 3, S, S)
-
-
-def shard_names(i: int) -> tuple[str, str]:
-    return f"codes_{i:05d}.npy", f"labels_{i:05d}.npy"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def load_codes(codes_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """Read an extract_codes folder: codes (N, A, T) int64, labels (N,) int64, the manifest dict."""
-    codes_dir = Path(codes_dir)
-    manifest_path = codes_dir / MANIFEST
-    if not manifest_path.is_file():
-        raise FileNotFoundError(f"{manifest_path} not found: make the codes with `python -m tensorar.extract_codes "
-                                f"--data DIR --vq VQ.pt --out {codes_dir} --image-size S`")
-    manifest = json.loads(manifest_path.read_text())
-    if not manifest["complete"]:
-        raise RuntimeError(f"{codes_dir}: extraction did not finish; rerun extract_codes (it resumes)")
-    codes = np.concatenate([np.load(codes_dir / s["codes"]) for s in manifest["shards"]])  # (N, A, T)
-    labels = np.concatenate([np.load(codes_dir / s["labels"]) for s in manifest["shards"]])  # (N,)
-    expected = (manifest["count"], manifest["num_augmentations"], math.prod(manifest["grid"]))
-    if codes.shape != expected or labels.shape != (manifest["count"],):
-        raise RuntimeError(f"{codes_dir}: shards hold codes {codes.shape} / labels {labels.shape}, "
-                           f"manifest says {expected}")
-    return torch.from_numpy(codes).long(), torch.from_numpy(labels).long(), manifest
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from tensorar.data.imagefolder import center_crop_arr, image_folder
 from tensorar.distributed import get_logger
+from tensorar.options import positive_int
 from tensorar.fileio import atomic_save_npz
 
 
@@ -39,8 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="ImageFolder root: DIR/<class>/<image>")
     parser.add_argument("--out", required=True, help="REF.npz")
-    parser.add_argument("--image-size", type=int, required=True, help="side S of the stored images")
-    parser.add_argument("--max-images", type=int, default=None, help="keep N images evenly spaced over the folder")
+    parser.add_argument("--image-size", type=positive_int, required=True, help="side S of the stored images")
+    parser.add_argument("--max-images", type=positive_int, default=None, help="keep N images evenly spaced over the folder")
     args = parser.parse_args(argv)
 
     logger = get_logger("make_reference")

@@ -1,10 +1,13 @@
-"""Generate N class-conditional images from a GPT or TensorAR checkpoint into an ADM-format .npz.
+"""Generate N class-conditional images from a backbone or TensorAR checkpoint into an ADM-format .npz.
 
     python -m tensorar.sample --ckpt RUN/final.pt --vq VQ.pt --out SAMPLES.npz --num-samples 50000 \
         [--cfg-scale 1.5] [--cfg-interval -1] [--temperature 1.0] [--top-k 0] [--top-p 1.0] \
         [--labels balanced|random] [--seed 0] [--batch-size 32] [--image-size 256] \
         [--draft-noise none|schedule] [--stats-json J] [--grid-png P] [--drafts-png P]
     torchrun --nproc_per_node 8 -m tensorar.sample ...      # data-parallel, same output
+
+The sampling flags are the fields of `SamplingOptions` (per sub-token values as `--cfg-scale 1.9,2.0`
+for Open-MAGVIT2) and of `SamplingConfig` below; `--help` lists them with their defaults.
 
 Post-processing is LlamaGen's (`sample_c2i_ddp.py`), so numbers compare with theirs: tokens -> VQ decode
 -> bicubic resize to `--image-size` (the eval size, when it differs from the decoded size) ->
@@ -14,8 +17,8 @@ script; per-model values used for the paper's tables live in the workflow config
 
 Reproducibility (ours; LlamaGen draws from one generator per batch): sample i depends only on
 (seed, i). A torch.Generator seeded from numpy's SeedSequence(seed, spawn_key=(i,)) draws the
-inverse-CDF uniforms of sample i, (T,) for a GPT, (T, k) then draft-noise uniforms (T, k, 2) for
-TensorAR, so the output is the same for any batch size and world size (up to floating-point
+inverse-CDF uniforms of sample i, (T, k, parts) (k = 1 for a plain backbone, parts = sub-tokens per
+token), then draft-noise uniforms (T, k, 2) for TensorAR with draft noise, so the output is the same for any batch size and world size (up to floating-point
 differences between kernels). Labels depend on (seed, N, number of classes) only.
 
 Sharding and resume: indices are cut into shards of `--shard-size`; rank r generates the shards j with
@@ -35,7 +38,7 @@ import math
 import shutil
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Callable
 
@@ -46,50 +49,17 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tensorar import figures
+from tensorar.decoding.cpu_packing import packed_for_decoding
+from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.distributed import DistInfo, barrier, cleanup_distributed, get_logger, init_distributed
 from tensorar.fileio import atomic_save_npz, atomic_write_json
-from tensorar.models.gpt import packed_for_decoding
+from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.reporting import image_grids
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # token grid (B, h, w) long -> images (B, 3, H, W) in [-1, 1]
 
 GRID_SAMPLES, GRID_COLUMNS = 64, 8  # samples shown in --grid-png
 DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in --drafts-png
-
-
-@dataclass(frozen=True)
-class SamplingConfig:
-    """Everything that determines the samples; batch size, world size and device do not."""
-
-    num_samples: int
-    seed: int = 0
-    labels: str = "balanced"  # "balanced" | "random"
-    cfg_scale: float = 1.5
-    cfg_interval: int = -1
-    temperature: float = 1.0
-    top_k: int = 0
-    top_p: float = 1.0
-    draft_noise: str = "none"  # TensorAR only: "none" | "schedule"
-    image_size: int | None = None  # eval size; None keeps the decoded size
-    shard_size: int = 250
-    # The compiled per-token step (CUDA graphs on GPU; models.gpt.CompiledStep). Same tokens up to float rounding,
-    # kept here so shards from the two paths are never mixed.
-    compile_step: bool = False
-
-    def __post_init__(self):
-        if self.num_samples < 1 or self.shard_size < 1:
-            raise ValueError("num_samples and shard_size must be positive")
-        if self.labels not in ("balanced", "random"):
-            raise ValueError(f"labels must be 'balanced' or 'random', got {self.labels!r}")
-        if self.draft_noise not in ("none", "schedule"):
-            raise ValueError(f"draft_noise must be 'none' or 'schedule', got {self.draft_noise!r}")
-
-    @property
-    def num_shards(self) -> int:
-        return math.ceil(self.num_samples / self.shard_size)
-
-    def shard_range(self, j: int) -> range:
-        return range(j * self.shard_size, min((j + 1) * self.shard_size, self.num_samples))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -123,17 +93,16 @@ def sample_generator(seed: int, index: int) -> torch.Generator:
 
 
 def draw_uniforms(
-    seed: int, indices: np.ndarray, num_tokens: int, k: int | None = None, draft_noise: bool = False
+    seed: int, indices: np.ndarray, num_tokens: int, k: int = 1, parts: int = 1, draft_noise: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample draws, stacked: uniforms (B, T) for a GPT (k=None) or (B, T, k) for TensorAR, and
-    draft-noise uniforms (B, T, k, 2) when `draft_noise` (else None). CPU float32."""
-    shape = (num_tokens,) if k is None else (num_tokens, k)
+    """Per-sample draws, stacked: uniforms (B, T, k, parts) and draft-noise uniforms (B, T, k, 2) when
+    `draft_noise` (else None). CPU float32."""
     uniforms, noise = [], []
     for i in indices:
         g = sample_generator(seed, int(i))
-        uniforms.append(torch.rand(shape, generator=g))
+        uniforms.append(torch.rand(num_tokens, k, parts, generator=g))
         if draft_noise:  # drawn after the token uniforms, which are thus the same with or without noise
-            noise.append(torch.rand(*shape, 2, generator=g))
+            noise.append(torch.rand(num_tokens, k, 2, generator=g))
     return torch.stack(uniforms), torch.stack(noise) if noise else None
 
 
@@ -144,33 +113,22 @@ def is_tensorar(model: nn.Module) -> bool:
     return getattr(model, "plugin_config", None) is not None
 
 
-def base_config(model: nn.Module):
-    """The GPTConfig of a GPT or of the GPT inside a TensorAR model."""
-    return model.base.config if is_tensorar(model) else model.config
-
-
 def generate_tokens(
     model: nn.Module,
     labels: torch.Tensor,
     indices: np.ndarray,
     cfg: SamplingConfig,
+    options: SamplingOptions,
     return_drafts: bool = False,
 ):
-    """labels (B,) of samples `indices` -> tokens (B, T), or (tokens, drafts (B, T, k)) for TensorAR
-    with `return_drafts`."""
-    num_tokens = base_config(model).block_size
-    k = model.plugin_config.k if is_tensorar(model) else None
-    uniforms, noise = draw_uniforms(cfg.seed, indices, num_tokens, k, cfg.draft_noise == "schedule")
+    """labels (B,) of samples `indices` -> tokens (B, T), or (tokens, drafts (B, T, k)) with `return_drafts`."""
+    backbone = model.backbone
+    uniforms, noise = draw_uniforms(cfg.seed, indices, backbone.num_tokens, model.window_size,
+                                    backbone.token_parts, options.draft_noise == "schedule")
     device = labels.device
-    kwargs = dict(
-        cfg_scale=cfg.cfg_scale, cfg_interval=cfg.cfg_interval, temperature=cfg.temperature,
-        top_k=cfg.top_k, top_p=cfg.top_p, uniforms=uniforms.to(device), compile_step=cfg.compile_step,
-    )
-    if k is None:
-        return model.generate(labels, **kwargs)
     return model.generate(
-        labels, draft_noise=cfg.draft_noise, noise_uniforms=None if noise is None else noise.to(device),
-        return_drafts=return_drafts, **kwargs,
+        labels, options, uniforms=uniforms.to(device), noise_uniforms=None if noise is None else noise.to(device),
+        return_drafts=return_drafts, compile_step=cfg.compile_step,
     )
 
 
@@ -225,6 +183,7 @@ def generate_images(
     labels: np.ndarray,
     indices: np.ndarray,
     cfg: SamplingConfig,
+    options: SamplingOptions,
     batch_size: int,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
@@ -239,7 +198,7 @@ def generate_images(
         batch = indices[start : start + batch_size]
         y = torch.as_tensor(labels[start : start + batch_size], device=device)
         with timer("generate"), autocast(device, amp_dtype):
-            batch_tokens = generate_tokens(model, y, batch, cfg)
+            batch_tokens = generate_tokens(model, y, batch, cfg, options)
         with timer("decode"):
             images.append(to_uint8_nhwc(decode_tokens(decode, batch_tokens), cfg.image_size))
         tokens.append(batch_tokens.to("cpu", torch.int32).numpy())
@@ -317,6 +276,7 @@ def run_sampling(
     decode: DecodeFn,
     out: str | Path,
     cfg: SamplingConfig,
+    options: SamplingOptions,
     info: DistInfo,
     batch_size: int = 32,
     amp_dtype: torch.dtype | None = None,
@@ -333,8 +293,8 @@ def run_sampling(
     out = Path(out)
     shard_dir = shard_dir_for(out)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    _check_shard_config(shard_dir, {"sampling": asdict(cfg), **(manifest or {})})
-    labels = class_labels(cfg.labels, cfg.num_samples, base_config(model).num_classes, cfg.seed)
+    _check_shard_config(shard_dir, {"samples": asdict(cfg), "options": asdict(options), **(manifest or {})})
+    labels = class_labels(cfg.labels, cfg.num_samples, model.backbone.num_classes, cfg.seed)
 
     mine = range(info.rank, cfg.num_shards, info.world_size)
     todo = [j for j in mine if not shard_path(shard_dir, j).exists()]
@@ -346,7 +306,7 @@ def run_sampling(
                                           disable=not (progress and info.is_main)) as pbar:
         for j in todo:
             idx = np.arange(cfg.shard_range(j).start, cfg.shard_range(j).stop)
-            shard = generate_images(model, decode, labels[idx], idx, cfg, batch_size, info.device,
+            shard = generate_images(model, decode, labels[idx], idx, cfg, options, batch_size, info.device,
                                     amp_dtype, timer, pbar)
             atomic_save_npz(shard_path(shard_dir, j), **shard)
     wall = time.perf_counter() - start
@@ -375,7 +335,7 @@ def run_sampling(
         if not keep_shards:
             shutil.rmtree(shard_dir)
         stats["output_shape"] = list(images.shape)
-        stats["per_class_counts"] = np.bincount(out_labels, minlength=base_config(model).num_classes).tolist()
+        stats["per_class_counts"] = np.bincount(out_labels, minlength=model.backbone.num_classes).tolist()
         if grid_png is not None:
             stats["grid_labels"] = write_grid_png(grid_png, images, out_labels)
     return stats
@@ -387,7 +347,7 @@ def run_sampling(
 def write_grid_png(path: str | Path, images: np.ndarray, labels: np.ndarray, count: int = GRID_SAMPLES) -> list[int]:
     """The first `count` samples ordered by label (stable sort) -> PNG; returns their labels in order."""
     order = np.argsort(labels[:count], kind="stable")
-    figures.save_png(path, figures.image_grid(images[:count][order], ncols=GRID_COLUMNS))
+    image_grids.save_png(path, image_grids.image_grid(images[:count][order], ncols=GRID_COLUMNS))
     return labels[:count][order].tolist()
 
 
@@ -398,6 +358,7 @@ def write_drafts_png(
     decode: DecodeFn,
     labels: np.ndarray,
     cfg: SamplingConfig,
+    options: SamplingOptions,
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     rows: int = DRAFT_ROWS,
@@ -408,15 +369,15 @@ def write_drafts_png(
     indices = np.arange(min(rows, cfg.num_samples))
     y = torch.as_tensor(labels[indices], device=device)
     with autocast(device, amp_dtype):
-        tokens, drafts = generate_tokens(model, y, indices, cfg, return_drafts=True)
-    steps = figures.refinement_steps(tokens.shape[1], columns)
-    frames, shown = figures.refinement_frames(tokens, drafts, steps)  # (B, S + 1, T) each
+        tokens, drafts = generate_tokens(model, y, indices, cfg, options, return_drafts=True)
+    steps = image_grids.refinement_steps(tokens.shape[1], columns)
+    frames, shown = image_grids.refinement_frames(tokens, drafts, steps)  # (B, S + 1, T) each
     B, S1, T = frames.shape
     side = math.isqrt(T)
     # Decoded size (no eval resize), so each token is a whole block of pixels to grey out.
     images = to_uint8_nhwc(decode_tokens(decode, frames.reshape(B * S1, T)))  # (B * (S + 1), H, W, 3)
-    images = figures.grey_out(images, shown.reshape(B * S1, side, side).cpu().numpy())
-    figures.save_png(path, figures.image_grid(images, ncols=S1))
+    images = image_grids.grey_out(images, shown.reshape(B * S1, side, side).cpu().numpy())
+    image_grids.save_png(path, image_grids.image_grid(images, ncols=S1))
     return steps
 
 
@@ -424,89 +385,85 @@ def write_drafts_png(
 # Command line
 # --------------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="GPT or TensorAR checkpoint (ours or an official LlamaGen file)")
-    p.add_argument("--gpt-preset", default=None, help="preset of an official LlamaGen GPT file, e.g. GPT-B")
-    p.add_argument("--block-size", type=int, default=None,
-                   help="token count of an official LlamaGen file (576 for the 384 px models; default 256)")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights stored in our checkpoint")
-    p.add_argument("--vq", required=True, help="VQ tokenizer checkpoint")
-    p.add_argument("--vq-preset", default=None, help="preset of an official tokenizer file (VQ-16)")
-    p.add_argument("--out", required=True, help="SAMPLES.npz (ADM format)")
-    p.add_argument("--num-samples", type=int, required=True)
-    p.add_argument("--cfg-scale", type=float, default=1.5)
-    p.add_argument("--cfg-interval", type=int, default=-1, help="guided steps; -1: all")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="0: no top-k filtering")
-    p.add_argument("--top-p", type=float, default=1.0)
-    p.add_argument("--labels", choices=("balanced", "random"), default="balanced")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=32, help="per process; does not change the samples")
-    p.add_argument("--shard-size", type=int, default=250, help="samples per resumable shard")
-    p.add_argument("--image-size", type=int, default=None, help="eval size S (bicubic resize); default: decoded size")
-    p.add_argument("--draft-noise", choices=("none", "schedule"), default="none", help="TensorAR only")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--compile-step", action="store_true",
-                   help="compile the per-token step (torch.compile; CUDA graphs on GPU)")
-    p.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                   help="autocast dtype of the AR model (bf16: CUDA only); the VQ always decodes in fp32")
-    p.add_argument("--stats-json", default=None)
-    p.add_argument("--grid-png", default=None)
-    p.add_argument("--drafts-png", default=None, help="TensorAR refinement strip (paper Fig. 8/10)")
-    p.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after assembly")
+    p = argparse.ArgumentParser(prog="tensorar sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    model = p.add_argument_group("model and tokenizer")
+    model.add_argument("--ckpt", required=True, help="backbone or TensorAR checkpoint (ours, or an official file)")
+    model.add_argument("--family", default="llamagen", help="backbone family of an official --ckpt "
+                                                            "(tensorar.models.registry.FAMILIES)")
+    model.add_argument("--gpt-preset", default=None, help="preset of an official --ckpt, e.g. GPT-B")
+    model.add_argument("--block-size", type=positive_int, default=None,
+                       help="token count of an official LlamaGen file (576 for the 384 px models; default 256)")
+    model.add_argument("--ema", action="store_true", help="use the EMA weights stored in our checkpoint")
+    model.add_argument("--vq", required=True, help="image tokenizer checkpoint (VQ or LFQ)")
+    model.add_argument("--vq-preset", default=None, help="preset of an official tokenizer file (VQ-16, LFQ-256)")
+    add_arguments(p.add_argument_group("samples (SamplingConfig)"), SamplingConfig)
+    add_arguments(p.add_argument_group("token sampling (SamplingOptions)"), SamplingOptions)
+    run = p.add_argument_group("run")
+    run.add_argument("--out", required=True, help="SAMPLES.npz (ADM format)")
+    run.add_argument("--batch-size", type=positive_int, default=32, help="per process; does not change the samples")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
+                     help="autocast dtype of the AR model (bf16: CUDA only); the tokenizer always decodes in fp32")
+    run.add_argument("--stats-json", default=None)
+    run.add_argument("--grid-png", default=None)
+    run.add_argument("--drafts-png", default=None, help="TensorAR refinement strip (paper Fig. 8/10)")
+    run.add_argument("--keep-shards", action="store_true", help="keep OUT.shards/ after assembly")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    cfg = from_arguments(parser, args, SamplingConfig)
+    options = from_arguments(parser, args, SamplingOptions)
     info = init_distributed(args.device)
     logger = get_logger("sample", info.is_main)
     if args.dtype == "bf16" and info.device.type != "cuda":
         raise SystemExit("--dtype bf16 needs CUDA; on CPU sampling runs in fp32")
     amp_dtype = torch.bfloat16 if args.dtype == "bf16" else None
-    cfg = SamplingConfig(
-        num_samples=args.num_samples, seed=args.seed, labels=args.labels, cfg_scale=args.cfg_scale,
-        cfg_interval=args.cfg_interval, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-        draft_noise=args.draft_noise, image_size=args.image_size, shard_size=args.shard_size,
-        compile_step=args.compile_step,
-    )
 
-    from tensorar.checkpoint import load_model
-    from tensorar.models.vq import load_vq
+    from tensorar.models.loading import load_model, load_tokenizer
 
-    model = load_model(args.ckpt, preset=args.gpt_preset, block_size=args.block_size, use_ema=args.ema)
+    model = load_model(args.ckpt, args.family, args.gpt_preset, block_size=args.block_size, use_ema=args.ema)
     model = model.to(info.device).eval()
-    if not is_tensorar(model) and (args.draft_noise != "none" or args.drafts_png):
-        raise SystemExit(f"{args.ckpt} is a plain GPT checkpoint: --draft-noise schedule and --drafts-png "
-                         "need a TensorAR checkpoint")
-    vq = load_vq(args.vq, preset=args.vq_preset, device=info.device)
-    gpt_cfg = base_config(model)
-    if vq.config.codebook_size != gpt_cfg.vocab_size:
-        raise SystemExit(f"tokenizer {args.vq} has {vq.config.codebook_size} codes but the model's vocabulary "
-                         f"is {gpt_cfg.vocab_size}: they were not trained together")
+    backbone = model.backbone
+    if not is_tensorar(model) and (options.draft_noise != "none" or args.drafts_png):
+        raise SystemExit(f"{args.ckpt} is a plain {backbone.family} checkpoint: --draft-noise schedule and "
+                         "--drafts-png need a TensorAR checkpoint")
+    if backbone.num_classes is None:
+        raise SystemExit(f"{args.ckpt} is not class-conditional: sample it from a prompt file "
+                         "(tensorar sample_prompts)")
+    tokenizer = load_tokenizer(args.vq, args.vq_preset, device=info.device)
+    if tokenizer.config.codebook_size != backbone.vocab_size:
+        raise SystemExit(f"tokenizer {args.vq} has {tokenizer.config.codebook_size} codes but the model's "
+                         f"vocabulary is {backbone.vocab_size}: they were not trained together")
     manifest = {"ckpt": str(Path(args.ckpt).resolve()), "vq": str(Path(args.vq).resolve()),
                 "ema": args.ema, "dtype": args.dtype}
-    logger.info(f"{'TensorAR' if is_tensorar(model) else 'GPT'} {args.ckpt}: {cfg.num_samples} samples, "
-                f"{gpt_cfg.block_size} tokens each, world size {info.world_size}, {info.device}")
+    logger.info(f"{'TensorAR' if is_tensorar(model) else backbone.family} {args.ckpt}: {cfg.num_samples} samples, "
+                f"{backbone.num_tokens} tokens each, world size {info.world_size}, {info.device}")
 
-    stats = run_sampling(model, vq.decode, args.out, cfg, info, args.batch_size, amp_dtype, manifest,
-                         args.keep_shards, args.grid_png)
+    stats = run_sampling(model, tokenizer.decode, args.out, cfg, options, info, args.batch_size, amp_dtype,
+                         manifest, args.keep_shards, args.grid_png)
     if info.is_main:
         if args.drafts_png:
-            labels = class_labels(cfg.labels, cfg.num_samples, gpt_cfg.num_classes, cfg.seed)
-            stats["drafts_steps"] = write_drafts_png(args.drafts_png, model, vq.decode, labels, cfg,
-                                                     info.device, amp_dtype)
+            labels = class_labels(cfg.labels, cfg.num_samples, backbone.num_classes, cfg.seed)
+            stats["drafts_steps"] = write_drafts_png(args.drafts_png, model, tokenizer.decode, labels, cfg,
+                                                     options, info.device, amp_dtype)
         if args.stats_json:
             atomic_write_json(args.stats_json, {
                 "config": asdict(cfg),
+                "options": asdict(options),
                 "run": {**manifest, "batch_size": args.batch_size, "device": str(info.device),
-                        "gpt_preset": args.gpt_preset, "vq_preset": args.vq_preset},
+                        "family": backbone.family, "gpt_preset": args.gpt_preset, "vq_preset": args.vq_preset},
                 "model": {
-                    "kind": "tensorar" if is_tensorar(model) else "gpt",
+                    "kind": "tensorar" if is_tensorar(model) else "backbone",
+                    "family": backbone.family,
                     "parameters": sum(p.numel() for p in model.parameters()),
-                    "k": model.plugin_config.k if is_tensorar(model) else 1,
-                    "block_size": gpt_cfg.block_size,
-                    "num_classes": gpt_cfg.num_classes,
+                    "base_parameters": sum(p.numel() for p in backbone.parameters()),
+                    "k": model.window_size,
+                    "num_tokens": backbone.num_tokens,
+                    "num_classes": backbone.num_classes,
                 },
                 "seeds": {
                     "seed": cfg.seed,

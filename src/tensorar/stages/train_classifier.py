@@ -24,6 +24,8 @@ from tqdm import tqdm
 from tensorar.data.imagefolder import image_folder
 from tensorar.distributed import get_logger
 from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig, to_model_input
+from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.training.options import ClassifierTrainOptions
 from tensorar.fileio import atomic_torch_save, atomic_write_json
 
 
@@ -90,13 +92,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", required=True, help="ImageFolder to train on (DIR/train)")
     parser.add_argument("--val-data", required=True, help="held-out ImageFolder (DIR/val) for the accuracy")
     parser.add_argument("--out", required=True, help="CLS.pt; CLS.json is written next to it")
-    parser.add_argument("--steps", type=int, default=300)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--image-size", type=int, default=16, help="classifier input side (images are resized)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=positive_int, default=16, help="classifier input side (images are resized)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (the network is tiny: cpu is fine)")
+    add_arguments(parser.add_argument_group("training (ClassifierTrainOptions)"), ClassifierTrainOptions)
     args = parser.parse_args(argv)
+    from_arguments(parser, args, ClassifierTrainOptions)  # checks the values, naming the flag
     log = get_logger("train_classifier")
 
     torch.manual_seed(args.seed)

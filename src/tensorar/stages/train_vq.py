@@ -25,6 +25,8 @@ from tensorar.data.imagefolder import load_all
 from tensorar.distributed import get_logger
 from tensorar.fileio import atomic_torch_save, atomic_write_json
 from tensorar.models.vq import VQ_MODELS, VQModel, vq_checkpoint
+from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.training.options import TokenizerTrainOptions
 
 
 def latent_vectors(model: VQModel, x: torch.Tensor) -> torch.Tensor:
@@ -83,14 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-data", required=True, help="ImageFolder with held-out images")
     parser.add_argument("--out", required=True, help="checkpoint path, e.g. VQ.pt (VQ.json is written beside)")
     parser.add_argument("--preset", default="VQ-toy", choices=sorted(VQ_MODELS))
-    parser.add_argument("--image-size", type=int, default=16, help="images are resized + center-cropped to this")
-    parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=2e-3, help="peak learning rate (cosine decay to 0)")
-    parser.add_argument("--restart-every", type=int, default=25,
-                        help="re-seed codes unused in the last 65536 tokens every N steps (0: never)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--image-size", type=positive_int, default=16, help="images are resized + center-cropped to this")
+    add_arguments(parser.add_argument_group("training (TokenizerTrainOptions)"), TokenizerTrainOptions)
     args = parser.parse_args(argv)
+    from_arguments(parser, args, TokenizerTrainOptions)  # checks the values, naming the flag
 
     log = get_logger("train_vq")
     torch.manual_seed(args.seed)

@@ -1,0 +1,95 @@
+"""Our model checkpoints (a backbone or a TensorAR model, any family) and the official releases, read
+into models: `load_model`, `save_model`.
+
+Our files hold enough to rebuild the model from the file alone (nanoGPT/DiT style):
+`{"kind": "backbone"|"tensorar", "family", "model_config", "plugin_config", "model": state_dict, ...}`
+plus training state. Files written before families existed have no "family" and are LlamaGen's
+(their kind then reads "gpt").
+"""
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch.nn as nn
+
+from tensorar.checkpoint import GENERIC_HINT, extract_state_dict, load_state_dict_strict, read_checkpoint
+from tensorar.fileio import atomic_torch_save
+from tensorar.models.backbone import Backbone
+from tensorar.models.registry import TOKENIZERS, family, tokenizer_family
+from tensorar.models.tensorar import TensorAR, TensorARConfig
+
+
+def is_ours(contents) -> bool:
+    return isinstance(contents, Mapping) and "model_config" in contents
+
+
+def load_model(
+    path: str | os.PathLike,
+    family_name: str | None = None,
+    preset: str | None = None,
+    *,
+    block_size: int | None = None,
+    allow_unsafe_pickle: bool | None = None,
+    use_ema: bool = False,
+) -> nn.Module:
+    """Rebuild a backbone or TensorAR model from one of our checkpoints, or a backbone from an official
+    file (name its family and preset, e.g. load_model("c2i_B_256.pt", "llamagen", "GPT-B"), and for
+    LlamaGen at 384 px the token count, block_size=576)."""
+    if Path(path).is_dir():  # a transformers model directory (Janus-Pro)
+        return _load_official(path, family_name, preset, None, block_size=block_size)
+    hint = family(family_name).weights_hint if family_name else GENERIC_HINT
+    contents = read_checkpoint(path, allow_unsafe_pickle, hint=hint)
+    if not is_ours(contents):
+        return _load_official(path, family_name, preset, contents, block_size=block_size,
+                              allow_unsafe_pickle=allow_unsafe_pickle)
+    fam = family(contents.get("family", "llamagen"))
+    if family_name is not None and family_name != fam.name:
+        raise ValueError(f"{path} holds a {fam.name} model, not {family_name}")
+    base = fam.model_class(fam.config_class.from_dict(contents["model_config"]))
+    model: nn.Module = base
+    if contents.get("kind") == "tensorar":
+        model = TensorAR(base, TensorARConfig.from_dict(contents["plugin_config"]))
+    if use_ema and contents.get("ema") is None:
+        raise ValueError(f"{path} has no EMA weights (trained without --ema-decay): drop --ema")
+    weights = contents["ema"] if use_ema else contents["model"]
+    load_state_dict_strict(model, extract_state_dict(weights), str(path))
+    return model
+
+
+def _load_official(path, family_name, preset, contents, **kwargs) -> Backbone:
+    if family_name is None or preset is None:
+        raise ValueError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
+                         "(e.g. family 'llamagen', preset 'GPT-B')")
+    return family(family_name).load_official(path, preset, contents=contents, **kwargs)
+
+
+def model_checkpoint(model: nn.Module, **extra) -> dict:
+    """The dict we save: enough to rebuild the model from the file alone (plus training state)."""
+    plugin_config = getattr(model, "plugin_config", None)
+    base = model.backbone
+    return {
+        "kind": "backbone" if plugin_config is None else "tensorar",
+        "family": base.family,
+        "model_config": base.config.to_dict(),
+        "plugin_config": None if plugin_config is None else plugin_config.to_dict(),
+        "model": model.state_dict(),
+        **extra,
+    }
+
+
+def save_model(path: str | os.PathLike, model: nn.Module, **extra) -> None:
+    atomic_torch_save(model_checkpoint(model, **extra), path)
+
+
+def load_tokenizer(path: str | os.PathLike, preset: str | None = None, device="cpu") -> nn.Module:
+    """An image tokenizer (VQ or LFQ) in eval mode: ours (the file names its kind) or a released file
+    (name its preset: VQ-16, LFQ-256, ...)."""
+    if preset is not None:
+        return tokenizer_family(preset).load(path, preset=preset, device=device)
+    contents = read_checkpoint(path)
+    kind = contents.get("tokenizer", "vq") if isinstance(contents, Mapping) else "vq"
+    if kind not in TOKENIZERS:
+        raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
+    return TOKENIZERS[kind].load(path, device=device)

@@ -1,0 +1,248 @@
+"""The result tables: what each of the paper's tables holds (sections, rows, which rows get a paper
+value) and how a table is written (Markdown + CSV) from per-run metrics files.
+
+The experiment plan (`tensorar.plan`) calls the section builders below with its paths; the `tables`
+stage renders the resulting manifest. Values are reported as they come: mean ± sample std over seeds
+when there are several, never filtered or tuned. Each Markdown file starts with a provenance header
+(config hash, git commit, date, dataset, feature network, seeds); the paper's published values
+(`tensorar.reporting.paper`) sit beside paper-scale rows.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import subprocess
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.reporting import paper
+
+# METRICS.json key -> column name. The paper reports FID / IS / precision / recall; sFID is ours only.
+METRICS = {"fid": "FID", "inception_score": "IS", "precision": "Precision", "recall": "Recall"}
+OURS_ONLY = {"sfid": "sFID"}
+CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
+LATENCY_NOTE = (
+    "Latency: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
+    "the workflow may have run other jobs on the same machine: rows of one run can differ by this alone "
+    "(ours; `benchmarks/sampling.py` times the samplers in isolation)."
+)
+
+Runs = Callable[..., list[dict]]  # runs(backbone, method, tag="final") -> [{"seed", "metrics", "stats"}]
+
+
+# --------------------------------------------------------------------------------------------------
+# What the tables hold
+# --------------------------------------------------------------------------------------------------
+def _paper_cells(row: paper.ImageNetRow | str) -> dict | str:
+    """A paper row as the renderer reads it (metrics by METRICS.json name), or the reason for none."""
+    return row if isinstance(row, str) else asdict(row)
+
+
+def table2_sections(backbones: list[dict], variant_label: str, runs: Runs, toy: bool) -> list[dict]:
+    """Table 2: per backbone a base, an equal-steps fine-tune control and a +TensorAR row, then (paper
+    scale) the other methods' rows as the paper prints them. `backbones`: {key, label, resolution,
+    paper_row, pending} in table order."""
+    rows = []
+    for b in backbones:
+        common = {"Model": b["label"], "Res.": b["resolution"]}
+        for method, label in (("base", "base"), ("finetune", CONTROL_LABEL),
+                              ("tensorar", f"with TensorAR ({variant_label})")):
+            row = {"key": f"{b['key']}/{method}", "method": method, "cells": {**common, "Method": label},
+                   "params": True}
+            if b.get("pending"):
+                row["pending"] = b["pending"]
+            else:
+                row["runs"] = runs(b["key"], method)
+            row["paper"] = paper.NOT_IN_PAPER if toy else _paper_cells(paper.table2_row(b.get("paper_row"), method))
+            rows.append(row)
+    sections = [{"name": "table2", "title": "Table 2: class-to-image generation", "rows": rows}]
+    if not toy:
+        printed = [{"cells": {"Type": kind, "Model": r.model, "Params": r.params, "FID": r.fid, "IS": r.inception_score,
+                              "Precision": r.precision, "Recall": r.recall}}
+                   for kind, r in paper.TABLE2_OTHER_METHODS]
+        sections.append({"name": "table2_other", "title": "Table 2 (continued): other methods, as printed in the "
+                                                          "paper (not run here)", "printed": printed})
+    return sections
+
+
+ABLATIONS = {  # table -> (title, the column a variant row shows, the variant field it varies)
+    "table5": ("Table 5: noise schedule", "Schedule", "schedule"),
+    "table6a": ("Table 6a: tensor size k", "k", "k"),
+    "table6b": ("Table 6b: plug-in depth (latency from the sampler)", "Depth", "depth"),
+}
+
+
+def ablation_section(table: str, backbone: dict, variants: dict[str, dict], variant_label: Callable[[str], str],
+                     runs: Runs, toy: bool) -> dict:
+    """Table 5 / 6a / 6b on one backbone: its base, the equal-steps control (the fair comparison for every
+    variant) and one row per variant."""
+    title, column, field = ABLATIONS[table]
+    rows = []
+
+    def add(key, method, value, run_method, variant=None, extra=None):
+        found = paper.ablation_row(table, backbone.get("paper_row"), method, variant)
+        rows.append({"key": f"{table}/{key}", "method": method,
+                     "cells": {"Model": backbone["label"], column: value, **(extra or {})},
+                     "runs": runs(backbone["key"], run_method),
+                     "paper": paper.NOT_IN_PAPER if toy else _paper_cells(found)})
+
+    add("base", "base", "base (no TensorAR)", "base")
+    add("finetune", "finetune", CONTROL_LABEL, "finetune")
+    for name, spec in variants.items():
+        add(name, "tensorar", spec[field], f"tensorar-{name}", spec, {"Variant": variant_label(name)})
+    section = {"name": table, "title": title, "rows": rows}
+    if table == "table6b":
+        section["latency"] = True
+    return section
+
+
+def benchmark_section(table: str, rows: list[dict]) -> dict:
+    """Tables 3 / 4 (GenEval, DPG-Bench): rows of the text-to-image backbones (pending until they run)."""
+    benchmark = {"table3": "GenEval", "table4": "DPG-Bench"}[table]
+    return {"name": table, "title": f"Table {table[-1]}: {benchmark}", "columns": [f"{benchmark} overall"],
+            "rows": [{"key": r["label"], "cells": {"Model": r["label"]}, "pending": r["reason"]} for r in rows]}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading runs
+# --------------------------------------------------------------------------------------------------
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def aggregate(values: list[float]) -> tuple[float, float, int]:
+    """mean, sample std (nan for one value), count."""
+    arr = np.asarray(values, dtype=float)
+    std = float(arr.std(ddof=1)) if len(arr) > 1 else math.nan
+    return float(arr.mean()), std, len(arr)
+
+
+def fmt(mean: float, std: float, digits: int = 2) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.{digits}f}" if math.isnan(std) else f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_params(stats: dict) -> str:
+    """Parameter count as the sampler reported it, with the plug-in's overhead over its backbone."""
+    n, base = stats["model"]["parameters"], stats["model"].get("base_parameters", stats["model"]["parameters"])
+    text = f"{n / 1e6:.1f}M" if n >= 1e5 else f"{n / 1e3:.1f}K"
+    return text if n == base else f"{text} (+{100 * (n - base) / base:.1f}%)"
+
+
+def latency_ms(stats: dict) -> float:
+    """Milliseconds of generation per image (decode excluded), from the sampler's stats JSON."""
+    rate = stats.get("generate_images_per_s")
+    return 1000.0 / rate if rate else math.nan
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing tables
+# --------------------------------------------------------------------------------------------------
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+
+
+def provenance_lines(prov: dict) -> list[str]:
+    seeds = prov["seeds"]
+    spread = f"mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed (no spread)"
+    return [
+        f"- config hash: `{prov['config_hash']}` (experiment `{prov['experiment']}`), git commit: "
+        f"`{git_commit()}`, generated: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
+        f"- dataset: {prov['dataset']}; feature network: {prov['feature_network']}",
+        f"- seeds: {seeds} ({spread}); samples per model: {prov['num_samples']}",
+    ]
+
+
+def is_toy(prov: dict) -> bool:
+    return prov["dataset"] == "digits"
+
+
+def _paper_value(row: dict, metric: str):
+    found = row.get("paper", paper.NO_PAPER_ROW)
+    return found if isinstance(found, str) else found.get(metric)
+
+
+def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(Markdown frame of formatted cells, CSV frame of raw numbers) of one table section."""
+    fid_name = "toy-FID" if toy else "FID"
+    shown, raw = [], []
+    for row in section.get("printed", []):
+        cells = {k: "-" if v is None else str(v) for k, v in row["cells"].items()}
+        shown.append(cells)
+        raw.append({**row["cells"], "status": "printed in the paper"})
+    for row in section.get("rows", []):
+        # Integer cells (e.g. resolution) as text, so pending rows' blanks don't turn them into floats.
+        cells = {k: str(v) if isinstance(v, int) else v for k, v in row["cells"].items()}
+        numbers = dict(row["cells"])
+        if "pending" in row:
+            note = f"pending ({row['pending']})"
+            for column in section.get("columns") or [fid_name, *list(METRICS.values())[1:]]:
+                cells[column] = note
+            if "paper" in row and not toy:  # what the paper printed for it, even while ours is pending
+                cells["Params (paper)"] = _paper_value(row, "params")
+                for name, column in METRICS.items():
+                    value = _paper_value(row, name)
+                    cells[f"{column} (paper)"] = "-" if value is None else value
+            numbers["status"] = note
+            shown.append(cells)
+            raw.append(numbers)
+            continue
+        metrics = [read_json(run["metrics"]) for run in row["runs"]]
+        stats = [read_json(run["stats"]) for run in row["runs"]]
+        if row.get("params"):
+            cells["Params"] = fmt_params(stats[0])
+            numbers["params"] = stats[0]["model"]["parameters"]
+            if not toy:
+                cells["Params (paper)"] = _paper_value(row, "params")
+        if section.get("latency"):
+            mean, std, _ = aggregate([latency_ms(s) for s in stats])
+            cells["Latency (ms/img)"] = fmt(mean, std)
+            numbers["latency_ms_mean"], numbers["latency_ms_std"] = mean, std
+        for name, column in {**METRICS, **OURS_ONLY}.items():
+            mean, std, n = aggregate([m[name] for m in metrics])
+            column = fid_name if name == "fid" else column
+            cells[column] = fmt(mean, std, 3 if name in ("precision", "recall") else 2)
+            numbers[f"{name}_mean"], numbers[f"{name}_std"], numbers["seeds"] = mean, std, n
+            if name in METRICS:
+                value = _paper_value(row, name)
+                cells[f"{column} (paper)"] = "-" if value is None else value
+                numbers[f"{name}_paper"] = value
+        shown.append(cells)
+        raw.append(numbers)
+    return pd.DataFrame(shown).fillna(""), pd.DataFrame(raw)
+
+
+def write_table(manifest: dict, out: Path) -> None:
+    prov = manifest["provenance"]
+    toy = is_toy(prov)
+    md, csv = [], []
+    for section in manifest["sections"]:
+        shown, raw = section_frame(section, toy)
+        if section["title"] != manifest["title"]:  # a one-section table needs no second heading
+            md += [f"## {section['title']}", ""]
+        if section.get("latency"):
+            md += [LATENCY_NOTE, ""]
+        md += [shown.to_markdown(index=False, disable_numparse=True), ""]
+        raw.insert(0, "section", section["name"])
+        csv.append(raw)
+    header = [f"# {manifest['title']}", "", *provenance_lines(prov)]
+    if toy:
+        header.append("- toy scale: numbers are reported as they come; TensorAR may lose to its baseline here. "
+                      "The fine-tune control gets the same steps, data and base learning rate as TensorAR. "
+                      "Toy rows have no paper values: the paper ran nothing at this scale.")
+    atomic_write_text(out, "\n".join(header + [""] + md))
+    with atomic_path(out.with_suffix(".csv")) as tmp:
+        pd.concat(csv, ignore_index=True).to_csv(tmp, index=False)

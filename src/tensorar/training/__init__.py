@@ -1,0 +1,1 @@
+"""Training: the run's options, the (seed, step)-pure batches, the run directory, the loop."""

@@ -1,0 +1,61 @@
+"""The training knobs, declared once (the `train` stage's flags and the workflow's `base_training` and
+`finetuning` config keys are derived from / checked against these fields)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tensorar.options import check_fields, option
+
+MODES = ("base", "finetune", "tensorar")
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Optimisation of one run. The paper's fine-tuning recipe: AdamW (0.9, 0.95), weight decay 0.05 on
+    >= 2-D weights, lr 1e-4 for the plug-in and 1e-5 for the base weights, constant after warm-up."""
+
+    steps: int = option(1000, "optimizer steps in total (not per restart)", min=0)
+    global_batch_size: int = option(64, "samples per step, summed over all processes", min=1)
+    lr_base: float = option(1e-5, "learning rate of the base weights (every mode)", min=0.0)
+    lr_plugin: float = option(1e-4, "learning rate of the plug-in modules (tensorar mode)", min=0.0)
+    warmup_steps: int = option(0, "linear lr warm-up from 0 (0: none)", min=0)
+    weight_decay: float = option(0.05, "AdamW weight decay, on >= 2-D weights only", min=0.0)
+    grad_clip: float = option(1.0, "max gradient norm (0: no clipping)", min=0.0)
+    ema_decay: float = option(0.0, "EMA of the weights (0: off), e.g. 0.9999", min=0.0, max=0.999999999)
+    dropout: float | None = option(None, "token/resid/ffn dropout (default: the preset's or the --init model's)",
+                                   min=0.0, max=1.0)
+    ckpt_every: int = option(1000, "checkpoint every N steps", min=1)
+    keep_steps: tuple[int, ...] = option((), "steps whose checkpoints are always kept (never pruned)")
+    log_every: int = option(10, "a metrics.jsonl line every N steps", min=1)
+    seed: int = option(0, "seed of the data order, noise, dropout and initial weights")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class TokenizerTrainOptions:
+    """Training of a toy image tokenizer (`tensorar train_vq`; the workflow's `tokenizers.<t>.training`)."""
+
+    steps: int = option(400, "optimizer steps", min=1)
+    batch_size: int = option(32, "images per step", min=1)
+    lr: float = option(2e-3, "peak learning rate (cosine decay to 0)", above=0.0)
+    restart_every: int = option(25, "VQ: re-seed codes unused in the last 65536 tokens every N steps (0: never)",
+                                min=0)
+    seed: int = option(0, "seed of the initial weights and the batches")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True)
+class ClassifierTrainOptions:
+    """Training of the toy feature network (`tensorar train_classifier`; `evaluation.classifier`)."""
+
+    steps: int = option(300, "optimizer steps", min=1)
+    batch_size: int = option(64, "images per step", min=1)
+    lr: float = option(3e-3, "peak learning rate", above=0.0)
+    seed: int = option(0, "seed of the initial weights, augmentations and batches")
+
+    def __post_init__(self):
+        check_fields(self)
