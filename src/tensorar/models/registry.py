@@ -10,7 +10,7 @@ import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tensorar.models import lfq, llamagen, vq
+from tensorar.models import janus, lfq, llamagen, open_magvit2, vq
 from tensorar.models.backbone import Family
 
 FAMILIES: dict[str, Family] = {
@@ -24,6 +24,18 @@ FAMILIES: dict[str, Family] = {
         presets=llamagen.GPT_T2I_MODELS,
         load_official=functools.partial(llamagen.load_official, presets=llamagen.GPT_T2I_MODELS),
         tokenizer="vq", condition="caption", weights_hint=llamagen.WEIGHTS_HINT,
+    ),
+    "open_magvit2": Family(
+        name="open_magvit2", config_class=open_magvit2.OpenMAGVIT2Config, model_class=open_magvit2.OpenMAGVIT2,
+        presets=open_magvit2.OMV_MODELS,
+        load_official=functools.partial(open_magvit2.load_official, presets=open_magvit2.OMV_MODELS),
+        tokenizer="lfq", condition="class", weights_hint=open_magvit2.WEIGHTS_HINT,
+    ),
+    "janus": Family(
+        name="janus", config_class=janus.JanusBackboneConfig, model_class=janus.JanusBackbone,
+        presets=janus.JANUS_MODELS,
+        load_official=functools.partial(janus.load_official, presets=janus.JANUS_MODELS),
+        tokenizer="janus_vq", condition="prompt", weights_hint=janus.WEIGHTS_HINT,
     ),
 }
 
@@ -49,6 +61,8 @@ class TokenizerFamily:
 TOKENIZERS: dict[str, TokenizerFamily] = {
     "vq": TokenizerFamily("vq", vq.VQ_MODELS, vq.VQModel, vq.load_vq),  # LlamaGen's VQ (VQ-16)
     "lfq": TokenizerFamily("lfq", lfq.LFQ_MODELS, lfq.LFQModel, lfq.load_lfq),  # Open-MAGVIT2's LFQ (2^18 codes)
+    # Janus-Pro's own VQ-16 (transformers' JanusVQVAE), read from the model directory
+    "janus_vq": TokenizerFamily("janus_vq", janus.JANUS_VQ_MODELS, janus.JanusVQ, janus.load_janus_vq),
 }
 
 
