@@ -29,11 +29,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+from tensorar.checkpoint import (
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 from tensorar.decoding.cpu_packing import Linear
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
-from tensorar.models.layers import KVCache, RMSNorm, TransformerBlock, ffn_hidden_dim, precompute_rope_2d
+from tensorar.models.layers import (
+    KVCache,
+    RMSNorm,
+    TransformerBlock,
+    ffn_hidden_dim,
+    precompute_rope_2d,
+)
 
 MODEL_TYPES = ("c2i", "t2i")
 
@@ -200,13 +210,24 @@ class GPT(Backbone):
             if self.config.class_dropout_prob <= 0:
                 raise ValueError("this model has no null class (class_dropout_prob = 0): no guidance possible")
             return {"labels": torch.full_like(cond["labels"], self.config.num_classes)}
-        null = self.cls_embedding.uncond_embedding.to(cond["caption"].dtype).expand_as(cond["caption"])
+        # The stored null caption, with the conditional rows' mask (LlamaGen's sampler and training
+        # dropout both keep the mask). For a caption of T < 120 tokens (cls_token_num < 120) we take the
+        # buffer's first T rows: what LlamaGen's training dropout gives after its [:, :cls_token_num]
+        # slice. (Its generate() with cfg > 1 fails there instead: (B, T, C) + (120, C) cannot broadcast.)
+        caption = cond["caption"]
+        null = self.cls_embedding.uncond_embedding[: caption.size(1)].to(caption.dtype).expand_as(caption)
         return {"caption": null, "caption_mask": cond["caption_mask"]}
 
     def embed_condition(self, cond: Condition) -> Prefix:
         if self.config.model_type == "c2i":
             return Prefix(self.cls_embedding(cond["labels"])[:, : self.config.cls_token_num])  # (B, cls, D)
-        return Prefix(self.cls_embedding(cond["caption"]), cond["caption_mask"].bool())  # (B, 120, D)
+        # LlamaGen keeps the first cls_token_num caption positions (`cls_embedding(c)[:, :cls_token_num]`):
+        # all 120 for every released model; a longer caption would otherwise misalign the RoPE table.
+        n = self.config.cls_token_num
+        caption, mask = cond["caption"], cond["caption_mask"]
+        if caption.size(1) < n:
+            raise ValueError(f"caption has {caption.size(1)} tokens; this model reads {n} (cls_token_num)")
+        return Prefix(self.cls_embedding(caption[:, :n]), mask[:, :n].bool())  # (B, cls, D), (B, cls)
 
     # ----- tokens, transformer, head -----
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
