@@ -6,7 +6,7 @@ import argparse
 import pytest
 import torch
 
-from tensorar.checkpoint import CheckpointMismatchError, read_checkpoint
+from tensorar.checkpoint import CheckpointMismatchError, UnreadableCheckpoint, read_checkpoint
 from tensorar.models import llamagen
 from tensorar.models.llamagen import GPTConfig
 from tensorar.models.loading import load_model, save_model
@@ -94,3 +94,26 @@ def test_our_checkpoint_round_trips_with_config(tiny, tmp_path):
     for (k, a), (_, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     assert not list(tmp_path.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("content", [b"", b"\x00" * 10, bytes(range(256)) * 4], ids=["empty", "zeros", "garbage"])
+def test_broken_files_are_named_and_never_advise_unsafe_loading(tmp_path, content):
+    path = tmp_path / "final.pt"
+    path.write_bytes(content)
+    with pytest.raises(UnreadableCheckpoint, match="final.pt cannot be read") as err:
+        read_checkpoint(path)
+    assert "UNSAFE" not in str(err.value)
+
+
+def test_truncated_checkpoint_is_unreadable(tiny, tmp_path):
+    save_model(tmp_path / "m.pt", tiny.gpt())
+    data = (tmp_path / "m.pt").read_bytes()
+    (tmp_path / "m.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UnreadableCheckpoint, match="truncated"):
+        load_model(tmp_path / "m.pt")
+
+
+def test_ema_weights_requested_but_absent_is_an_error(tiny, tmp_path):
+    save_model(tmp_path / "m.pt", tiny.gpt())
+    with pytest.raises(ValueError, match="no EMA weights"):
+        load_model(tmp_path / "m.pt", use_ema=True)

@@ -12,6 +12,7 @@ from PIL import Image
 from tensorar.stages import evaluate, make_reference
 from tensorar.evaluation.features import build_feature_extractor
 from tensorar.evaluation.inception import WEIGHTS_NAME, InceptionFeatureExtractor
+from tensorar.errors import InputError
 from tensorar.fileio import atomic_save_npz
 
 
@@ -62,6 +63,26 @@ def test_non_uint8_batch_is_rejected(tmp_path):
     np.savez(path, arr_0=np.zeros((2, 4, 4, 3), dtype=np.float32))
     with pytest.raises(ValueError, match="uint8"):
         list(evaluate.iter_npz_images(path, batch_size=2))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda p: p.write_bytes(b"not a zip"), "not an .npz file"),
+    (lambda p: np.savez(p, images=np.zeros((4, 8, 8, 3), np.uint8)), "holds no arr_0"),
+    (lambda p: np.savez(p, arr_0=np.zeros((0, 8, 8, 3), np.uint8)), "holds 0 image"),
+])
+def test_unusable_batches_are_named(tmp_path, make, message):
+    path = tmp_path / "bad.npz"
+    make(path)
+    with pytest.raises(InputError, match=f"bad.npz.*{message}"):
+        list(evaluate.iter_npz_images(path, batch_size=4))
+
+
+def test_non_finite_reference_statistics_are_refused(tmp_path):
+    images = _images(0)
+    ref = tmp_path / "ref.npz"
+    np.savez(ref, arr_0=images, mu=np.full(12, np.nan), sigma=np.eye(12), mu_s=np.zeros(48), sigma_s=np.eye(48))
+    with pytest.raises(InputError, match="ref.npz.*not finite"):
+        evaluate.evaluate(ref, _npz(tmp_path / "s.npz", images), RandomConvFeatures(), progress=False)
 
 
 def test_metrics_of_identical_and_shifted_batches(tmp_path):

@@ -111,9 +111,39 @@ def test_resume_skips_finished_shards(setup):
     redone = {name for name in after if after[name] != before[name]}
     assert redone == {"codes_00001.npy", "labels_00001.npy"}
     assert torch.equal(load_codes(out)[0], first)
-    # Resuming into the same folder with other settings would mix codes: refused.
-    with pytest.raises(SystemExit, match="different settings"):
-        run(setup, "--augment", "tencrop")
+
+
+def test_rerun_after_manifest_deleted_never_keeps_an_old_tokenizers_codes(setup, capsys):
+    """Snakemake deletes manifest.json (the declared output) before rerunning a job whose tokenizer
+    changed: the old shards must not survive under the new tokenizer's manifest."""
+    run(setup, "--augment", "center")
+    out = setup / "codes"
+    (out / "manifest.json").unlink()
+    (out / "codes_00001.npy").unlink()  # and the old job had not finished
+    torch.manual_seed(7)
+    torch.save(vq_checkpoint(VQModel(TINY)), setup / "vq.pt")  # a retrained tokenizer, same path
+    run(setup, "--augment", "center")
+    log = capsys.readouterr().err
+    assert "starting fresh" in log and "tokenizer_sha256" in log
+    codes, labels, manifest = load_codes(out)
+    want, _ = expected_codes(setup, flip=True)
+    assert torch.equal(codes, want)  # every shard from the new tokenizer
+    # Other settings into the same folder: the same, and the manifest says what made the codes.
+    run(setup, "--augment", "tencrop")
+    assert load_codes(out)[0].shape == (7, 10, 16) and load_codes(out)[2]["augmentation"] == "tencrop"
+
+
+def test_a_stale_partial_shard_is_removed_and_a_second_job_refused(setup):
+    from tensorar.fileio import FolderLocked, exclusive_lock
+
+    out = setup / "codes"
+    out.mkdir()
+    stale = out / ".codes_00000.npy.x1y2.tmp"
+    stale.write_bytes(b"half a shard")
+    run(setup, "--augment", "center")
+    assert not stale.exists()
+    with exclusive_lock(out, "extract_codes job"), pytest.raises(FolderLocked, match="in use"):
+        run(setup, "--augment", "center")
 
 
 def test_incomplete_extraction_is_refused(setup):

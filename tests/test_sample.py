@@ -159,11 +159,15 @@ def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=10, seed=1, shard_size=4)  # shards of 4, 4, 2
     single = tmp_path / "one" / "s.npz"
     stats = run_sampling(gpt, vq.decode, single, cfg, PLAIN, _single(), batch_size=2, progress=False)
-    # World size 2 without a process group: rank 1 makes its shards, then rank 0 its own and assembles.
+    # World size 2 without a process group: rank 0 claims the folder and makes its shards, but cannot
+    # assemble before rank 1 has made its own; rank 0 run again resumes and assembles.
     double = tmp_path / "two" / "s.npz"
-    for rank in (1, 0):
-        info = DistInfo(rank=rank, world_size=2, local_rank=rank, device=CPU)
-        run_sampling(gpt, vq.decode, double, cfg, PLAIN, info, batch_size=3, progress=False)
+    rank = [DistInfo(rank=r, world_size=2, local_rank=r, device=CPU) for r in (0, 1)]
+    with pytest.raises(FileNotFoundError, match="missing shard .*shard_00001"):
+        run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
+    run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[1], batch_size=3, progress=False)
+    resumed = run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
+    assert resumed["shards_reused"] == 3
 
     a, b = _load(single), _load(double)
     assert set(a) == {"arr_0", "labels"}
@@ -194,24 +198,61 @@ def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
     # A killed run: the output and shard 1 never got written, and a half-written temp file is left.
     out.unlink()
     shard_path(shards, 1).unlink()
-    (shards / ".shard_00001.npz.abc123.tmp").write_bytes(b"partial")
+    stale = shards / ".shard_00001.npz.abc123.tmp"
+    stale.write_bytes(b"partial")
     kept = {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)}
     stats = run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=3, keep_shards=True, progress=False)
 
     assert stats["shards_reused"] == 2 and stats["shards_generated"] == 1 and stats["images_generated"] == 4
     assert {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)} == kept  # not regenerated
     resumed = _load(out)
+    assert not stale.exists()  # the killed write's leftover was cleaned up
     assert np.array_equal(resumed["arr_0"], reference["arr_0"])
     assert np.array_equal(resumed["labels"], reference["labels"])
 
 
-def test_resume_refuses_shards_of_other_settings(gpt, vq, tmp_path):
+def test_shards_of_other_settings_or_another_checkpoint_are_never_mixed_in(gpt, tensorar, vq, tmp_path):
+    """A resume reuses shards only when everything that made them matches; otherwise it starts fresh."""
     out = tmp_path / "s.npz"
     cfg = SamplingConfig(num_samples=6, seed=0, shard_size=4)
-    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False)
-    with pytest.raises(RuntimeError, match="samples"):
-        run_sampling(gpt, vq.decode, out, SamplingConfig(num_samples=6, seed=1, shard_size=4), PLAIN, _single(),
-                     progress=False)
+    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
+                 identity={"model": {"sha256": "aaa"}})
+    shard_path(shard_dir_for(out), 1).unlink()  # a killed job: shard 1 missing
+    other_seed = SamplingConfig(num_samples=6, seed=1, shard_size=4)
+    stats = run_sampling(gpt, vq.decode, out, other_seed, PLAIN, _single(), batch_size=4, progress=False,
+                         identity={"model": {"sha256": "aaa"}})
+    assert stats["shards_reused"] == 0 and stats["images_generated"] == 6
+    fresh = run_sampling(gpt, vq.decode, tmp_path / "fresh.npz", other_seed, PLAIN, _single(), batch_size=4,
+                         progress=False)
+    assert np.array_equal(_load(out)["arr_0"], _load(tmp_path / "fresh.npz")["arr_0"])
+    # The same settings but another checkpoint (retrained at the same path): the old shards are dropped.
+    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
+                 identity={"model": {"sha256": "aaa"}})
+    shard_path(shard_dir_for(out), 1).unlink()
+    stats = run_sampling(tensorar, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True,
+                         progress=False, identity={"model": {"sha256": "bbb"}})
+    assert stats["shards_reused"] == 0
+    run_sampling(tensorar, vq.decode, tmp_path / "t.npz", cfg, PLAIN, _single(), batch_size=4, progress=False)
+    assert np.array_equal(_load(out)["arr_0"], _load(tmp_path / "t.npz")["arr_0"])
+
+
+def test_a_second_sampling_job_on_the_same_output_fails_fast(gpt, vq, tmp_path):
+    from tensorar.fileio import FolderLocked, exclusive_lock
+
+    out = tmp_path / "s.npz"
+    with exclusive_lock(shard_dir_for(out), "sampling job"):  # the first job, still running
+        with pytest.raises(FolderLocked, match=f"pid {os.getpid()}"):
+            run_sampling(gpt, vq.decode, out, SamplingConfig(num_samples=2), PLAIN, _single(), progress=False)
+
+
+def test_cli_refuses_out_of_range_values(files, tmp_path):
+    common = ["--ckpt", files["gpt"], "--vq", files["vq"], "--out", str(tmp_path / "x.npz"), "--num-samples", "2"]
+    for flag, value, message in (("--temperature", "-1", "must be > 0"), ("--top-p", "0", "must be > 0"),
+                                 ("--top-p", "1.5", "must be <= 1"), ("--cfg-scale", "-2", "must be >= 0"),
+                                 ("--top-k", "-5", "must be >= 0"), ("--batch-size", "0", "positive integer"),
+                                 ("--image-size", "0", "must be >= 1"), ("--num-samples", "0", "must be >= 1")):
+        with pytest.raises(SystemExit):
+            main([*common, flag, value])
 
 
 # ----- figures ------------------------------------------------------------------------------------

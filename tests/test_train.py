@@ -151,11 +151,73 @@ def test_truncated_checkpoint_is_skipped_and_resume_is_exact(tmp_path):
     assert_same_weights(ema, load_model(tmp_path / "straight" / "final.pt", use_ema=True).state_dict())
 
 
-def test_changed_settings_refuse_to_resume(tmp_path):
+def test_changed_settings_start_fresh_instead_of_resuming(tmp_path):
+    """Snakemake reruns a job whose params changed after deleting its declared outputs (final.pt,
+    metrics.jsonl); the old run's checkpoints must not be resumed under the new settings."""
     codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    main(base_args(codes, run, 4, "--ckpt-every", "2"))
+    (run / "final.pt").unlink()
+    (run / "metrics.jsonl").unlink()
+    main(base_args(codes, run, 4, "--ckpt-every", "2", "--lr-base", "1e-3"))
+    main(base_args(codes, tmp_path / "fresh", 4, "--ckpt-every", "2", "--lr-base", "1e-3"))
+    assert "starting fresh" in (run / "train.log").read_text() and "lr_base" in (run / "train.log").read_text()
+    assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(tmp_path / "fresh")]
+    assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "fresh" / "final.pt"))
+
+
+def test_rerun_keeps_the_loss_history_snakemake_deleted(tmp_path):
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    main(base_args(codes, run, 4, "--ckpt-every", "2"))
+    (run / "final.pt").unlink()
+    (run / "metrics.jsonl").unlink()  # --rerun-incomplete / --retries delete declared outputs first
+    main(base_args(codes, run, 6, "--ckpt-every", "2"))
+    assert "resuming from" in (run / "train.log").read_text()
+    assert [r["step"] for r in metrics(run)] == list(range(1, 7))
+
+
+def test_fewer_steps_than_an_existing_run_gives_exactly_that_many(tmp_path):
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    main(base_args(codes, run, 6, "--ckpt-every", "2", "--keep-steps", "4"))
+    main(base_args(codes, tmp_path / "four", 4, "--ckpt-every", "2"))
+    main(base_args(codes, run, 4, "--ckpt-every", "2", "--keep-steps", "4"))
+    assert load_model(run / "final.pt") is not None
+    assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "four" / "final.pt"))
+    assert [r["step"] for r in metrics(run)] == [1, 2, 3, 4]
+
+
+def test_a_retrained_base_at_the_same_path_restarts_the_finetune(base_model, tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    args = lambda run: ["--codes", str(codes), "--run-dir", str(tmp_path / run), "--mode", "finetune",  # noqa: E731
+                        "--init", str(tmp_path / "base.pt"), "--steps", "2", "--global-batch-size", "8",
+                        "--log-every", "1", "--device", "cpu"]
+    base_model(tmp_path / "base.pt", seed=0)
+    main(args("run"))
+    (tmp_path / "run" / "final.pt").unlink()
+    base_model(tmp_path / "base.pt", seed=1)  # retrained: same path, other weights
+    main(args("run"))
+    main(args("fresh"))
+    assert_same_weights(weights(tmp_path / "run" / "final.pt"), weights(tmp_path / "fresh" / "final.pt"))
+
+
+def test_second_trainer_in_a_run_dir_fails_fast_and_stale_temp_files_go(tmp_path):
+    from tensorar.fileio import FolderLocked, exclusive_lock
+
+    codes, run = write_codes(tmp_path / "codes"), tmp_path / "run"
+    with exclusive_lock(run, "training job"), pytest.raises(FolderLocked, match="in use by another training job"):
+        main(base_args(codes, run, 2))
+    (run / "checkpoints").mkdir(parents=True, exist_ok=True)
+    stale = run / "checkpoints" / ".step_0000002.pt.abc.tmp"
+    stale.write_bytes(b"x" * 1000)
     main(base_args(codes, run, 2))
-    with pytest.raises(SystemExit, match="global_batch_size"):
-        main(base_args(codes, run, 4) + ["--global-batch-size", "4"])
+    assert not stale.exists() and (run / "final.pt").is_file()
+
+
+def test_init_of_another_architecture_than_model_is_refused(base_model, tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    base_model(tmp_path / "base.pt")  # dim 32, 2 layers: not GPT-toy-S
+    with pytest.raises(SystemExit, match="not a GPT-toy-S model"):
+        main(["--codes", str(codes), "--run-dir", str(tmp_path / "r"), "--mode", "finetune", "--model", "GPT-toy-S",
+              "--init", str(tmp_path / "base.pt"), "--steps", "1", "--global-batch-size", "8", "--device", "cpu"])
 
 
 def test_finetune_starts_from_the_base_weights(base_model, tmp_path):

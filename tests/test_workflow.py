@@ -188,3 +188,26 @@ def test_reduced_toy_table2_runs_on_slurm(tmp_path, slurm_cluster):
                      cwd=tmp_path, timeout=1500)
     assert "slurm" in (proc.stdout + proc.stderr).lower()
     check_table2(tmp_path)
+
+
+@pytest.mark.slow
+def test_config_paths_with_spaces_and_shell_metacharacters_are_only_paths(tmp_path):
+    """A released tokenizer at a path holding a space, `$(...)` and `;`: the job reads that file and the
+    shell runs nothing from the path (every config value reaches a command shell-quoted)."""
+    import torch
+
+    from tensorar.models.vq import VQ_MODELS, VQModel, vq_checkpoint
+
+    weird = tmp_path / "pretrained dir $(touch PWNED); echo"
+    weird.mkdir()
+    tokenizer = weird / "vq $(touch PWNED2).pt"
+    torch.manual_seed(0)
+    torch.save(vq_checkpoint(VQModel(VQ_MODELS["VQ-toy"])), tokenizer)
+    override = tmp_path / "weird.yaml"
+    override.write_text(yaml.safe_dump({"tokenizers": {"vq": {"preset": "VQ-toy", "checkpoint": str(tokenizer)}}}))
+    target = "results/test/codes/vq/val-16/manifest.json"
+    snakemake(target, "--cores", "1", *REDUCED, str(override), cwd=tmp_path, timeout=600)
+    assert (tmp_path / target).is_file()
+    assert not list(tmp_path.rglob("PWNED*")) and not list(REPO.glob("PWNED*"))
+    manifest = yaml.safe_load((tmp_path / target).read_text())
+    assert manifest["tokenizer_path"] == str(tokenizer) and manifest["complete"]

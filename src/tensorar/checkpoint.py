@@ -13,12 +13,12 @@ import argparse
 import logging
 import os
 import pickle
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 import torch.nn as nn
-
 
 log = logging.getLogger("tensorar.checkpoint")
 
@@ -47,13 +47,37 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = 
         with torch.serialization.safe_globals([argparse.Namespace]):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        if not _needs_unsafe_pickle(err):
+            raise UnreadableCheckpoint(_unreadable(path, err)) from err
         if not allow_unsafe_pickle:
+            names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err)))) or ["a class weights_only refuses"]
             raise RuntimeError(
-                f"{path} needs full unpickling, which can execute code ({err}). If you trust the file, "
-                "pass allow_unsafe_pickle=True or set TENSORAR_ALLOW_UNSAFE_PICKLE=1."
+                f"{path} holds Python objects beyond tensors and plain data ({', '.join(names)}); loading them "
+                "needs full unpickling, which can execute code. If you trust the file, pass "
+                "allow_unsafe_pickle=True or set TENSORAR_ALLOW_UNSAFE_PICKLE=1."
             ) from err
         log.warning("loading %s with weights_only=False (opted in): the file can execute code", path)
         return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # garbage or truncated bytes surface as many error types inside torch.load
+        raise UnreadableCheckpoint(_unreadable(path, err)) from err
+
+
+class UnreadableCheckpoint(RuntimeError):
+    """A file that is not a (complete) torch checkpoint."""
+
+
+def _needs_unsafe_pickle(err: Exception) -> bool:
+    """A well-formed pickle that weights_only refuses for the classes it names (not garbage bytes)."""
+    text = str(err)
+    return "not an allowed global" in text or "Unsupported global" in text or "Unsupported class" in text
+
+
+def _unreadable(path: Path, err: Exception) -> str:
+    size = path.stat().st_size
+    what = "empty" if size == 0 else f"{size:,} bytes, not a complete torch checkpoint"
+    return (f"{path} cannot be read ({what}: {type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err) else 'no detail'}). "
+            "It may be truncated by a full disk or an interrupted copy, or not be a checkpoint at all: "
+            "copy or download it again.")
 
 
 def extract_state_dict(obj: Any) -> dict[str, torch.Tensor]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from tensorar.errors import run_stage
+
 COMMANDS = {
     "make_digits": "materialise the bundled toy dataset (scikit-learn digits) as an ImageFolder",
     "train_vq": "train a small LlamaGen-architecture VQ tokenizer (toy)",
@@ -30,7 +32,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     module = importlib.import_module(f"tensorar.stages.{argv[0]}")
     sys.argv = [f"tensorar {argv[0]}", *argv[1:]]
-    module.main()
+    run_stage(module.main)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,11 @@ from tensorar.models.registry import family, tokenizer_family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping, to_arguments
 from tensorar.reporting import tables
-from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
+from tensorar.training.options import (
+    ClassifierTrainOptions,
+    TokenizerTrainOptions,
+    TrainOptions,
+)
 
 FIGURES = {
     "fig2": "results/figures/fig2_size_fid.png",

@@ -45,7 +45,9 @@ class InceptionFeatureExtractor:
     def __init__(self, weights_path: str | Path, device: str | torch.device = "cpu", *,
                  verify_hash: bool = True):
         """`verify_hash=False` is for tests that build the network from random weights."""
-        from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+        from torch_fidelity.feature_extractor_inceptionv3 import (
+            FeatureExtractorInceptionV3,
+        )
 
         path = Path(weights_path)
         if not path.is_file():

@@ -39,7 +39,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+from tensorar.checkpoint import (
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 
 log = logging.getLogger("tensorar.lfq")
 

@@ -14,7 +14,12 @@ from pathlib import Path
 
 import torch.nn as nn
 
-from tensorar.checkpoint import GENERIC_HINT, extract_state_dict, load_state_dict_strict, read_checkpoint
+from tensorar.checkpoint import (
+    GENERIC_HINT,
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 from tensorar.fileio import atomic_torch_save
 from tensorar.models.backbone import Backbone
 from tensorar.models.registry import TOKENIZERS, family, tokenizer_family

@@ -32,7 +32,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.checkpoint import extract_state_dict, load_state_dict_strict, read_checkpoint
+from tensorar.checkpoint import (
+    extract_state_dict,
+    load_state_dict_strict,
+    read_checkpoint,
+)
 
 WEIGHTS_HINT = ("LlamaGen's tokenizers vq_ds16_c2i.pt (huggingface.co/FoundationVision/LlamaGen) and vq_ds16_t2i.pt "
                 "(huggingface.co/peizesun/llamagen_t2i)")

@@ -7,7 +7,13 @@ from pathlib import Path
 import pandas as pd
 
 from tensorar.fileio import atomic_path, atomic_write_text
-from tensorar.reporting.tables import aggregate, fmt, is_toy, provenance_lines, read_json
+from tensorar.reporting.tables import (
+    aggregate,
+    fmt,
+    is_toy,
+    provenance_lines,
+    read_json,
+)
 
 
 def flatten(d: dict, prefix: str = "") -> dict:

@@ -29,8 +29,15 @@ from tqdm import tqdm
 
 from tensorar.data.codes import load_codes, load_conditions
 from tensorar.decoding.sampling import DRAFT_NOISE, SamplingOptions
+from tensorar.errors import run_stage
 from tensorar.fileio import atomic_write_json
-from tensorar.models.backbone import PAD, Backbone, Condition, condition_slice, condition_to
+from tensorar.models.backbone import (
+    PAD,
+    Backbone,
+    Condition,
+    condition_slice,
+    condition_to,
+)
 from tensorar.models.loading import load_model
 from tensorar.models.tensorar import TensorAR
 from tensorar.options import add_arguments, from_arguments, positive_int
@@ -192,4 +199,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -12,6 +12,7 @@ METRICS.json with the metrics, the feature network, the image counts and both fi
 from __future__ import annotations
 
 import argparse
+import contextlib
 import zipfile
 from pathlib import Path
 from typing import Iterator
@@ -21,26 +22,54 @@ import torch
 from tqdm.auto import tqdm
 
 from tensorar.distributed import get_logger
-from tensorar.evaluation.adm import FIDStatistics, compute_statistics, inception_score, precision_recall
+from tensorar.errors import InputError, run_stage
+from tensorar.evaluation.adm import (
+    FIDStatistics,
+    compute_statistics,
+    inception_score,
+    precision_recall,
+)
 from tensorar.evaluation.features import FeatureExtractor, build_feature_extractor
 from tensorar.evaluation.inception import tf32_disabled
 from tensorar.fileio import atomic_write_json, sha256_file
+from tensorar.options import positive_int
 
 IMAGES_KEY = "arr_0"
 
 
+@contextlib.contextmanager
+def _images_member(path: str | Path):
+    """The open `arr_0.npy` of an ADM batch, with errors that name the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"sample or reference batch not found: {path}")
+    try:
+        zf = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        raise InputError(f"{path} is not an .npz file (not a zip archive): expected an ADM batch with "
+                         f"{IMAGES_KEY} = uint8 N x H x W x 3 (tensorar sample writes one)") from None
+    with zf:
+        if f"{IMAGES_KEY}.npy" not in zf.namelist():
+            raise InputError(f"{path} holds no {IMAGES_KEY} (arrays: {', '.join(zf.namelist()) or 'none'}): "
+                             "an ADM batch keeps its images there")
+        with zf.open(f"{IMAGES_KEY}.npy") as f:
+            yield f
+
+
 def npz_image_count(path: str | Path) -> int:
-    with zipfile.ZipFile(path) as zf, zf.open(f"{IMAGES_KEY}.npy") as f:
+    with _images_member(path) as f:
         return _npy_header(f)[0][0]
 
 
 def iter_npz_images(path: str | Path, batch_size: int) -> Iterator[np.ndarray]:
     """Stream `arr_0` in (b, H, W, 3) uint8 batches without loading it whole (50k 256px images are 10 GB)."""
-    with zipfile.ZipFile(path) as zf, zf.open(f"{IMAGES_KEY}.npy") as f:
+    with _images_member(path) as f:
         shape, fortran_order, dtype = _npy_header(f)
         if dtype != np.uint8 or len(shape) != 4 or shape[3] != 3 or fortran_order:
-            raise ValueError(f"{path}: {IMAGES_KEY} must be a C-ordered uint8 N x H x W x 3 array, "
+            raise InputError(f"{path}: {IMAGES_KEY} must be a C-ordered uint8 N x H x W x 3 array, "
                              f"got {dtype} {shape}")
+        if shape[0] < 2:
+            raise InputError(f"{path} holds {shape[0]} image(s): FID needs at least 2")
         image_bytes = int(np.prod(shape[1:]))
         for start in range(0, shape[0], batch_size):
             n = min(batch_size, shape[0] - start)
@@ -84,6 +113,11 @@ def evaluate(ref_path: str | Path, sample_path: str | Path, extractor: FeatureEx
         sample = compute_features(sample_path, extractor, batch_size, progress)
         ref_stats, ref_stats_spatial, ref_precomputed = fid_statistics(ref_path, ref)
         sample_stats, sample_stats_spatial, _ = fid_statistics(sample_path, sample)
+        for path, stats in ((ref_path, ref_stats), (ref_path, ref_stats_spatial), (sample_path, sample_stats),
+                            (sample_path, sample_stats_spatial)):
+            if not (np.isfinite(stats.mu).all() and np.isfinite(stats.sigma).all()):
+                raise InputError(f"{path}: its feature statistics (mu / sigma) are not finite: the images or "
+                                 "the stored statistics are broken; a FID from them would be meaningless")
         precision, recall = precision_recall(ref["pool"], sample["pool"], device=device)
     return {
         "inception_score": inception_score(sample["logits"]),
@@ -122,7 +156,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--features", choices=["inception", "toy"], default="inception")
     parser.add_argument("--inception-weights", help="weights-inception-2015-12-05-6726825d.pth (torch-fidelity)")
     parser.add_argument("--classifier", help="CLS.pt from `tensorar train_classifier` (for --features toy)")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per feature-network call")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per feature-network call")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     args = parser.parse_args(argv)
 
@@ -138,4 +172,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

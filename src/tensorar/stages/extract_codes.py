@@ -19,16 +19,18 @@ AR training draws one view per image per step (LlamaGen picks one of the ten cro
 Outputs in --out: `codes_{i:05d}.npy` int32 (n_i, A, T), `labels_{i:05d}.npy` int64 (n_i,), shard i holding
 images [i*shard_size, (i+1)*shard_size) of the ImageFolder (classes = sorted folder names, images sorted
 by path), and `manifest.json`. Under torchrun rank r does the shards with i % world_size == r. Shards are
-written atomically and a shard whose files exist is skipped, so a killed job resumes where it stopped;
-the manifest is written first with "complete": false (a rerun with other settings into the same folder
-is refused) and rewritten with "complete": true by rank 0 once every rank is done.
+written atomically and a shard whose files exist is skipped, so a killed job resumes where it stopped.
+`identity.json` records what made the shards (the tokenizer's sha256, the image list, every setting):
+a rerun with anything else deletes them first and starts fresh, saying what changed (Snakemake deletes
+manifest.json before a rerun, so the manifest cannot be what decides). The manifest is written with
+"complete": false at the start and rewritten with "complete": true by rank 0 once every rank is done.
 
 Read the result with `tensorar.data.codes.load_codes(dir) -> (codes (N, A, T) int64, labels (N,) int64, manifest)`.
 """
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -40,11 +42,27 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from tqdm import tqdm
 
-from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
-from tensorar.distributed import barrier, cleanup_distributed, get_logger, init_distributed
-from tensorar.fileio import atomic_save_npy, atomic_write_json, sha256_file
 from tensorar.data.codes import MANIFEST, shard_names
-from tensorar.models.vq import VQ_MODELS, load_vq
+from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
+from tensorar.distributed import (
+    barrier,
+    cleanup_distributed,
+    get_logger,
+    init_distributed,
+)
+from tensorar.errors import run_stage
+from tensorar.fileio import (
+    atomic_save_npy,
+    atomic_write_json,
+    claim_for,
+    exclusive_lock,
+    identity_hash,
+    remove_stale_temp_files,
+    sha256_file,
+)
+from tensorar.models.loading import load_tokenizer
+from tensorar.models.registry import TOKENIZERS
+from tensorar.options import positive_int
 
 TENCROP_CROP_RANGE = 1.1  # LlamaGen's --crop-range: crops of S are taken from a int(1.1*S) centre crop
 VIEW_NAMES = {
@@ -80,14 +98,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar extract_codes", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder: DIR/<class>/<image>")
     parser.add_argument("--vq", required=True, help="tokenizer checkpoint (ours, or LlamaGen's vq_ds16_c2i.pt)")
-    parser.add_argument("--vq-preset", default=None, choices=sorted(VQ_MODELS),
-                        help="architecture for official files without a stored config (VQ-16)")
+    parser.add_argument("--vq-preset", default=None, choices=sorted(p for f in TOKENIZERS.values() for p in f.presets),
+                        help="architecture of a released tokenizer file, which stores none (VQ-16, LFQ-256)")
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-size", type=int, required=True)
+    parser.add_argument("--image-size", type=positive_int, required=True)
     parser.add_argument("--augment", choices=["tencrop", "center"], default="tencrop")
     parser.add_argument("--no-flip", action="store_true", help="drop the mirrored views (A: 10 -> 5, 2 -> 1)")
-    parser.add_argument("--shard-size", type=int, default=10_000, help="images per output shard")
-    parser.add_argument("--batch-size", type=int, default=64, help="images per tokenizer call (x A views)")
+    parser.add_argument("--shard-size", type=positive_int, default=10_000, help="images per output shard")
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per tokenizer call (x A views)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     args = parser.parse_args(argv)
 
@@ -97,17 +115,16 @@ def main(argv: list[str] | None = None) -> None:
     flip = not args.no_flip
     views = VIEW_NAMES[(args.augment, flip)]
 
-    vq = load_vq(args.vq, args.vq_preset, device=dist_info.device)
-    if args.image_size % vq.config.downsample:
-        parser.error(f"--image-size must be a multiple of the tokenizer's downsampling {vq.config.downsample}")
-    grid = [args.image_size // vq.config.downsample] * 2
+    tokenizer = load_tokenizer(args.vq, args.vq_preset, device=dist_info.device)
+    if args.image_size % tokenizer.config.downsample:
+        parser.error(f"--image-size must be a multiple of the tokenizer's downsampling {tokenizer.config.downsample}")
+    grid = [args.image_size // tokenizer.config.downsample] * 2
     dataset = image_folder(args.data, Views(args.image_size, args.augment, flip))
     num_shards = math.ceil(len(dataset) / args.shard_size)
-
     manifest = {
         "count": len(dataset),
         "grid": grid,
-        "vocab_size": vq.config.codebook_size,
+        "vocab_size": tokenizer.config.codebook_size,
         "num_augmentations": len(views),
         "augmentation": args.augment,
         "flip": flip,
@@ -122,30 +139,47 @@ def main(argv: list[str] | None = None) -> None:
         "data": str(args.data),
         "tokenizer_path": str(args.vq),
         "tokenizer_preset": args.vq_preset,
-        "tokenizer_config": asdict(vq.config),
+        "tokenizer_config": asdict(tokenizer.config),
     }
-    if dist_info.is_main:
-        manifest["tokenizer_sha256"] = sha256_file(Path(args.vq))
-        previous = out / MANIFEST
-        if previous.is_file():
-            # Resuming is only sound with identical settings: shards from another tokenizer or crop
-            # would be silently mixed in.
-            old = json.loads(previous.read_text())
-            new = json.loads(json.dumps(manifest))  # tuples -> lists, as stored
-            relocatable = {"data", "tokenizer_path"}
-            changed = [k for k in new if k not in relocatable and old.get(k) != new[k]]
-            if changed:
-                raise SystemExit(f"{out} holds codes made with different settings ({', '.join(changed)}); "
-                                 f"use another --out or delete it")
-        atomic_write_json(previous, {**manifest, "complete": False})
-    barrier()
+    with contextlib.ExitStack() as held:
+        if dist_info.is_main:
+            held.enter_context(exclusive_lock(out, "extract_codes job"))
+            remove_stale_temp_files(out)
+            # What the codes are made of: the tokenizer's bytes, the images (their list) and every setting
+            # that changes a code. Shards of anything else are deleted before a single new one is written.
+            identity = {"tokenizer_sha256": sha256_file(Path(args.vq)), "images": image_list_hash(dataset),
+                        **{k: v for k, v in manifest.items() if k not in ("data", "tokenizer_path")}}
+            claim_for(out, identity, [*out.glob("codes_*.npy"), *out.glob("labels_*.npy")], log, "code shards")
+            manifest.update(tokenizer_sha256=identity["tokenizer_sha256"], images_sha256=identity["images"],
+                            identity=identity_hash(identity))
+            atomic_write_json(out / MANIFEST, {**manifest, "complete": False})
+        barrier()
+        extract_shards(tokenizer, dataset, manifest, out, args, dist_info, log)
+        barrier()
+        if dist_info.is_main:
+            atomic_write_json(out / MANIFEST, {**manifest, "complete": True})
+            log.info(f"wrote {len(dataset)} x {len(views)} token grids to {out}")
+    cleanup_distributed()
 
-    mine = [i for i in range(num_shards) if i % dist_info.world_size == dist_info.rank]
+
+def image_list_hash(dataset) -> str:
+    """The images' identity: their paths relative to the folder, in order, with their classes (cheap
+    even for ImageNet's 1.28M files; a file rewritten in place under the same name is not detected)."""
+    root = Path(dataset.root)
+    listing = [(str(Path(path).relative_to(root)), label) for path, label in dataset.samples]
+    return identity_hash(listing)
+
+
+def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_info, log) -> None:
+    """This rank's missing shards (i % world_size == rank), each written atomically."""
+    views = manifest["views"]
+    mine = [i for i in range(len(manifest["shards"])) if i % dist_info.world_size == dist_info.rank]
     # Codes are written after labels, atomically: an existing codes file means a finished shard.
     todo = [i for i in mine if not (out / shard_names(i)[0]).is_file()]
-    log.info(f"{len(dataset)} images, {len(dataset.classes)} classes -> {num_shards} shards of "
-             f"<= {args.shard_size}; A={len(views)} views ({args.augment}, flip={flip}), "
-             f"{grid[0]}x{grid[1]} tokens; rank 0: {len(mine) - len(todo)} of its {len(mine)} shards done")
+    log.info(f"{len(dataset)} images, {len(dataset.classes)} classes -> {len(manifest['shards'])} shards of "
+             f"<= {args.shard_size}; A={len(views)} views ({args.augment}, flip={manifest['flip']}), "
+             f"{manifest['grid'][0]}x{manifest['grid'][1]} tokens; rank 0: {len(mine) - len(todo)} of its "
+             f"{len(mine)} shards done")
     bar = tqdm(total=sum(manifest["shards"][i]["count"] for i in todo), desc="extract_codes", unit="img",
                disable=not dist_info.is_main, dynamic_ncols=True)
     for i in todo:
@@ -154,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                             batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
         codes, labels = [], []
         for x, y in loader:  # x: (B, A, 3, S, S)
-            indices = vq.encode(x.flatten(0, 1).to(dist_info.device))  # (B*A, h, w)
+            indices = tokenizer.encode(x.flatten(0, 1).to(dist_info.device))  # (B*A, h, w)
             codes.append(indices.reshape(len(x), len(views), -1).cpu())  # (B, A, h*w), row-major grid
             labels.append(y)
             bar.update(len(x))
@@ -163,12 +197,6 @@ def main(argv: list[str] | None = None) -> None:
         atomic_save_npy(out / codes_name, torch.cat(codes).numpy().astype(np.int32))
     bar.close()
 
-    barrier()
-    if dist_info.is_main:
-        atomic_write_json(out / MANIFEST, {**manifest, "complete": True})
-        log.info(f"wrote {len(dataset)} x {len(views)} token grids to {out}")
-    cleanup_distributed()
-
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorar.distributed import get_logger
+from tensorar.errors import run_stage
 from tensorar.fileio import atomic_write_json, atomic_write_text
 
 FORMAT_VERSION = 1
@@ -271,4 +272,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

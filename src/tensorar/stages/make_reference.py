@@ -16,8 +16,9 @@ from tqdm.auto import tqdm
 
 from tensorar.data.imagefolder import center_crop_arr, image_folder
 from tensorar.distributed import get_logger
-from tensorar.options import positive_int
+from tensorar.errors import run_stage
 from tensorar.fileio import atomic_save_npz
+from tensorar.options import positive_int
 
 
 def make_reference(data: str, image_size: int, max_images: int | None = None,
@@ -52,4 +53,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

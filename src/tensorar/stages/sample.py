@@ -18,13 +18,16 @@ script; per-model values used for the paper's tables live in the workflow config
 Reproducibility (ours; LlamaGen draws from one generator per batch): sample i depends only on
 (seed, i). A torch.Generator seeded from numpy's SeedSequence(seed, spawn_key=(i,)) draws the
 inverse-CDF uniforms of sample i, (T, k, parts) (k = 1 for a plain backbone, parts = sub-tokens per
-token), then draft-noise uniforms (T, k, 2) for TensorAR with draft noise, so the output is the same for any batch size and world size (up to floating-point
-differences between kernels). Labels depend on (seed, N, number of classes) only.
+token), then draft-noise uniforms (T, k, 2) for TensorAR with draft noise, so the output is the same
+for any batch size and world size (up to floating-point differences between kernels). Labels depend
+on (seed, N, number of classes) only.
 
 Sharding and resume: indices are cut into shards of `--shard-size`; rank r generates the shards j with
 j % world == r, each written atomically to OUT.shards/shard_{j:05d}.npz. A rerun skips the shards that
-exist, so a killed job resumes where it stopped and no sample is made twice. OUT.shards/config.json
-records everything that determines the samples; a rerun with other settings refuses to mix shards.
+exist, so a killed job resumes where it stopped and no sample is made twice. OUT.shards/identity.json
+records everything that determines the samples (settings, and the checkpoint's and tokenizer's sha256):
+a rerun with anything else deletes the old shards and starts fresh, saying what changed, so an output
+never mixes two runs. `OUT.shards/.lock` keeps a second job from writing the same shards.
 After a barrier rank 0 checks that the shards cover 0..N-1 exactly once, writes OUT atomically and
 deletes OUT.shards (`--keep-shards` keeps it), so only OUT is left next to the other outputs. Rank 0
 holds the whole array while assembling (50,000 x 256^2 x 3 bytes = 9.8 GB), as LlamaGen's npz step does.
@@ -33,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import shutil
 import time
@@ -51,8 +53,22 @@ from tqdm.auto import tqdm
 
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
-from tensorar.distributed import DistInfo, barrier, cleanup_distributed, get_logger, init_distributed
-from tensorar.fileio import atomic_save_npz, atomic_write_json
+from tensorar.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    get_logger,
+    init_distributed,
+)
+from tensorar.errors import run_stage
+from tensorar.fileio import (
+    atomic_save_npz,
+    atomic_write_json,
+    claim_for,
+    exclusive_lock,
+    remove_stale_temp_files,
+    sha256_file,
+)
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.reporting import image_grids
 
@@ -224,23 +240,6 @@ def shard_path(shard_dir: Path, j: int) -> Path:
     return shard_dir / f"shard_{j:05d}.npz"
 
 
-def _check_shard_config(shard_dir: Path, manifest: dict) -> None:
-    """Record `manifest` on a fresh run; refuse shards made with other settings.
-
-    Every rank may write it (the same content, atomically), so no rank waits for another here.
-    """
-    path = shard_dir / "config.json"
-    if not path.exists():
-        atomic_write_json(path, manifest)
-    found = json.loads(path.read_text())
-    if found != json.loads(json.dumps(manifest)):
-        changed = sorted(k for k in set(found) | set(manifest) if found.get(k) != manifest.get(k))
-        raise RuntimeError(
-            f"{shard_dir} holds shards of a run with other settings (differs in: {', '.join(changed)}); "
-            "delete that folder to start over, or rerun with the original settings to resume"
-        )
-
-
 def assemble_shards(shard_dir: Path, cfg: SamplingConfig) -> tuple[np.ndarray, np.ndarray]:
     """All shards -> (images uint8 (N, S, S, 3), labels int64 (N,)), checking every index 0..N-1 is
     present exactly once and in its own shard."""
@@ -280,20 +279,37 @@ def run_sampling(
     info: DistInfo,
     batch_size: int = 32,
     amp_dtype: torch.dtype | None = None,
-    manifest: dict | None = None,
+    identity: dict | None = None,
     keep_shards: bool = False,
     grid_png: str | Path | None = None,
     progress: bool = True,
 ) -> dict:
     """Generate this rank's missing shards, then (rank 0) assemble `out` and the grid PNG.
 
-    `manifest`: extra identity of the run (checkpoint paths, dtype) stored with the shards so that a
-    resume cannot mix runs. Returns counts and timings (summed / maxed over ranks).
+    `identity`: what made the samples besides `cfg` and `options` (the checkpoint's and tokenizer's
+    sha256, dtype, ...). Shards are resumed only when all of it matches (`fileio.claim_for`); otherwise
+    the folder's old shards are deleted and sampling starts fresh. Returns counts and timings (summed /
+    maxed over ranks).
     """
     out = Path(out)
     shard_dir = shard_dir_for(out)
-    shard_dir.mkdir(parents=True, exist_ok=True)
-    _check_shard_config(shard_dir, {"samples": asdict(cfg), "options": asdict(options), **(manifest or {})})
+    with contextlib.ExitStack() as held:
+        if info.is_main:  # one sampling job per output: a second one fails at once, naming the first
+            held.enter_context(exclusive_lock(shard_dir, "sampling job"))
+            remove_stale_temp_files(shard_dir)
+            full_identity = {"samples": asdict(cfg), "options": asdict(options), **(identity or {})}
+            claim_for(shard_dir, full_identity, list(shard_dir.glob("shard_*.npz")), _log(info), "sample shards")
+        barrier()
+        return _sample_shards(model, decode, out, shard_dir, cfg, options, info, batch_size, amp_dtype,
+                              keep_shards, grid_png, progress)
+
+
+def _log(info: DistInfo):
+    return get_logger("sample", info.is_main)
+
+
+def _sample_shards(model, decode, out, shard_dir, cfg, options, info, batch_size, amp_dtype, keep_shards,
+                   grid_png, progress) -> dict:
     labels = class_labels(cfg.labels, cfg.num_samples, model.backbone.num_classes, cfg.seed)
 
     mine = range(info.rank, cfg.num_shards, info.world_size)
@@ -384,6 +400,11 @@ def write_drafts_png(
 # --------------------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------------------
+def file_sha256(path: str | Path, info: DistInfo) -> str | None:
+    """sha256 of a checkpoint file (a model directory: None; rank 0 hashes, the others need no copy)."""
+    return sha256_file(path) if info.is_main and Path(path).is_file() else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensorar sample", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -440,11 +461,16 @@ def main(argv: list[str] | None = None) -> None:
                          f"vocabulary is {backbone.vocab_size}: they were not trained together")
     manifest = {"ckpt": str(Path(args.ckpt).resolve()), "vq": str(Path(args.vq).resolve()),
                 "ema": args.ema, "dtype": args.dtype}
+    # What the samples are made of: file contents, not paths (a retrained checkpoint at the same path
+    # must not resume the old model's shards).
+    identity = {"model": {"sha256": file_sha256(args.ckpt, info), "family": args.family, "preset": args.gpt_preset,
+                          "block_size": args.block_size, "ema": args.ema},
+                "tokenizer": {"sha256": file_sha256(args.vq, info), "preset": args.vq_preset}, "dtype": args.dtype}
     logger.info(f"{'TensorAR' if is_tensorar(model) else backbone.family} {args.ckpt}: {cfg.num_samples} samples, "
                 f"{backbone.num_tokens} tokens each, world size {info.world_size}, {info.device}")
 
     stats = run_sampling(model, tokenizer.decode, args.out, cfg, options, info, args.batch_size, amp_dtype,
-                         manifest, args.keep_shards, args.grid_png)
+                         identity, args.keep_shards, args.grid_png)
     if info.is_main:
         if args.drafts_png:
             labels = class_labels(cfg.labels, cfg.num_samples, backbone.num_classes, cfg.seed)
@@ -478,4 +504,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from tensorar.errors import run_stage
 from tensorar.reporting.diagnostics import write_diagnostics
 from tensorar.reporting.plots import write_figures
 from tensorar.reporting.tables import write_table
@@ -38,4 +39,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

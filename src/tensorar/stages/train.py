@@ -66,6 +66,7 @@ from __future__ import annotations
 import argparse
 
 from tensorar.distributed import cleanup_distributed, init_distributed
+from tensorar.errors import run_stage
 from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
@@ -106,4 +107,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -23,10 +23,15 @@ from tqdm import tqdm
 
 from tensorar.data.imagefolder import image_folder
 from tensorar.distributed import get_logger
-from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig, to_model_input
+from tensorar.errors import run_stage
+from tensorar.evaluation.toy_features import (
+    ToyClassifier,
+    ToyClassifierConfig,
+    to_model_input,
+)
+from tensorar.fileio import atomic_torch_save, atomic_write_json
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.training.options import ClassifierTrainOptions
-from tensorar.fileio import atomic_torch_save, atomic_write_json
 
 
 def load_uint8(root: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -141,4 +146,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

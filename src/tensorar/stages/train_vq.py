@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from tensorar.data.imagefolder import load_all
 from tensorar.distributed import get_logger
+from tensorar.errors import run_stage
 from tensorar.fileio import atomic_torch_save, atomic_write_json
 from tensorar.models.vq import VQ_MODELS, VQModel, vq_checkpoint
 from tensorar.options import add_arguments, from_arguments, positive_int
@@ -147,4 +148,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -4,10 +4,11 @@ command line; this module is the library behind it.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
 import torch
@@ -19,20 +20,32 @@ from tqdm import tqdm
 from tensorar.checkpoint import load_state_dict_strict, read_checkpoint
 from tensorar.data.codes import load_codes, load_conditions
 from tensorar.distributed import DistInfo, all_reduce_mean, barrier, get_logger
-from tensorar.fileio import atomic_write_json
+from tensorar.fileio import (
+    atomic_write_json,
+    claim_for,
+    exclusive_lock,
+    identity_hash,
+    remove_stale_temp_files,
+    sha256_file,
+)
 from tensorar.models.backbone import Backbone, condition_slice, condition_to
 from tensorar.models.loading import load_model, save_model
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 from tensorar.training.batches import derive_seed, global_batch, global_noise
-from tensorar.training.checkpoints import (find_resume_checkpoint, prune_checkpoints, step_checkpoint_path,
-                                           truncate_metrics)
+from tensorar.training.checkpoints import (
+    find_resume_checkpoint,
+    prune_checkpoints,
+    read_metrics,
+    step_checkpoint_path,
+    write_metrics,
+)
 from tensorar.training.options import MODES, TrainOptions
 
 DROPOUT_FIELDS = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")  # what --dropout sets, every family
-# Changing these between a checkpoint and its resumption would change the model or the data order.
-RESUME_INVARIANTS = ("mode", "family", "model", "init", "seed", "global_batch_size", "k", "depth", "schedule",
-                     "loss_weighting", "dropout")
+# Settings that never change what a step computes: a run resumes across changes to these (a longer
+# --steps extends it); any other change, or other codes or another --init file, starts it afresh.
+NOT_IDENTITY = ("steps", "ckpt_every", "keep_steps", "log_every")
 
 
 @dataclass(frozen=True)
@@ -53,9 +66,18 @@ class RunSetup:
             raise ValueError(f"mode {self.mode!r}: known {', '.join(MODES)}")
 
     def record(self, opts: TrainOptions) -> dict:
-        """The flat settings saved in every checkpoint as "args" (compared on resume)."""
+        """The flat settings saved in every checkpoint as "args"."""
         plugin = asdict(self.plugin) if self.plugin is not None else {}
         return {**{k: v for k, v in asdict(self).items() if k != "plugin"}, **plugin, **asdict(opts)}
+
+    def identity(self, opts: TrainOptions, manifest: dict) -> dict:
+        """What the run's weights are made of (docs/architecture.md, "Reruns"): every setting that changes
+        a step, the codes' identity and the --init file's bytes (not its path)."""
+        settings = {k: v for k, v in self.record(opts).items() if k not in (*NOT_IDENTITY, "run_dir", "codes", "init")}
+        codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
+                                                           if k not in ("data", "tokenizer_path")})
+        init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
+        return {"settings": settings, "codes": codes, "init_sha256": init}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -71,7 +93,15 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
     dropout = {} if opts.dropout is None else dict.fromkeys(DROPOUT_FIELDS, opts.dropout)
     torch.manual_seed(opts.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     if setup.mode == "base":
-        return fam.model_class(fam.config(setup.model, **data_fields, **dropout))
+        # Only the fields the family's config has (Open-MAGVIT2's vocabulary follows from its bit split);
+        # the built model must then fit the codes.
+        known = {f.name for f in fields(fam.config_class)}
+        model = fam.model_class(fam.config(setup.model, **{k: v for k, v in data_fields.items() if k in known},
+                                           **dropout))
+        if model.vocab_size != manifest["vocab_size"]:
+            raise SystemExit(f"--model {setup.model} has a vocabulary of {model.vocab_size} tokens but the codes in "
+                             f"{setup.codes} have {manifest['vocab_size']}: pick the preset made for that tokenizer")
+        return model
 
     init = load_model(setup.init, setup.family, setup.init_preset or setup.model, block_size=h * w)
     if not isinstance(init, Backbone):
@@ -173,11 +203,26 @@ class StopRequest:
 # The loop
 # --------------------------------------------------------------------------------------------------
 def train(setup: RunSetup, opts: TrainOptions, info: DistInfo) -> int:
-    """Run (or resume) training; returns the process exit status (0, or 128 + signal when preempted)."""
+    """Run (or resume) training; returns the process exit status (0, or 128 + signal when preempted).
+    Rank 0 holds the run directory's lock throughout, so a second trainer in it fails at once."""
     run_dir = Path(setup.run_dir)
-    if info.is_main:
-        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-    barrier()
+    with contextlib.ExitStack() as held:
+        if info.is_main:
+            held.enter_context(exclusive_lock(run_dir, "training job"))
+        return _train(setup, opts, info, run_dir)
+
+
+def claim_run_dir(setup: RunSetup, opts: TrainOptions, manifest: dict, run_dir: Path, log) -> None:
+    """Rank 0: drop partial writes of killed saves, and a previous run's outputs unless that run had this
+    run's identity (then it resumes)."""
+    for tmp in remove_stale_temp_files(run_dir):
+        log.info(f"removed {tmp}, a partial file left by a killed save")
+    outputs = [run_dir / "checkpoints", run_dir / "final.pt", run_dir / "metrics.jsonl", run_dir / "train_config.json"]
+    claim_for(run_dir, setup.identity(opts, manifest), outputs, log, "training run")
+    (run_dir / "checkpoints").mkdir(exist_ok=True)
+
+
+def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -> int:
     log = get_logger("train", info.is_main, str(run_dir / "train.log") if info.is_main else None)
     if opts.global_batch_size % info.world_size:
         raise SystemExit(f"--global-batch-size {opts.global_batch_size} is not divisible by the "
@@ -189,28 +234,28 @@ def train(setup: RunSetup, opts: TrainOptions, info: DistInfo) -> int:
     codes, labels, manifest = load_codes(setup.codes)  # (N, A, T), (N,)
     conditions = load_conditions(setup.codes, labels, manifest)  # Condition of (N, ...) tensors
     num_items, num_augmentations, num_tokens = codes.shape
+    if info.is_main:
+        claim_run_dir(setup, opts, manifest, run_dir, log)
+    barrier()
 
     # Resume: rank 0 picks the checkpoint so every rank loads the same file.
-    found = find_resume_checkpoint(run_dir, log) if info.is_main else None
+    found = find_resume_checkpoint(run_dir, log, opts.steps) if info.is_main else None
     resume_path = [str(found[0]) if found else None]
     if dist.is_initialized():
         dist.broadcast_object_list(resume_path, src=0)
+    history: list[dict] = []  # metrics.jsonl lines; saved in every checkpoint so a rerun keeps them
     if resume_path[0] is None:
         model, ckpt, start_step = build_model(setup, opts, manifest, log), None, 0
     else:
         ckpt = found[1] if found else read_checkpoint(resume_path[0])
-        changed = {k: (ckpt["args"].get(k), record.get(k)) for k in RESUME_INVARIANTS
-                   if ckpt["args"].get(k) != record.get(k)}
-        if changed:
-            raise SystemExit(f"{run_dir} holds a run with other settings {changed} (checkpoint, now): "
-                             "use a new --run-dir")
         model, start_step = load_model(resume_path[0]), ckpt["step"]
+        history = ckpt.get("metrics") or read_metrics(run_dir / "metrics.jsonl", start_step)
         log.info(f"resuming from {resume_path[0]} at step {start_step}")
-    if start_step >= opts.steps and resume_path[0] == str(run_dir / "final.pt"):
-        log.info(f"{run_dir / 'final.pt'} already has {start_step} >= --steps {opts.steps} steps: nothing to do")
+    if info.is_main:
+        write_metrics(run_dir / "metrics.jsonl", history)
+    if start_step == opts.steps and resume_path[0] == str(run_dir / "final.pt"):
+        log.info(f"{run_dir / 'final.pt'} already has --steps {opts.steps} steps: nothing to do")
         return 0
-    if start_step > opts.steps:
-        raise SystemExit(f"{resume_path[0]} is at step {start_step}, past --steps {opts.steps}")
 
     device = info.device
     model.to(device).train()
@@ -234,7 +279,6 @@ def train(setup: RunSetup, opts: TrainOptions, info: DistInfo) -> int:
         del ckpt  # the optimizer state now lives in `opt`; free the CPU copy
 
     if info.is_main:
-        truncate_metrics(run_dir / "metrics.jsonl", start_step)
         n_params = sum(p.numel() for p in model.parameters())
         atomic_write_json(run_dir / "train_config.json", {
             "args": record, "world_size": info.world_size, "local_batch_size": local_batch,
@@ -265,7 +309,7 @@ def train(setup: RunSetup, opts: TrainOptions, info: DistInfo) -> int:
                                       "samples_seen": step * opts.global_batch_size},
                        rng={"seed": opts.seed, "scheme": "every generator is reseeded from (seed, step[, rank])"},
                        elapsed_s=elapsed_before + time.time() - t_start, args=record, mode=setup.mode,
-                       world_size=info.world_size)
+                       world_size=info.world_size, metrics=history)
             prune_checkpoints(run_dir, keep_steps)
         barrier()
 
@@ -321,6 +365,7 @@ def train(setup: RunSetup, opts: TrainOptions, info: DistInfo) -> int:
                         "lr_plugin": opts.lr_plugin * warmup if setup.mode == "tensorar" else None,
                         "tokens_per_s": window_steps * opts.global_batch_size * num_tokens / (now - t_window),
                         "elapsed_s": elapsed_before + now - t_start}
+                history.append(line)
                 if info.is_main:
                     with open(run_dir / "metrics.jsonl", "a") as f:
                         f.write(json.dumps(line) + "\n")
