@@ -10,6 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+pytest.importorskip("transformers", reason="the Janus backbone runs transformers' JanusForConditionalGeneration")
+
 from tensorar.decoding.sampling import SamplingOptions, apply_cfg
 from tensorar.models import janus
 from tensorar.models.backbone import PAD
@@ -194,6 +196,12 @@ def test_cache_positions_must_come_in_order(model, ref):
 
 
 # ----- TensorAR around Janus -----
+def test_only_the_generation_path_is_trainable(model):
+    trainable = {name.split(".")[2] for name, p in model.named_parameters() if p.requires_grad}
+    assert trainable == {"language_model", "generation_embeddings", "generation_aligner", "generation_head"}
+    assert not model.model.lm_head.weight.requires_grad  # untied in the tiny model, as in the original
+
+
 def test_tensorar_k1_is_bit_identical(model, ref):
     torch.manual_seed(0)
     plugin = TensorAR(model, TensorARConfig(k=1)).eval()
@@ -202,6 +210,17 @@ def test_tensorar_k1_is_bit_identical(model, ref):
         base_loss, _ = model.training_loss(tokens, cond)
         loss, per_slot = plugin.training_loss(tokens, cond)
     assert torch.equal(loss, base_loss) and torch.equal(per_slot, base_loss[None])
+    # Train mode, with gradients (Janus has no dropout on this path).
+    weight = model.model.model.generation_aligner.fc1.weight
+    try:
+        plugin.train()
+        model.training_loss(tokens, cond)[0].backward()
+        base_grad, weight.grad = weight.grad.clone(), None
+        plugin.training_loss(tokens, cond)[0].backward()
+        assert torch.equal(weight.grad, base_grad)
+    finally:
+        plugin.eval()
+        model.zero_grad(set_to_none=True)
     for scale in (5.0, 1.0):
         options = SamplingOptions(cfg_scale=scale, greedy=True)
         assert torch.equal(plugin.generate(cond, options), model.generate(cond, options))
@@ -277,6 +296,7 @@ def test_registry_entries():
     assert (fam.model_class, fam.config_class, fam.condition, fam.tokenizer) == (
         JanusBackbone, JanusBackboneConfig, "prompt", "janus_vq")
     assert set(fam.presets) == {"Janus-Pro-1B", "Janus-Pro-7B"}
+    assert fam.pixel_offset == 127.5  # Janus's generation_inference.py: clip((x + 1) / 2 * 255), then uint8
     assert fam.config("Janus-Pro-7B", prompt_length=64).prompt_length == 64
     assert TOKENIZERS[fam.tokenizer].load is load_janus_vq
 
@@ -288,9 +308,8 @@ def test_config_is_strict_and_validated():
         JanusBackboneConfig.from_dict({**cfg.to_dict(), "prompt_len": 3})
     with pytest.raises(ValueError, match="square"):
         JanusBackboneConfig(num_image_tokens=575)
-    with pytest.raises(ValueError, match="does not fit the HF config"):
-        with torch.device("meta"):
-            JanusBackbone(JanusBackboneConfig(hf_config=cfg.hf_config, num_image_tokens=256))
+    with pytest.raises(ValueError, match="does not fit the HF config"), torch.device("meta"):
+        JanusBackbone(JanusBackboneConfig(hf_config=cfg.hf_config, num_image_tokens=256))
 
 
 def test_null_condition_needs_the_boi_id():

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from tensorar.models.vq import USAGE_WINDOW, VQ_MODELS, VQConfig, VQModel, load_vq, vq_checkpoint
-from tensorar.stages.train_vq import latent_vectors, reset_codes
-from tensorar.stages.train_vq import main as train_vq_main
+from tensorar.stages.train_tokenizer import latent_vectors, reset_codes
+from tensorar.stages.train_tokenizer import main as train_tokenizer_main
 
 TINY = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
                 z_channels=8, base_channels=8, num_res_blocks=1, norm_groups=4)
@@ -141,7 +141,7 @@ def test_config_validation():
     assert VQ_MODELS["VQ-16"].downsample == 16 and VQ_MODELS["VQ-toy"].downsample == 2
 
 
-def test_train_vq_writes_loadable_checkpoint_deterministically(tmp_path):
+def image_folders(tmp_path):
     rng = np.random.default_rng(0)
     for split in ("train", "val"):
         for cls in ("0", "1"):
@@ -149,8 +149,12 @@ def test_train_vq_writes_loadable_checkpoint_deterministically(tmp_path):
             for j in range(3):
                 Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(
                     tmp_path / split / cls / f"{j}.png")
+
+
+def test_train_tokenizer_writes_loadable_checkpoint_deterministically(tmp_path):
+    image_folders(tmp_path)
     for run in ("a", "b"):
-        train_vq_main(["--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
+        train_tokenizer_main(["--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"),
                        "--out", str(tmp_path / run / "VQ.pt"), "--steps", "4", "--batch-size", "4",
                        "--restart-every", "2", "--seed", "1"])
     metrics = json.loads((tmp_path / "a" / "VQ.json").read_text())
@@ -183,3 +187,16 @@ def test_reset_codes_reseeds_dead_codes_from_encoder_outputs():
     assert torch.equal(weight[keep], before[keep])
     assert opt.state[weight]["exp_avg"][dead].abs().sum() == 0
     assert opt.state[weight]["exp_avg"][keep].abs().sum() > 0
+
+
+def test_train_tokenizer_trains_an_lfq_too(tmp_path):
+    from tensorar.models.lfq import LFQ_MODELS, LFQModel
+    from tensorar.models.loading import load_tokenizer
+
+    image_folders(tmp_path)
+    train_tokenizer_main(["--data", str(tmp_path / "train"), "--val-data", str(tmp_path / "val"), "--preset", "LFQ-toy",
+                          "--out", str(tmp_path / "LFQ.pt"), "--steps", "3", "--batch-size", "4"])
+    tokenizer = load_tokenizer(tmp_path / "LFQ.pt")
+    assert isinstance(tokenizer, LFQModel) and tokenizer.config == LFQ_MODELS["LFQ-toy"]
+    assert tokenizer.encode(torch.zeros(1, 3, 16, 16)).shape == (1, 8, 8)
+    assert json.loads((tmp_path / "LFQ.json").read_text())["codebook_size"] == 256

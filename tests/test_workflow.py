@@ -102,7 +102,7 @@ def test_paper_full_dry_run_lists_every_job():
     # TensorAR runs: 5 Table 2 backbones + 7 extra ablation variants on LlamaGen-B (linear, sine, sqrt,
     # k2, k8, depth2, depth4); one fine-tune control per backbone. Official base models: no base training.
     assert counts["train"] == 5 + 7 + 5
-    assert "train_vq" not in counts and "make_digits" not in counts
+    assert "train_tokenizer" not in counts and "make_digits" not in counts
     assert counts["diagnose"] == 12 and counts["drafts"] == 5  # a refinement strip per Table 2 backbone
     # samples: 15 (Table 2) + 7 ablations + 5 draft-noise rows + 4 steps x 2 curves (Fig. 5)
     assert counts["sample"] == counts["evaluate"] == 15 + 7 + 5 + 8
@@ -149,7 +149,7 @@ REDUCED = ("--configfile", str(TOY), str(TEST_CONFIG))  # takes a list: targets 
 def check_table2(workdir: Path) -> None:
     table = (workdir / "results" / "table2.md").read_text()
     assert "config hash" in table and "toy-FID" in table
-    assert "pending (backbone not implemented)" in table
+    assert table.count("Open-MAGVIT2-toy") == 3 and table.count("GPT-toy-S") == 3  # base, control, TensorAR
     assert "with TensorAR (k=4, d=1, exponential)" in table and "fine-tune control" in table
     assert (workdir / "results" / "table2.csv").exists()
 
@@ -162,7 +162,11 @@ def test_reduced_toy_table2_runs_locally(tmp_path):
     assert "Nothing to be done" in snakemake("results/table2.md", "-n", *REDUCED, cwd=tmp_path).stdout
     (tmp_path / "k2.yaml").write_text("variants: {default: {k: 2, depth: 1, schedule: exponential}}\n")
     changed = dry_run("results/table2.md", *REDUCED, str(tmp_path / "k2.yaml"), cwd=tmp_path)
-    assert changed == {"train": 1, "sample": 1, "evaluate": 1, "table": 1}
+    assert changed == {"train": 2, "sample": 2, "evaluate": 2, "table": 1}  # that variant's run per backbone
+    # Snakemake's HTML report holds the table and the sample grids, grouped by table.
+    snakemake("results/table2.md", "--report", "results/report.html", *REDUCED, cwd=tmp_path)
+    report = (tmp_path / "results" / "report.html").read_text()
+    assert "table2" in report and "Samples" in report and "OMV-toy" in report
 
 
 def slurm_available() -> bool:

@@ -9,7 +9,7 @@ from tensorar.errors import run_stage
 
 COMMANDS = {
     "make_digits": "materialise the bundled toy dataset (scikit-learn digits) as an ImageFolder",
-    "train_vq": "train a small LlamaGen-architecture VQ tokenizer (toy)",
+    "train_tokenizer": "train a small image tokenizer (VQ or LFQ; the toy)",
     "extract_codes": "images -> VQ token grids (sharded .npy + manifest)",
     "train": "train a base AR model, the fine-tune control, or a TensorAR model (DDP)",
     "train_classifier": "train the toy feature network used in place of Inception",

@@ -13,7 +13,7 @@ flag (`tensorar.options.to_arguments`). What each table holds is `tensorar.repor
 
 Layout (R = results/<experiment>):
     R/data/digits/                                    toy dataset (make_digits)
-    R/tokenizers/<tokenizer>.pt                       toy tokenizer (train_vq)
+    R/tokenizers/<tokenizer>.pt                       toy tokenizer (train_tokenizer)
     R/codes/<tokenizer>/<split>-<size>/manifest.json  token codes (extract_codes)
     R/runs/<backbone>/<method>/seed<s>/final.pt       method = base | finetune | tensorar-<variant>
     R/samples/<backbone>/<method>/seed<s>/<tag>.npz   tag = final | final_draftnoise | step<N> (+ .json, .png)

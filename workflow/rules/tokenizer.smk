@@ -2,7 +2,7 @@
 # image split becomes a grid of token codes per tokenizer at each image size a backbone uses.
 
 
-rule train_vq:
+rule train_tokenizer:
     input:
         **PLAN.dataset_inputs(),
     output:
@@ -11,14 +11,14 @@ rule train_vq:
     params:
         args=train_tokenizer_args,
     log:
-        f"{R}/logs/train_vq/{{tokenizer}}.log",
+        f"{R}/logs/train_tokenizer/{{tokenizer}}.log",
     benchmark:
-        f"{R}/benchmarks/train_vq/{{tokenizer}}.tsv"
-    threads: stage_threads("train_vq")
+        f"{R}/benchmarks/train_tokenizer/{{tokenizer}}.tsv"
+    threads: stage_threads("train_tokenizer")
     resources:
-        **stage_resources("train_vq"),
+        **stage_resources("train_tokenizer"),
     shell:
-        "python -m tensorar.train_vq {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
+        "python -m tensorar.train_tokenizer {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
 
 
 rule extract_codes:

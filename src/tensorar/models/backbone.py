@@ -240,6 +240,10 @@ class Family:
     tokenizer: str
     condition: str
     weights_hint: str  # where users get the released checkpoints
+    # Decoded images x in [-1, 1] become uint8 pixels as the family's official evaluation script makes
+    # them: clamp(127.5 x + offset) then truncation. LlamaGen's sample_c2i_ddp.py adds 128;
+    # Open-MAGVIT2's sample.py and Janus compute 255 (x + 1) / 2, i.e. 127.5.
+    pixel_offset: float = 128.0
 
     def config(self, preset: str, **overrides):
         if preset not in self.presets:

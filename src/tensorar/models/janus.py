@@ -41,6 +41,7 @@ Differences from HF, on purpose:
 - the compiled static-shape decode step (`compile_step=True`) is not supported: HF's decoder runs eagerly
   (a clear NotImplementedError).
 
+Needs transformers (5.24, the version the reference fixtures were made with) and safetensors.
 Presets "Janus-Pro-1B" / "Janus-Pro-7B" hold the published sizes (spec §3 parameter table; untied lm_head
 as the original release). Real weights come from a transformers model directory (`load_official`).
 Reading order: config -> prompts -> cache -> backbone -> VQ tokenizer -> presets -> official weights.
@@ -74,7 +75,8 @@ class JanusBackboneConfig:
     bos_token_id: int = 100000
     pad_token_id: int = 100002
     boi_token_id: int | None = None  # <begin_of_image>: read from the release (generation_config / tokenizer)
-    # CFG training: a caption replaced by the null prompt with this probability (Janus trains with 10%).
+    # CFG training: a prompt replaced by the null prompt with this probability. 0.1 is LlamaGen's rate;
+    # no Janus training code is public to confirm Janus's own (its papers report 10% caption dropout).
     condition_dropout_prob: float = 0.1
 
     def __post_init__(self):
@@ -173,23 +175,32 @@ class JanusBackbone(Backbone):
     dict keys are HF's under "model."). Condition: {"input_ids": (B, T), "attention_mask": (B, T)} long,
     left-padded, T <= prompt_length (`prompt_condition` builds it from captions).
 
-    The whole HF model is held, so a release loads strictly and saves back whole; the vision tower
-    (understanding), its aligner and the text lm_head are never run here and get no gradient."""
+    The whole HF model is held, so a release loads strictly and saves back whole. The parts image
+    generation never runs (the understanding tower and its aligner, the VQ, an untied text lm_head) are
+    frozen (requires_grad False): the trainer's optimizer skips them and DDP expects no gradient there."""
 
     family = "janus"
 
-    def __init__(self, cfg: JanusBackboneConfig):
+    def __init__(self, cfg: JanusBackboneConfig, hf_model: nn.Module | None = None):
+        """`hf_model`: an already loaded JanusForConditionalGeneration with this config (load_official);
+        else one is built from `cfg.hf_config` with transformers' random init."""
         super().__init__()
         from transformers import JanusConfig, JanusForConditionalGeneration
 
-        hf_config = JanusConfig(**cfg.hf_config)
+        hf_config = JanusConfig(**cfg.hf_config) if hf_model is None else hf_model.config
         grid = hf_config.vq_config.num_patches  # = image_size // patch_size (JanusConfig sets it)
         if cfg.num_image_tokens != hf_config.vision_config.num_image_tokens or grid * grid != cfg.num_image_tokens:
             raise ValueError(f"num_image_tokens {cfg.num_image_tokens} does not fit the HF config "
                              f"(vision_config.num_image_tokens {hf_config.vision_config.num_image_tokens}, "
                              f"VQ grid {grid}x{grid})")
         self.config = cfg
-        self.model = JanusForConditionalGeneration(hf_config)
+        self.model = JanusForConditionalGeneration(hf_config) if hf_model is None else hf_model
+        hf = self.model.model
+        generation_path = (hf.language_model, hf.generation_embeddings, hf.generation_aligner, hf.generation_head)
+        used = {id(p) for module in generation_path for p in module.parameters()}
+        for p in self.model.parameters():
+            if id(p) not in used:  # a tied lm_head is the prompt embedding: used, stays trainable
+                p.requires_grad_(False)
 
     @property
     def _text(self):
@@ -244,7 +255,7 @@ class JanusBackbone(Backbone):
         (cache slots, pads included), with the 2-D attention mask HF's image generation passes."""
         if isinstance(start, torch.Tensor):
             raise NotImplementedError("compile_step is not supported for Janus (eager decoding only)")
-        B, L, _ = h.shape
+        L = h.size(1)
         if torch.is_autocast_enabled(h.device.type):
             # One input dtype at every step: under autocast the prompt embeddings (an Embedding) come in
             # the weights' dtype but the image embeddings (the aligner's Linear) in the autocast dtype,
@@ -466,7 +477,4 @@ def load_official(path, preset: str, presets: dict[str, JanusBackboneConfig], *,
                               prompt_length=prompt_length or preset_cfg.prompt_length,
                               condition_dropout_prob=preset_cfg.condition_dropout_prob,
                               **special_token_ids(hf_model, path, preset_cfg))
-    with torch.device("meta"):
-        backbone = JanusBackbone(cfg)  # the module tree only; the loaded model replaces its weights
-    backbone.model = hf_model
-    return backbone
+    return JanusBackbone(cfg, hf_model)

@@ -20,6 +20,7 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
+from tensorar.errors import InputError
 from tensorar.fileio import atomic_torch_save
 from tensorar.models.backbone import Backbone
 from tensorar.models.registry import TOKENIZERS, family, tokenizer_family
@@ -51,13 +52,13 @@ def load_model(
                               allow_unsafe_pickle=allow_unsafe_pickle)
     fam = family(contents.get("family", "llamagen"))
     if family_name is not None and family_name != fam.name:
-        raise ValueError(f"{path} holds a {fam.name} model, not {family_name}")
+        raise InputError(f"{path} holds a {fam.name} model, not {family_name}")
     base = fam.model_class(fam.config_class.from_dict(contents["model_config"]))
     model: nn.Module = base
     if contents.get("kind") == "tensorar":
         model = TensorAR(base, TensorARConfig.from_dict(contents["plugin_config"]))
     if use_ema and contents.get("ema") is None:
-        raise ValueError(f"{path} has no EMA weights (trained without --ema-decay): drop --ema")
+        raise InputError(f"{path} has no EMA weights (trained without --ema-decay): drop --ema")
     weights = contents["ema"] if use_ema else contents["model"]
     load_state_dict_strict(model, extract_state_dict(weights), str(path))
     return model
@@ -65,8 +66,8 @@ def load_model(
 
 def _load_official(path, family_name, preset, contents, **kwargs) -> Backbone:
     if family_name is None or preset is None:
-        raise ValueError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
-                         "(e.g. family 'llamagen', preset 'GPT-B')")
+        raise InputError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
+                         "(e.g. --family llamagen --gpt-preset GPT-B)")
     return family(family_name).load_official(path, preset, contents=contents, **kwargs)
 
 

@@ -29,13 +29,13 @@ FAMILIES: dict[str, Family] = {
         name="open_magvit2", config_class=open_magvit2.OpenMAGVIT2Config, model_class=open_magvit2.OpenMAGVIT2,
         presets=open_magvit2.OMV_MODELS,
         load_official=functools.partial(open_magvit2.load_official, presets=open_magvit2.OMV_MODELS),
-        tokenizer="lfq", condition="class", weights_hint=open_magvit2.WEIGHTS_HINT,
+        tokenizer="lfq", condition="class", weights_hint=open_magvit2.WEIGHTS_HINT, pixel_offset=127.5,
     ),
     "janus": Family(
         name="janus", config_class=janus.JanusBackboneConfig, model_class=janus.JanusBackbone,
         presets=janus.JANUS_MODELS,
         load_official=functools.partial(janus.load_official, presets=janus.JANUS_MODELS),
-        tokenizer="janus_vq", condition="prompt", weights_hint=janus.WEIGHTS_HINT,
+        tokenizer="janus_vq", condition="prompt", weights_hint=janus.WEIGHTS_HINT, pixel_offset=127.5,
     ),
 }
 

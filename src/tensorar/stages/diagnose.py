@@ -39,6 +39,7 @@ from tensorar.models.backbone import (
     condition_to,
 )
 from tensorar.models.loading import load_model
+from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorAR
 from tensorar.options import add_arguments, from_arguments, positive_int
 
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="tensorar diagnose", description=__doc__.split("\n\n")[0])
     p.add_argument("--ckpt", required=True, help="TensorAR checkpoint (ours)")
     p.add_argument("--base", required=True, help="base checkpoint (ours or official) for the reference NLL")
-    p.add_argument("--family", default="llamagen", help="backbone family of an official --base file")
+    p.add_argument("--family", default=None, choices=sorted(FAMILIES), help="backbone family of an official --base file")
     p.add_argument("--base-preset", default=None, help="preset of an official --base file, e.g. GPT-B")
     p.add_argument("--base-block-size", type=positive_int, default=None,
                    help="tokens per image of an official LlamaGen --base (576 at 384 px)")

@@ -9,9 +9,10 @@
 The sampling flags are the fields of `SamplingOptions` (per sub-token values as `--cfg-scale 1.9,2.0`
 for Open-MAGVIT2) and of `SamplingConfig` below; `--help` lists them with their defaults.
 
-Post-processing is LlamaGen's (`sample_c2i_ddp.py`), so numbers compare with theirs: tokens -> VQ decode
--> bicubic resize to `--image-size` (the eval size, when it differs from the decoded size) ->
-clamp(127.5 x + 128, 0, 255) -> uint8 NHWC. The output holds `arr_0` uint8 (N, S, S, 3) and `labels`
+Post-processing is the backbone family's official evaluation script's (LlamaGen's `sample_c2i_ddp.py`,
+Open-MAGVIT2's `sample.py`), so numbers compare with theirs: tokens -> tokenizer decode -> bicubic
+resize to `--image-size` (the eval size, when it differs from the decoded size) -> clamp(127.5 x +
+offset, 0, 255) -> uint8 NHWC, offset 128 for LlamaGen and 127.5 for Open-MAGVIT2. The output holds `arr_0` uint8 (N, S, S, 3) and `labels`
 int64 (N,), the layout ADM's evaluator reads. The defaults of the sampling flags are those of LlamaGen's
 script; per-model values used for the paper's tables live in the workflow config.
 
@@ -69,6 +70,7 @@ from tensorar.fileio import (
     remove_stale_temp_files,
     sha256_file,
 )
+from tensorar.models.registry import FAMILIES, family
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.reporting import image_grids
 
@@ -154,16 +156,16 @@ def decode_tokens(decode: DecodeFn, tokens: torch.Tensor) -> torch.Tensor:
     return decode(tokens.view(-1, side, side)).float()  # (B, h, w) -> (B, 3, H, W)
 
 
-def to_uint8_nhwc(images: torch.Tensor, image_size: int | None = None) -> np.ndarray:
-    """LlamaGen's post-processing: images (B, 3, H, W) in [-1, 1] -> uint8 (B, S, S, 3).
+def to_uint8_nhwc(images: torch.Tensor, image_size: int | None = None, offset: float = 128.0) -> np.ndarray:
+    """The official evaluation scripts' post-processing: images (B, 3, H, W) in [-1, 1] -> uint8 (B, S, S, 3).
 
-    Bicubic resize only when `image_size` differs from H; `+ 128` then truncation by the uint8 cast
-    is LlamaGen's rounding (not `+ 127.5` and round).
+    Bicubic resize only when `image_size` differs from H; `+ offset` then truncation by the uint8 cast:
+    LlamaGen adds 128 (not 127.5 and round), Open-MAGVIT2 127.5 (`Family.pixel_offset`).
     """
     images = images.float()
     if image_size is not None and image_size != images.shape[-1]:
         images = F.interpolate(images, size=(image_size, image_size), mode="bicubic")
-    pixels = torch.clamp(127.5 * images + 128.0, 0, 255)
+    pixels = torch.clamp(127.5 * images + offset, 0, 255)
     return pixels.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()  # (B, S, S, 3)
 
 
@@ -209,6 +211,7 @@ def generate_images(
     """Samples `indices` with their `labels` -> {"arr_0": uint8 (n, S, S, 3), "labels", "indices",
     "tokens" (n, T) int32}. The AR model runs under `amp_dtype` autocast if given; the VQ in fp32."""
     timer = timer or StageTimer(device)
+    offset = family(model.backbone.family).pixel_offset
     images, tokens = [], []
     for start in range(0, len(indices), batch_size):
         batch = indices[start : start + batch_size]
@@ -216,7 +219,7 @@ def generate_images(
         with timer("generate"), autocast(device, amp_dtype):
             batch_tokens = generate_tokens(model, y, batch, cfg, options)
         with timer("decode"):
-            images.append(to_uint8_nhwc(decode_tokens(decode, batch_tokens), cfg.image_size))
+            images.append(to_uint8_nhwc(decode_tokens(decode, batch_tokens), cfg.image_size, offset))
         tokens.append(batch_tokens.to("cpu", torch.int32).numpy())
         if pbar is not None:
             pbar.update(len(batch))
@@ -391,7 +394,8 @@ def write_drafts_png(
     B, S1, T = frames.shape
     side = math.isqrt(T)
     # Decoded size (no eval resize), so each token is a whole block of pixels to grey out.
-    images = to_uint8_nhwc(decode_tokens(decode, frames.reshape(B * S1, T)))  # (B * (S + 1), H, W, 3)
+    offset = family(model.backbone.family).pixel_offset
+    images = to_uint8_nhwc(decode_tokens(decode, frames.reshape(B * S1, T)), None, offset)  # (B * (S + 1), H, W, 3)
     images = image_grids.grey_out(images, shown.reshape(B * S1, side, side).cpu().numpy())
     image_grids.save_png(path, image_grids.image_grid(images, ncols=S1))
     return steps
@@ -410,8 +414,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     model = p.add_argument_group("model and tokenizer")
     model.add_argument("--ckpt", required=True, help="backbone or TensorAR checkpoint (ours, or an official file)")
-    model.add_argument("--family", default="llamagen", help="backbone family of an official --ckpt "
-                                                            "(tensorar.models.registry.FAMILIES)")
+    model.add_argument("--family", default=None, choices=sorted(FAMILIES),
+                       help="backbone family of an official --ckpt (ours record theirs)")
     model.add_argument("--gpt-preset", default=None, help="preset of an official --ckpt, e.g. GPT-B")
     model.add_argument("--block-size", type=positive_int, default=None,
                        help="token count of an official LlamaGen file (576 for the 384 px models; default 256)")

@@ -35,7 +35,7 @@ class TrainOptions:
 
 @dataclass(frozen=True)
 class TokenizerTrainOptions:
-    """Training of a toy image tokenizer (`tensorar train_vq`; the workflow's `tokenizers.<t>.training`)."""
+    """Training of a toy image tokenizer (`tensorar train_tokenizer`; the workflow's `tokenizers.<t>.training`)."""
 
     steps: int = option(400, "optimizer steps", min=1)
     batch_size: int = option(32, "images per step", min=1)

@@ -1,20 +1,24 @@
-"""Train a small LlamaGen-architecture VQ tokenizer on an ImageFolder (the toy stand-in for VQ-16).
+"""Train a small image tokenizer on an ImageFolder: the toy stand-ins for LlamaGen's VQ-16 (`VQ-toy`)
+and Open-MAGVIT2's LFQ (`LFQ-toy`).
 
-    python -m tensorar.train_vq --data DIR/train --val-data DIR/val --out VQ.pt [--preset VQ-toy]
+    python -m tensorar.train_tokenizer --data DIR/train --val-data DIR/val --out TOK.pt [--preset VQ-toy]
 
-Objective: LlamaGen's VQ loss without LPIPS/GAN (see tensorar.models.vq), AdamW with LlamaGen's
-tokenizer betas/weight decay, cosine learning-rate decay, random horizontal flips (extract_codes
-encodes flipped views too). The whole (small) dataset is held in memory.
+Objective: the tokenizer family's own loss without LPIPS/GAN (tensorar.models.vq: LlamaGen's VQ loss;
+tensorar.models.lfq: Open-MAGVIT2's L1 + entropy + commitment), AdamW with LlamaGen's tokenizer
+betas/weight decay, cosine learning-rate decay, random horizontal flips (extract_codes encodes flipped
+views too). The whole (small) dataset is held in memory. VQ codes unused for a while are re-seeded from
+encoder outputs (ours); LFQ has no codebook to revive (its entropy loss keeps codes in use).
 
-Writes `VQ.pt` = {"config", "model", "step", "args"} (read by tensorar.models.vq.load_vq) and, next to
-it, `VQ.json` with the validation reconstruction MSE (pixels in [-1, 1]), PSNR, codebook usage (fraction
-of codes used on the val set) and code perplexity, plus the training time.
+Writes `TOK.pt` (ours, read by tensorar.models.loading.load_tokenizer) and, next to it, `TOK.json` with
+the validation reconstruction MSE (pixels in [-1, 1]), PSNR, codebook usage (fraction of codes used on
+the val set) and code perplexity, plus the training time.
 """
 from __future__ import annotations
 
 import argparse
 import math
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -25,7 +29,8 @@ from tensorar.data.imagefolder import load_all
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_torch_save, atomic_write_json
-from tensorar.models.vq import VQ_MODELS, VQModel, vq_checkpoint
+from tensorar.models.registry import TOKENIZERS, tokenizer_family
+from tensorar.models.vq import VQModel
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.training.options import TokenizerTrainOptions
 
@@ -81,45 +86,48 @@ def evaluate(model: VQModel, images: torch.Tensor, batch_size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="tensorar train_vq", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="tensorar train_tokenizer", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder with training images")
     parser.add_argument("--val-data", required=True, help="ImageFolder with held-out images")
-    parser.add_argument("--out", required=True, help="checkpoint path, e.g. VQ.pt (VQ.json is written beside)")
-    parser.add_argument("--preset", default="VQ-toy", choices=sorted(VQ_MODELS))
+    parser.add_argument("--out", required=True, help="checkpoint path, e.g. TOK.pt (TOK.json is written beside)")
+    parser.add_argument("--preset", default="VQ-toy", choices=sorted(p for f in TOKENIZERS.values() for p in f.presets))
     parser.add_argument("--image-size", type=positive_int, default=16, help="images are resized + center-cropped to this")
     add_arguments(parser.add_argument_group("training (TokenizerTrainOptions)"), TokenizerTrainOptions)
     args = parser.parse_args(argv)
-    from_arguments(parser, args, TokenizerTrainOptions)  # checks the values, naming the flag
+    opts = from_arguments(parser, args, TokenizerTrainOptions)
 
-    log = get_logger("train_vq")
-    torch.manual_seed(args.seed)
-    gen = torch.Generator().manual_seed(args.seed)
+    log = get_logger("train_tokenizer")
+    torch.manual_seed(opts.seed)
+    gen = torch.Generator().manual_seed(opts.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    config = VQ_MODELS[args.preset]
+    family = tokenizer_family(args.preset)
+    config = family.presets[args.preset]
     if args.image_size % config.downsample:
         parser.error(f"--image-size must be a multiple of the downsampling factor {config.downsample}")
     train_x, _ = load_all(args.data, args.image_size)  # (N, 3, S, S) in [-1, 1]
     val_x, _ = load_all(args.val_data, args.image_size)
     train_x, val_x = train_x.to(device), val_x.to(device)
-    model = VQModel(config).to(device).train()
+    model = family.model_class(config).to(device).train()
+    revive = isinstance(model, VQModel) and opts.restart_every > 0  # dead-code restarts: VQ codebooks only
     log.info(f"{args.preset}: {model.num_parameters():,} parameters; {len(train_x)} train / {len(val_x)} val "
              f"images of {args.image_size}px -> {args.image_size // config.downsample}^2 tokens")
 
     # LlamaGen's tokenizer optimiser settings (betas 0.9/0.95, weight decay 0.05); higher lr for a short run.
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.05)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / args.steps)))
+    opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, betas=(0.9, 0.95), weight_decay=0.05)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / opts.steps)))
 
     def batch() -> torch.Tensor:
-        idx = torch.randint(len(train_x), (args.batch_size,), generator=gen).to(device)
+        idx = torch.randint(len(train_x), (opts.batch_size,), generator=gen).to(device)
         x = train_x[idx]  # (B, 3, S, S)
-        flip = (torch.rand(args.batch_size, generator=gen) < 0.5).to(device)
+        flip = (torch.rand(opts.batch_size, generator=gen) < 0.5).to(device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
     all_codes = torch.arange(config.codebook_size, device=device)
-    reset_codes(model, opt, all_codes, batch(), gen)  # ours: codebook initialised from encoder outputs
+    if revive:
+        reset_codes(model, opt, all_codes, batch(), gen)  # ours: codebook initialised from encoder outputs
     start = time.time()
-    for step in (bar := tqdm(range(1, args.steps + 1), desc="train_vq", dynamic_ncols=True)):
+    for step in (bar := tqdm(range(1, opts.steps + 1), desc="train_tokenizer", dynamic_ncols=True)):
         x = batch()
         _, losses = model(x)
         opt.zero_grad(set_to_none=True)
@@ -127,20 +135,22 @@ def main(argv: list[str] | None = None) -> None:
         opt.step()
         sched.step()
         # Restarts stop for the last fifth of training so the final codebook and decoder agree.
-        if args.restart_every and step % args.restart_every == 0 and step < 0.8 * args.steps:
+        if revive and step % opts.restart_every == 0 and step < 0.8 * opts.steps:
             used = model.quantize.codebook_used.long().unique()
             dead = all_codes[~torch.isin(all_codes, used)]
             if len(dead):
                 reset_codes(model, opt, dead, x, gen)
-        if step % 10 == 0 or step == args.steps:
-            bar.set_postfix(recon=f"{losses['recon'].item():.4f}", usage=f"{model.quantize.usage():.2f}")
+        if step % 10 == 0 or step == opts.steps:
+            bar.set_postfix(recon=f"{losses['recon'].item():.4f}")
     train_seconds = time.time() - start
 
     metrics = evaluate(model, val_x, batch_size=256)
-    metrics.update(preset=args.preset, steps=args.steps, train_seconds=round(train_seconds, 1),
+    metrics.update(preset=args.preset, steps=opts.steps, train_seconds=round(train_seconds, 1),
                    num_parameters=model.num_parameters(), final_train_recon=losses["recon"].item())
     out = Path(args.out)
-    atomic_torch_save(vq_checkpoint(model.cpu(), step=args.steps, args=vars(args)), out)
+    checkpoint = {"tokenizer": family.name, "config": asdict(config), "model": model.cpu().state_dict(),
+                  "step": opts.steps, "args": vars(args)}
+    atomic_torch_save(checkpoint, out)
     atomic_write_json(out.with_suffix(".json"), metrics)
     log.info(f"trained in {train_seconds:.0f}s: val recon MSE {metrics['val_recon_mse']:.4f} "
              f"(PSNR {metrics['val_psnr_db']:.1f} dB), codebook usage {metrics['codebook_usage']:.2f}, "
