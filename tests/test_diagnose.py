@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tensorar.data.conditions import LabelStore
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.loading import save_model
 from tensorar.stages import diagnose
@@ -30,7 +31,7 @@ def models(tiny):
 
 def held_out():
     g = torch.Generator().manual_seed(1)
-    return torch.randint(V, (N, T), generator=g), {"labels": torch.randint(NUM_CLASSES, (N,), generator=g)}
+    return torch.randint(V, (N, T), generator=g), LabelStore(torch.randint(NUM_CLASSES, (N,), generator=g))
 
 
 def test_at_init_slot0_ignores_drafts_and_equals_the_base_nll(models):
@@ -68,7 +69,7 @@ def test_main_writes_json(models, tmp_path):
     codes_dir = tmp_path / "codes"
     codes_dir.mkdir()
     codes, cond = held_out()
-    labels = cond["labels"]
+    labels = cond.labels
     augmented = np.stack([codes.numpy(), np.roll(codes.numpy(), 1, axis=1)], axis=1).astype(np.int32)  # (N, A=2, T)
     np.save(codes_dir / "codes_00000.npy", augmented)
     np.save(codes_dir / "labels_00000.npy", labels.numpy().astype(np.int64))

@@ -21,16 +21,15 @@ from tensorar.distributed import DistInfo
 from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
 from tensorar.reporting import image_grids
+from tensorar.decoding.images import draw_uniforms, to_uint8_nhwc
 from tensorar.stages.sample import (
     balanced_labels,
     class_labels,
-    draw_uniforms,
     generate_images,
     main,
     run_sampling,
     shard_dir_for,
     shard_path,
-    to_uint8_nhwc,
 )
 
 NUM_CLASSES, VOCAB, GRID, K = 5, 64, 4, 3

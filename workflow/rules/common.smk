@@ -143,7 +143,7 @@ def table_inputs(w):
 
 
 def table_manifest(w):
-    return json.dumps(PLAN.table_manifest(w.table), sort_keys=True)
+    return json.dumps(PLAN.table_manifest(w.table))
 
 
 def done_message():

@@ -27,7 +27,7 @@ rule diagnostics:
         md="results/diagnostics.md",
         csv=report("results/diagnostics.csv", category="Diagnostics", caption="../report/diagnostics.rst"),
     params:
-        manifest=json.dumps(PLAN.diagnostics_manifest(), sort_keys=True),
+        manifest=json.dumps(PLAN.diagnostics_manifest()),
     log:
         f"{R}/logs/tables/diagnostics.log",
     threads: stage_threads("tables")
@@ -43,7 +43,7 @@ rule figures:
     output:
         **{name: report(path, category="Figures", caption="../report/figures.rst") for name, path in PLAN.figures().items()},
     params:
-        manifest=json.dumps(PLAN.figures_manifest(), sort_keys=True),
+        manifest=json.dumps(PLAN.figures_manifest()),
     log:
         f"{R}/logs/tables/figures.log",
     threads: stage_threads("tables")

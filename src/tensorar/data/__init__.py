@@ -1,10 +1,3 @@
-"""Data helpers: deterministic ImageFolder loading (`imagefolder`). Token codes written by
-`tensorar.extract_codes` are read back with `tensorar.extract_codes.load_codes`."""
-from tensorar.data.imagefolder import (
-    center_crop_arr,
-    image_folder,
-    load_all,
-    to_signed_tensor,
-)
-
-__all__ = ["center_crop_arr", "image_folder", "load_all", "to_signed_tensor"]
+"""Data: image folders and captioned text-image sets (`imagefolder`, `captions`), the token-code folders
+(`codes`) and the conditions stored beside them (`conditions`), caption text features (`text_features`:
+T5 as LlamaGen; `toy_text`: ours), and the embedded toy's datasets (`captioned_digits`)."""

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 MANIFEST = "manifest.json"
+CAPTIONS = "captions.jsonl"  # text-image codes: item i's caption (a JSON string) on line i
 
 
 def shard_names(i: int) -> tuple[str, str]:
@@ -44,9 +45,3 @@ def load_codes(codes_dir: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]
         raise RuntimeError(f"{codes_dir}: shards hold codes {codes.shape} / labels {labels.shape}, "
                            f"manifest says {expected}")
     return torch.from_numpy(codes).long(), torch.from_numpy(labels).long(), manifest
-
-
-def load_conditions(codes_dir: str | Path, labels: torch.Tensor, manifest: dict) -> dict[str, torch.Tensor]:
-    """The condition of every item, as a Condition dict of (N, ...) tensors: class labels for
-    class-conditional codes."""
-    return {"labels": labels}

@@ -14,6 +14,8 @@ import torch
 from PIL import Image
 from torchvision import datasets, transforms
 
+from tensorar.data.captions import CaptionedImages, is_captioned
+
 
 def center_crop_arr(pil_image: Image.Image, image_size: int) -> Image.Image:
     """ADM's (and LlamaGen's) center crop: downscale by 2 with BOX filtering while the short side is at
@@ -48,8 +50,12 @@ def image_folder(root: str | Path, transform: Callable | None = None) -> dataset
 
 
 def load_all(root: str | Path, image_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A small ImageFolder as tensors: images (N, 3, S, S) in [-1, 1] and labels (N,) int64."""
-    ds = image_folder(root, transforms.Compose([
-        transforms.Lambda(lambda im: center_crop_arr(im, image_size)), to_signed_tensor]))
+    """A small ImageFolder (or captioned set: labels 0) as tensors: images (N, 3, S, S) in [-1, 1] and
+    labels (N,) int64."""
+    transform = transforms.Compose([transforms.Lambda(lambda im: center_crop_arr(im, image_size)), to_signed_tensor])
+    if is_captioned(root):
+        ds = CaptionedImages(root, transform)
+        return torch.stack([ds[i][0] for i in range(len(ds))]), torch.zeros(len(ds), dtype=torch.long)
+    ds = image_folder(root, transform)
     images = torch.stack([ds[i][0] for i in range(len(ds))])  # (N, 3, S, S)
     return images, torch.tensor(ds.targets, dtype=torch.long)

@@ -27,14 +27,14 @@ from dataclasses import asdict, replace
 import torch
 from tqdm import tqdm
 
-from tensorar.data.codes import load_codes, load_conditions
+from tensorar.data.codes import load_codes
+from tensorar.data.conditions import open_conditions
 from tensorar.decoding.sampling import DRAFT_NOISE, SamplingOptions
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_write_json
 from tensorar.models.backbone import (
     PAD,
     Backbone,
-    Condition,
     condition_slice,
     condition_to,
 )
@@ -58,7 +58,7 @@ def condition_inputs(model: TensorAR, windows: torch.Tensor, condition: str, gen
 
 @torch.no_grad()
 def slot_cross_entropy(
-    model: TensorAR, codes: torch.Tensor, conditions: Condition, batch_size: int, seed: int, show: bool
+    model: TensorAR, codes: torch.Tensor, conditions, batch_size: int, seed: int, show: bool
 ) -> dict[str, list[float]]:
     """Mean cross-entropy (nats/token) of every slot over its non-PAD targets, per draft condition."""
     device = next(model.parameters()).device
@@ -67,7 +67,7 @@ def slot_cross_entropy(
     generator = torch.Generator(device=device).manual_seed(seed)
     for start in tqdm(range(0, len(codes), batch_size), desc="slot CE", disable=not show):
         tokens = codes[start : start + batch_size].to(device)  # (B, T)
-        cond = condition_to(condition_slice(conditions, slice(start, start + batch_size)), device)
+        cond = condition_to(conditions.batch(slice(start, start + len(tokens))), device)
         targets = model.windows(tokens)  # (B, T, k)
         counts += (targets != PAD).sum((0, 1))
         for condition in DRAFT_CONDITIONS:
@@ -79,20 +79,20 @@ def slot_cross_entropy(
 
 
 @torch.no_grad()
-def base_nll(base: Backbone, codes: torch.Tensor, conditions: Condition, batch_size: int, show: bool) -> float:
+def base_nll(base: Backbone, codes: torch.Tensor, conditions, batch_size: int, show: bool) -> float:
     """The base model's mean next-token NLL (nats/token) on the same tokens."""
     device = next(base.parameters()).device
     total = torch.zeros((), dtype=torch.float64, device=device)
     for start in tqdm(range(0, len(codes), batch_size), desc="base NLL", disable=not show):
         tokens = codes[start : start + batch_size].to(device)  # (B, T)
-        cond = condition_to(condition_slice(conditions, slice(start, start + batch_size)), device)
+        cond = condition_to(conditions.batch(slice(start, start + len(tokens))), device)
         hidden = base.hidden_states(base.embed_tokens(tokens[:, :-1]), cond)  # (B, T, D)
         total += base.token_loss(hidden, tokens, "sum")
     return (total / codes.numel()).item()
 
 
 @torch.no_grad()
-def draft_agreement(model: TensorAR, conditions: Condition, num_samples: int, seed: int, batch_size: int,
+def draft_agreement(model: TensorAR, conditions, num_samples: int, seed: int, batch_size: int,
                     options: SamplingOptions, show: bool) -> dict:
     """Sample `num_samples` images and measure how often the committed token equals the draft of it fed
     j = 1..k-1 steps earlier (at position j of the input window). Class-conditional backbones cycle over
@@ -107,7 +107,7 @@ def draft_agreement(model: TensorAR, conditions: Condition, num_samples: int, se
     if backbone.num_classes is not None:
         sample_conditions = {"labels": torch.arange(num_samples) % backbone.num_classes}
     else:
-        sample_conditions = condition_slice(conditions, torch.arange(num_samples) % len(next(iter(conditions.values()))))
+        sample_conditions = conditions.batch(torch.arange(num_samples) % len(conditions))
     agree = torch.zeros(k - 1, dtype=torch.float64)
     for start in tqdm(range(0, num_samples, batch_size), desc=f"sampling ({options.draft_noise})", disable=not show):
         rows = slice(start, start + batch_size)
@@ -138,7 +138,7 @@ def check_compatible(model, base, codes: torch.Tensor, ckpt: str, base_path: str
         )
 
 
-def diagnose(model: TensorAR, base: Backbone, codes: torch.Tensor, conditions: Condition, num_samples: int,
+def diagnose(model: TensorAR, base: Backbone, codes: torch.Tensor, conditions, num_samples: int,
              seed: int, batch_size: int, options: SamplingOptions, show: bool = True) -> dict:
     """All diagnostics as a JSON-ready dict (codes (N, T) long, conditions of N items)."""
     ce = slot_cross_entropy(model, codes, conditions, batch_size, seed, show)
@@ -171,6 +171,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="tokens per image of an official LlamaGen --base (576 at 384 px)")
     p.add_argument("--codes", required=True,
                    help="held-out codes directory (tensorar extract_codes); augmentation 0 is used")
+    p.add_argument("--conditions", default=None, help="text-image codes: their conditions folder (encode_captions)")
     p.add_argument("--out", required=True, help="output JSON")
     p.add_argument("--num-samples", type=positive_int, default=64, help="samples per draft-noise mode for the copy rate")
     p.add_argument("--seed", type=int, default=0)
@@ -183,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     options = from_arguments(p, args, SamplingOptions)
 
-    codes, labels, manifest = load_codes(args.codes)  # (N, A, T), (N,)
-    conditions = condition_slice(load_conditions(args.codes, labels, manifest), slice(args.max_items))
+    codes, labels, _ = load_codes(args.codes)  # (N, A, T), (N,)
+    conditions = open_conditions(labels[: args.max_items], args.conditions)  # items beyond max_items unused
     codes = torch.as_tensor(codes[: args.max_items, 0]).long()  # (N, T): augmentation 0
     model = load_model(args.ckpt, use_ema=args.ema).to(args.device).eval()
     base = load_model(args.base, args.family, args.base_preset, block_size=args.base_block_size).to(args.device).eval()

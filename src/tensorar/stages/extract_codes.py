@@ -16,9 +16,12 @@ Every image yields A augmented views, each tokenized to an h x w grid stored row
                      plain centre crop). With --no-flip: A = 1.
 AR training draws one view per image per step (LlamaGen picks one of the ten crops at random).
 
+`--data` is an ImageFolder (class-conditional: classes = sorted folder names, images sorted by path) or a
+captioned text-image set (tensorar.data.captions: a captions.jsonl, or webdataset tar shards); a
+captioned set also gets `captions.jsonl` (item i's caption on line i) and labels 0.
+
 Outputs in --out: `codes_{i:05d}.npy` int32 (n_i, A, T), `labels_{i:05d}.npy` int64 (n_i,), shard i holding
-images [i*shard_size, (i+1)*shard_size) of the ImageFolder (classes = sorted folder names, images sorted
-by path), and `manifest.json`. Under torchrun rank r does the shards with i % world_size == r. Shards are
+images [i*shard_size, (i+1)*shard_size) of the dataset, and `manifest.json`. Under torchrun rank r does the shards with i % world_size == r. Shards are
 written atomically and a shard whose files exist is skipped, so a killed job resumes where it stopped.
 `identity.json` records what made the shards (the tokenizer's sha256, the image list, every setting):
 a rerun with anything else deletes them first and starts fresh, saying what changed (Snakemake deletes
@@ -31,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 from dataclasses import asdict
 from pathlib import Path
@@ -42,7 +46,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from tqdm import tqdm
 
-from tensorar.data.codes import MANIFEST, shard_names
+from tensorar.data.captions import CaptionedImages, is_captioned
+from tensorar.data.codes import CAPTIONS, MANIFEST, shard_names
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import (
     barrier,
@@ -54,6 +59,7 @@ from tensorar.errors import run_stage
 from tensorar.fileio import (
     atomic_save_npy,
     atomic_write_json,
+    atomic_write_text,
     claim_for,
     exclusive_lock,
     identity_hash,
@@ -119,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.image_size % tokenizer.config.downsample:
         parser.error(f"--image-size must be a multiple of the tokenizer's downsampling {tokenizer.config.downsample}")
     grid = [args.image_size // tokenizer.config.downsample] * 2
-    dataset = image_folder(args.data, Views(args.image_size, args.augment, flip))
+    views_of = Views(args.image_size, args.augment, flip)
+    captioned = is_captioned(args.data)  # a text-image set (JSONL or tar shards) rather than class folders
+    dataset = CaptionedImages(args.data, views_of) if captioned else image_folder(args.data, views_of)
+    classes = [] if captioned else dataset.classes
     num_shards = math.ceil(len(dataset) / args.shard_size)
     manifest = {
         "count": len(dataset),
@@ -134,8 +143,9 @@ def main(argv: list[str] | None = None) -> None:
         "shards": [{"codes": shard_names(i)[0], "labels": shard_names(i)[1],
                     "count": min(args.shard_size, len(dataset) - i * args.shard_size)}
                    for i in range(num_shards)],
-        "num_classes": len(dataset.classes),
-        "class_names": dataset.classes,
+        "condition": "caption" if captioned else "class",
+        "num_classes": len(classes),
+        "class_names": classes,
         "data": str(args.data),
         "tokenizer_path": str(args.vq),
         "tokenizer_preset": args.vq_preset,
@@ -157,14 +167,19 @@ def main(argv: list[str] | None = None) -> None:
         extract_shards(tokenizer, dataset, manifest, out, args, dist_info, log)
         barrier()
         if dist_info.is_main:
+            if captioned:  # item i's caption, beside its codes (tensorar encode_captions reads them)
+                atomic_write_text(out / CAPTIONS, "".join(json.dumps(c) + "\n" for c in dataset.captions))
             atomic_write_json(out / MANIFEST, {**manifest, "complete": True})
             log.info(f"wrote {len(dataset)} x {len(views)} token grids to {out}")
     cleanup_distributed()
 
 
 def image_list_hash(dataset) -> str:
-    """The images' identity: their paths relative to the folder, in order, with their classes (cheap
-    even for ImageNet's 1.28M files; a file rewritten in place under the same name is not detected)."""
+    """The images' identity: their paths relative to the folder, in order, with their classes or captions
+    (cheap even for ImageNet's 1.28M files; a file rewritten in place under the same name is not
+    detected)."""
+    if isinstance(dataset, CaptionedImages):
+        return identity_hash([[str(item), caption] for item, caption in zip(dataset._items, dataset.captions)])
     root = Path(dataset.root)
     listing = [(str(Path(path).relative_to(root)), label) for path, label in dataset.samples]
     return identity_hash(listing)
@@ -176,7 +191,7 @@ def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_inf
     mine = [i for i in range(len(manifest["shards"])) if i % dist_info.world_size == dist_info.rank]
     # Codes are written after labels, atomically: an existing codes file means a finished shard.
     todo = [i for i in mine if not (out / shard_names(i)[0]).is_file()]
-    log.info(f"{len(dataset)} images, {len(dataset.classes)} classes -> {len(manifest['shards'])} shards of "
+    log.info(f"{len(dataset)} images, {manifest['num_classes']} classes -> {len(manifest['shards'])} shards of "
              f"<= {args.shard_size}; A={len(views)} views ({args.augment}, flip={manifest['flip']}), "
              f"{manifest['grid'][0]}x{manifest['grid'][1]} tokens; rank 0: {len(mine) - len(todo)} of its "
              f"{len(mine)} shards done")
@@ -190,7 +205,7 @@ def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_inf
         for x, y in loader:  # x: (B, A, 3, S, S)
             indices = tokenizer.encode(x.flatten(0, 1).to(dist_info.device))  # (B*A, h, w)
             codes.append(indices.reshape(len(x), len(views), -1).cpu())  # (B, A, h*w), row-major grid
-            labels.append(y)
+            labels.append(torch.zeros_like(y) if manifest["condition"] == "caption" else y)  # no classes
             bar.update(len(x))
         codes_name, labels_name = shard_names(i)
         atomic_save_npy(out / labels_name, torch.cat(labels).numpy().astype(np.int64))

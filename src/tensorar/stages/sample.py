@@ -17,11 +17,8 @@ int64 (N,), the layout ADM's evaluator reads. The defaults of the sampling flags
 script; per-model values used for the paper's tables live in the workflow config.
 
 Reproducibility (ours; LlamaGen draws from one generator per batch): sample i depends only on
-(seed, i). A torch.Generator seeded from numpy's SeedSequence(seed, spawn_key=(i,)) draws the
-inverse-CDF uniforms of sample i, (T, k, parts) (k = 1 for a plain backbone, parts = sub-tokens per
-token), then draft-noise uniforms (T, k, 2) for TensorAR with draft noise, so the output is the same
-for any batch size and world size (up to floating-point differences between kernels). Labels depend
-on (seed, N, number of classes) only.
+(seed, i) (tensorar.decoding.images), so the output is the same for any batch size and world size.
+Labels depend on (seed, N, number of classes) only.
 
 Sharding and resume: indices are cut into shards of `--shard-size`; rank r generates the shards j with
 j % world == r, each written atomically to OUT.shards/shard_{j:05d}.npz. A rerun skips the shards that
@@ -40,19 +37,24 @@ import contextlib
 import math
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tensorar.decoding.cpu_packing import packed_for_decoding
+from tensorar.decoding.images import (
+    DecodeFn,
+    StageTimer,
+    autocast,
+    decode_tokens,
+    generate_tokens,
+    to_uint8_nhwc,
+)
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.distributed import (
     DistInfo,
@@ -73,8 +75,6 @@ from tensorar.fileio import (
 from tensorar.models.registry import FAMILIES, family
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.reporting import image_grids
-
-DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # token grid (B, h, w) long -> images (B, 3, H, W) in [-1, 1]
 
 GRID_SAMPLES, GRID_COLUMNS = 64, 8  # samples shown in --grid-png
 DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in --drafts-png
@@ -103,95 +103,8 @@ def class_labels(kind: str, num_samples: int, num_classes: int, seed: int) -> np
     raise ValueError(f"unknown label mode {kind!r}")
 
 
-def sample_generator(seed: int, index: int) -> torch.Generator:
-    """The generator of sample `index`: a SeedSequence child stream, independent of every other
-    sample's and of the label stream (numpy's default_rng(seed) is the parent, spawn_key=())."""
-    state = np.random.SeedSequence(seed, spawn_key=(index,)).generate_state(1, dtype=np.uint64)[0]
-    return torch.Generator().manual_seed(int(state))
-
-
-def draw_uniforms(
-    seed: int, indices: np.ndarray, num_tokens: int, k: int = 1, parts: int = 1, draft_noise: bool = False
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Per-sample draws, stacked: uniforms (B, T, k, parts) and draft-noise uniforms (B, T, k, 2) when
-    `draft_noise` (else None). CPU float32."""
-    uniforms, noise = [], []
-    for i in indices:
-        g = sample_generator(seed, int(i))
-        uniforms.append(torch.rand(num_tokens, k, parts, generator=g))
-        if draft_noise:  # drawn after the token uniforms, which are thus the same with or without noise
-            noise.append(torch.rand(num_tokens, k, 2, generator=g))
-    return torch.stack(uniforms), torch.stack(noise) if noise else None
-
-
-# --------------------------------------------------------------------------------------------------
-# One batch: tokens -> images
-# --------------------------------------------------------------------------------------------------
 def is_tensorar(model: nn.Module) -> bool:
     return getattr(model, "plugin_config", None) is not None
-
-
-def generate_tokens(
-    model: nn.Module,
-    labels: torch.Tensor,
-    indices: np.ndarray,
-    cfg: SamplingConfig,
-    options: SamplingOptions,
-    return_drafts: bool = False,
-):
-    """labels (B,) of samples `indices` -> tokens (B, T), or (tokens, drafts (B, T, k)) with `return_drafts`."""
-    backbone = model.backbone
-    uniforms, noise = draw_uniforms(cfg.seed, indices, backbone.num_tokens, model.window_size,
-                                    backbone.token_parts, options.draft_noise == "schedule")
-    device = labels.device
-    return model.generate(
-        labels, options, uniforms=uniforms.to(device), noise_uniforms=None if noise is None else noise.to(device),
-        return_drafts=return_drafts, compile_step=cfg.compile_step,
-    )
-
-
-def decode_tokens(decode: DecodeFn, tokens: torch.Tensor) -> torch.Tensor:
-    """tokens (B, T) in raster order -> images (B, 3, H, W), float32."""
-    side = math.isqrt(tokens.shape[1])
-    return decode(tokens.view(-1, side, side)).float()  # (B, h, w) -> (B, 3, H, W)
-
-
-def to_uint8_nhwc(images: torch.Tensor, image_size: int | None = None, offset: float = 128.0) -> np.ndarray:
-    """The official evaluation scripts' post-processing: images (B, 3, H, W) in [-1, 1] -> uint8 (B, S, S, 3).
-
-    Bicubic resize only when `image_size` differs from H; `+ offset` then truncation by the uint8 cast:
-    LlamaGen adds 128 (not 127.5 and round), Open-MAGVIT2 127.5 (`Family.pixel_offset`).
-    """
-    images = images.float()
-    if image_size is not None and image_size != images.shape[-1]:
-        images = F.interpolate(images, size=(image_size, image_size), mode="bicubic")
-    pixels = torch.clamp(127.5 * images + offset, 0, 255)
-    return pixels.permute(0, 2, 3, 1).to("cpu", torch.uint8).numpy()  # (B, S, S, 3)
-
-
-def autocast(device: torch.device, amp_dtype: torch.dtype | None):
-    """Autocast of the AR model to `amp_dtype`, or nothing (fp32)."""
-    return contextlib.nullcontext() if amp_dtype is None else torch.autocast(device.type, amp_dtype)
-
-
-class StageTimer:
-    """Seconds accumulated per stage; on CUDA synchronises first, so queued kernels are counted."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-        self.seconds: dict[str, float] = defaultdict(float)
-
-    def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    @contextlib.contextmanager
-    def __call__(self, stage: str):
-        self._sync()
-        start = time.perf_counter()
-        yield
-        self._sync()
-        self.seconds[stage] += time.perf_counter() - start
 
 
 @torch.no_grad()
@@ -217,7 +130,7 @@ def generate_images(
         batch = indices[start : start + batch_size]
         y = torch.as_tensor(labels[start : start + batch_size], device=device)
         with timer("generate"), autocast(device, amp_dtype):
-            batch_tokens = generate_tokens(model, y, batch, cfg, options)
+            batch_tokens = generate_tokens(model, y, batch, cfg.seed, options, device, compile_step=cfg.compile_step)
         with timer("decode"):
             images.append(to_uint8_nhwc(decode_tokens(decode, batch_tokens), cfg.image_size, offset))
         tokens.append(batch_tokens.to("cpu", torch.int32).numpy())
@@ -388,7 +301,8 @@ def write_drafts_png(
     indices = np.arange(min(rows, cfg.num_samples))
     y = torch.as_tensor(labels[indices], device=device)
     with autocast(device, amp_dtype):
-        tokens, drafts = generate_tokens(model, y, indices, cfg, options, return_drafts=True)
+        tokens, drafts = generate_tokens(model, y, indices, cfg.seed, options, device, return_drafts=True,
+                                         compile_step=cfg.compile_step)
     steps = image_grids.refinement_steps(tokens.shape[1], columns)
     frames, shown = image_grids.refinement_frames(tokens, drafts, steps)  # (B, S + 1, T) each
     B, S1, T = frames.shape

@@ -77,6 +77,8 @@ from tensorar.training.trainer import RunSetup, train
 def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, str]:
     parser = argparse.ArgumentParser(prog="tensorar train", description=__doc__.split("\n")[0])
     parser.add_argument("--codes", required=True, help="codes directory written by tensorar extract_codes")
+    parser.add_argument("--conditions", default=None,
+                        help="text-image codes: the conditions folder written by tensorar encode_captions")
     parser.add_argument("--run-dir", required=True, help="outputs and checkpoints; rerun to resume")
     parser.add_argument("--mode", required=True, choices=MODES)
     parser.add_argument("--family", default="llamagen", choices=sorted(FAMILIES), help="backbone family")
@@ -93,7 +95,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
         parser.error(f"--mode {args.mode} needs --init BASE_CHECKPOINT")
     plugin = from_arguments(parser, args, TensorARConfig) if args.mode == "tensorar" else None
     setup = RunSetup(codes=args.codes, run_dir=args.run_dir, mode=args.mode, family=args.family, model=args.model,
-                     init=args.init, init_preset=args.init_preset, plugin=plugin)
+                     init=args.init, init_preset=args.init_preset, plugin=plugin, conditions=args.conditions)
     return setup, from_arguments(parser, args, TrainOptions), args.device
 
 

@@ -18,7 +18,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from tensorar.checkpoint import load_state_dict_strict, read_checkpoint
-from tensorar.data.codes import load_codes, load_conditions
+from tensorar.data.codes import load_codes
+from tensorar.data.conditions import open_conditions
 from tensorar.distributed import DistInfo, all_reduce_mean, barrier, get_logger
 from tensorar.fileio import (
     atomic_write_json,
@@ -28,7 +29,7 @@ from tensorar.fileio import (
     remove_stale_temp_files,
     sha256_file,
 )
-from tensorar.models.backbone import Backbone, condition_slice, condition_to
+from tensorar.models.backbone import Backbone, condition_to
 from tensorar.models.loading import load_model, save_model
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
@@ -60,6 +61,7 @@ class RunSetup:
     init: str | None = None  # base checkpoint of finetune / tensorar: ours or an official file
     init_preset: str | None = None
     plugin: TensorARConfig | None = None  # tensorar mode
+    conditions: str | None = None  # text-image codes: the conditions folder (tensorar encode_captions)
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -73,11 +75,15 @@ class RunSetup:
     def identity(self, opts: TrainOptions, manifest: dict) -> dict:
         """What the run's weights are made of (docs/architecture.md, "Reruns"): every setting that changes
         a step, the codes' identity and the --init file's bytes (not its path)."""
-        settings = {k: v for k, v in self.record(opts).items() if k not in (*NOT_IDENTITY, "run_dir", "codes", "init")}
+        settings = {k: v for k, v in self.record(opts).items()
+                    if k not in (*NOT_IDENTITY, "run_dir", "codes", "init", "conditions")}
         codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
                                                            if k not in ("data", "tokenizer_path")})
         init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
-        return {"settings": settings, "codes": codes, "init_sha256": init}
+        conditions = None
+        if self.conditions is not None:  # the encoder's identity and the captions', recorded by encode_captions
+            conditions = json.loads((Path(self.conditions) / "conditions.json").read_text())["encoder"]
+        return {"settings": settings, "codes": codes, "init_sha256": init, "conditions": conditions}
 
 
 # --------------------------------------------------------------------------------------------------
@@ -232,7 +238,9 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
     record = setup.record(opts)
 
     codes, labels, manifest = load_codes(setup.codes)  # (N, A, T), (N,)
-    conditions = load_conditions(setup.codes, labels, manifest)  # Condition of (N, ...) tensors
+    conditions = open_conditions(labels, setup.conditions)  # batch(items) -> Condition
+    if len(conditions) != len(codes):
+        raise SystemExit(f"{setup.conditions} holds {len(conditions)} conditions but {setup.codes} {len(codes)} items")
     num_items, num_augmentations, num_tokens = codes.shape
     if info.is_main:
         claim_run_dir(setup, opts, manifest, run_dir, log)
@@ -324,7 +332,7 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
                                                      num_augmentations, condition_drop_prob)
             items, augmentation, drop = items[rank_slice], augmentation[rank_slice], drop[rank_slice]
             tokens = codes[items, augmentation].to(device, non_blocking=True)  # (b, T)
-            cond = condition_to(condition_slice(conditions, items), device)
+            cond = condition_to(conditions.batch(items), device)
             if condition_drop_prob > 0:  # the null condition for CFG, drawn for the whole global batch
                 cond = backbone.drop_condition(cond, drop.to(device))
             # Dropout layers use the global RNG, reseeded from (seed, step, rank).

@@ -1,0 +1,117 @@
+"""The conditions of a training set's items, stored once beside their codes and batched on demand.
+
+A `ConditionStore` answers `batch(items) -> Condition` (a dict of batch-first tensors, the backbone
+interface's condition). Three kinds:
+- class labels, from the codes themselves (class-conditional codes);
+- caption features (LlamaGen t2i: T5 or the toy encoder): stored compactly as each item's valid
+  tokens only (LlamaGen's extractor stores them so too) and left-padded per batch; memory-mapped, so
+  BLIP3o-scale feature sets (tens of GB) need no RAM;
+- prompt tokens (Janus-Pro): input_ids and attention_mask, already left-padded to the model's length.
+
+Layout of a conditions folder (written by `tensorar encode_captions`): `conditions.json` (kind, shapes,
+shards, the encoder's identity), and per shard i `<key>_{i:05d}.npy`.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tensorar.errors import InputError
+from tensorar.fileio import atomic_save_npy, atomic_write_json
+
+MANIFEST = "conditions.json"
+Condition = dict[str, torch.Tensor]
+
+
+class LabelStore:
+    def __init__(self, labels: torch.Tensor):
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batch(self, items) -> Condition:
+        return {"labels": self.labels[items]}
+
+
+class FolderStore:
+    """Caption features or prompt tokens from a conditions folder, shard arrays memory-mapped."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        path = self.folder / MANIFEST
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: make it with `tensorar encode_captions --codes CODES "
+                                    f"--out {self.folder}`")
+        self.manifest = json.loads(path.read_text())
+        if not self.manifest.get("complete"):
+            raise InputError(f"{self.folder}: encoding did not finish; rerun encode_captions (it resumes)")
+        self.kind = self.manifest["kind"]
+        shards = self.manifest["shards"]
+        load = {key: [np.load(self.folder / f"{key}_{i:05d}.npy", mmap_mode="r") for i in range(len(shards))]
+                for key in self.manifest["keys"]}
+        self.arrays = load
+        counts = np.array([s["count"] for s in shards])
+        self.shard_start = np.concatenate([[0], np.cumsum(counts)])  # (S + 1,)
+        if self.kind == "caption_features":
+            # Offsets of each item's valid tokens inside its shard's concatenated features.
+            self.lengths = [np.asarray(a) for a in load["lengths"]]
+            self.offsets = [np.concatenate([[0], np.cumsum(n)]) for n in self.lengths]
+
+    def __len__(self) -> int:
+        return int(self.shard_start[-1])
+
+    def _locate(self, item: int) -> tuple[int, int]:
+        shard = int(np.searchsorted(self.shard_start, item, side="right") - 1)
+        return shard, item - int(self.shard_start[shard])
+
+    def batch(self, items) -> Condition:
+        items = torch.as_tensor(items).reshape(-1).tolist() if not isinstance(items, slice) else \
+            list(range(*items.indices(len(self))))
+        if self.kind == "prompt_tokens":
+            rows = [self._locate(i) for i in items]
+            return {key: torch.from_numpy(np.stack([np.asarray(self.arrays[key][s][j]) for s, j in rows])).long()
+                    for key in ("input_ids", "attention_mask")}
+        L, C = self.manifest["max_tokens"], self.manifest["dim"]
+        caption = torch.zeros(len(items), L, C)
+        mask = torch.zeros(len(items), L, dtype=torch.bool)
+        for b, item in enumerate(items):
+            s, j = self._locate(item)
+            start, end = self.offsets[s][j], self.offsets[s][j + 1]
+            n = end - start
+            if n:
+                caption[b, L - n:] = torch.from_numpy(np.asarray(self.arrays["valid"][s][start:end], dtype=np.float32))
+                mask[b, L - n:] = True
+        return {"caption": caption, "caption_mask": mask}
+
+
+def open_conditions(labels: torch.Tensor, conditions: str | Path | None = None):
+    """The store training and diagnostics read: a conditions folder, or the codes' class labels."""
+    return LabelStore(labels) if conditions is None else FolderStore(conditions)
+
+
+def write_shard(folder: Path, i: int, cond: Condition) -> dict[str, int]:
+    """One shard of encoded conditions (caption features are stored as valid tokens only)."""
+    if "caption" in cond:
+        mask = cond["caption_mask"].bool()
+        atomic_save_npy(folder / f"lengths_{i:05d}.npy", mask.sum(1).numpy().astype(np.int32))
+        atomic_save_npy(folder / f"valid_{i:05d}.npy", cond["caption"][mask].float().numpy())  # (sum n, C)
+    else:
+        atomic_save_npy(folder / f"attention_mask_{i:05d}.npy", cond["attention_mask"].numpy().astype(np.int8))
+        atomic_save_npy(folder / f"input_ids_{i:05d}.npy", cond["input_ids"].numpy().astype(np.int64))
+    return {"count": len(next(iter(cond.values())))}
+
+
+def finish(folder: Path, shards: list[dict], sample: Condition, identity: dict, complete: bool) -> None:
+    if "caption" in sample:
+        kind, keys = "caption_features", ["lengths", "valid"]
+        shape = {"max_tokens": sample["caption"].shape[1], "dim": sample["caption"].shape[2]}
+    else:
+        kind, keys = "prompt_tokens", ["input_ids", "attention_mask"]
+        shape = {"max_tokens": sample["input_ids"].shape[1]}
+    atomic_write_json(folder / MANIFEST, {"kind": kind, "keys": keys, **shape, "shards": shards,
+                                          "count": sum(s["count"] for s in shards), "encoder": identity,
+                                          "complete": complete})

@@ -1,0 +1,87 @@
+"""Captions of a text-image codes folder -> the conditions a text-conditioned backbone trains on, once.
+
+    tensorar encode_captions --codes CODES/ --encoder t5 --encoder-path flan-t5-xl/ --out CODES/conditions-t5
+    tensorar encode_captions --codes CODES/ --encoder toy --out CODES/conditions-toy
+
+`--encoder` (tensorar.models.conditioning): "t5" (LlamaGen's flan-t5-xl features, float32, 120 tokens),
+"janus" (Janus-Pro's tokenised chat prompt) or "toy" (ours). Reads `CODES/captions.jsonl` (written by
+extract_codes for a captioned dataset), writes shards of `--shard-size` items (tensorar.data.conditions:
+caption features as valid tokens only) and `conditions.json`. Resumable like extract_codes: shards are
+written atomically and skipped when present, and `identity.json` (the encoder's identity and the
+captions' hash) decides whether existing shards belong to this job; otherwise they are deleted first.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from tensorar.data.codes import CAPTIONS, read_manifest
+from tensorar.data.conditions import finish, write_shard
+from tensorar.distributed import get_logger
+from tensorar.errors import InputError, run_stage
+from tensorar.fileio import (
+    claim_for,
+    exclusive_lock,
+    identity_hash,
+    remove_stale_temp_files,
+)
+from tensorar.models.conditioning import TEXT_ENCODERS, text_encoder
+from tensorar.options import positive_int
+
+
+def read_captions(codes: Path) -> list[str]:
+    manifest = read_manifest(codes)
+    if manifest.get("condition") != "caption" or not (codes / CAPTIONS).is_file():
+        raise InputError(f"{codes} holds codes of a class-conditional dataset (no {CAPTIONS}): extract codes of "
+                         "a captioned dataset (captions.jsonl or tar shards) first")
+    return [json.loads(line) for line in (codes / CAPTIONS).read_text().splitlines()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tensorar encode_captions", description=__doc__.split("\n")[0])
+    parser.add_argument("--codes", required=True, help="codes folder of a captioned dataset (tensorar extract_codes)")
+    parser.add_argument("--encoder", required=True, choices=TEXT_ENCODERS)
+    parser.add_argument("--encoder-path", default=None, help="model folder (t5: flan-t5-xl; janus: the Janus-Pro folder)")
+    parser.add_argument("--dim", type=positive_int, default=32, help="toy encoder: feature width")
+    parser.add_argument("--max-tokens", type=positive_int, default=16, help="toy encoder: caption positions")
+    parser.add_argument("--prompt-length", type=positive_int, default=256, help="janus: prompt positions")
+    parser.add_argument("--out", required=True, help="conditions folder")
+    parser.add_argument("--shard-size", type=positive_int, default=10_000)
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+
+    log = get_logger("encode_captions")
+    codes, out = Path(args.codes), Path(args.out)
+    captions = read_captions(codes)
+    encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
+                           prompt_length=args.prompt_length, device=args.device)
+    num_shards = math.ceil(len(captions) / args.shard_size)
+    identity = {"encoder": encoder.identity(), "captions": identity_hash(captions), "shard_size": args.shard_size}
+    with contextlib.ExitStack() as held:
+        held.enter_context(exclusive_lock(out, "encode_captions job"))
+        remove_stale_temp_files(out)
+        claim_for(out, identity, [p for p in out.glob("*_[0-9][0-9][0-9][0-9][0-9].npy")], log, "condition shards")
+        shards, sample = [], None
+        for i in tqdm(range(num_shards), desc="encode_captions", unit="shard"):
+            chunk = captions[i * args.shard_size:(i + 1) * args.shard_size]
+            done = (out / f"lengths_{i:05d}.npy").is_file() or (out / f"input_ids_{i:05d}.npy").is_file()
+            sample = sample or encoder.encode(chunk[:1])  # shapes for the manifest
+            if done:
+                shards.append({"count": len(chunk)})
+                continue
+            parts = [encoder.encode(chunk[b:b + args.batch_size]) for b in range(0, len(chunk), args.batch_size)]
+            cond = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+            shards.append(write_shard(out, i, cond))
+        finish(out, shards, sample, {**encoder.identity(), "identity": identity_hash(identity)}, complete=True)
+    log.info(f"encoded {len(captions)} captions with {args.encoder} -> {out}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
