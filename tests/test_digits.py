@@ -8,13 +8,14 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tensorar.stages import make_digits
+from tensorar.data import digits as make_digits
+from tensorar.stages.make_digits import main
 
 
 @pytest.fixture(scope="module")
 def digits_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("a") / "digits"
-    make_digits.main(["--out", str(out)])
+    main(["--out", str(out)])
     return out
 
 

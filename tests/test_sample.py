@@ -11,17 +11,16 @@ import os
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
 from tensorar.decoding import cpu_packing
+from tensorar.decoding.images import draw_uniforms, to_uint8_nhwc
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.distributed import DistInfo
 from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
 from tensorar.reporting import image_grids
-from tensorar.decoding.images import draw_uniforms, to_uint8_nhwc
 from tensorar.stages.sample import (
     balanced_labels,
     class_labels,
@@ -221,7 +220,7 @@ def test_shards_of_other_settings_or_another_checkpoint_are_never_mixed_in(gpt, 
     stats = run_sampling(gpt, vq.decode, out, other_seed, PLAIN, _single(), batch_size=4, progress=False,
                          identity={"model": {"sha256": "aaa"}})
     assert stats["shards_reused"] == 0 and stats["images_generated"] == 6
-    fresh = run_sampling(gpt, vq.decode, tmp_path / "fresh.npz", other_seed, PLAIN, _single(), batch_size=4,
+    run_sampling(gpt, vq.decode, tmp_path / "fresh.npz", other_seed, PLAIN, _single(), batch_size=4,
                          progress=False)
     assert np.array_equal(_load(out)["arr_0"], _load(tmp_path / "fresh.npz")["arr_0"])
     # The same settings but another checkpoint (retrained at the same path): the old shards are dropped.

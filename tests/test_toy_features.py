@@ -6,8 +6,13 @@ import json
 import pytest
 import torch
 
-from tensorar.stages import make_digits, train_classifier
-from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig, ToyFeatureExtractor
+from tensorar.data import digits as make_digits
+from tensorar.evaluation.toy_features import (
+    ToyClassifier,
+    ToyClassifierConfig,
+    ToyFeatureExtractor,
+)
+from tensorar.stages import train_classifier
 
 
 @pytest.fixture(scope="module")
