@@ -22,6 +22,7 @@ include: "workflow/rules/tokenizer.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/sample.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/t2i.smk"
 include: "workflow/rules/tables.smk"
 
 

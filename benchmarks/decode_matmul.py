@@ -25,8 +25,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from tensorar.decoding.cpu_packing import (
+    Linear,
+    linear_by_packed_weight,
+    packed_for_decoding,
+)
 from tensorar.fileio import atomic_write_json
-from tensorar.decoding.cpu_packing import Linear, linear_by_packed_weight, packed_for_decoding
 from tensorar.models.llamagen import gpt_config
 
 

@@ -6,8 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from tensorar.evaluation.adm import (FIDStatistics, ManifoldEstimator, compute_statistics, inception_score,
-                                     precision_recall)
+from tensorar.evaluation.adm import (
+    FIDStatistics,
+    ManifoldEstimator,
+    compute_statistics,
+    inception_score,
+    precision_recall,
+)
 
 
 def test_parity_with_adm_golden(adm_ref):

@@ -6,7 +6,11 @@ import argparse
 import pytest
 import torch
 
-from tensorar.checkpoint import CheckpointMismatchError, UnreadableCheckpoint, read_checkpoint
+from tensorar.checkpoint import (
+    CheckpointMismatchError,
+    UnreadableCheckpoint,
+    read_checkpoint,
+)
 from tensorar.models import llamagen
 from tensorar.models.llamagen import GPTConfig
 from tensorar.models.loading import load_model, save_model

@@ -6,7 +6,6 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 
 from tensorar.data.conditions import LabelStore
 from tensorar.decoding.sampling import SamplingOptions

@@ -9,11 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from tensorar.stages import evaluate, make_reference
+from tensorar.errors import InputError
 from tensorar.evaluation.features import build_feature_extractor
 from tensorar.evaluation.inception import WEIGHTS_NAME, InceptionFeatureExtractor
-from tensorar.errors import InputError
 from tensorar.fileio import atomic_save_npz
+from tensorar.stages import evaluate, make_reference
 
 
 class RandomConvFeatures:

@@ -12,10 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from tensorar.data.imagefolder import center_crop_arr, to_signed_tensor
 from tensorar.data.codes import load_codes
-from tensorar.stages.extract_codes import Views, main
+from tensorar.data.imagefolder import center_crop_arr, to_signed_tensor
 from tensorar.models.vq import VQConfig, VQModel, load_vq, vq_checkpoint
+from tensorar.stages.extract_codes import Views, main
 
 TINY = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
                 z_channels=8, base_channels=8, num_res_blocks=1, norm_groups=4)

@@ -15,8 +15,14 @@ pytest.importorskip("transformers", reason="the Janus backbone runs transformers
 from tensorar.decoding.sampling import SamplingOptions, apply_cfg
 from tensorar.models import janus
 from tensorar.models.backbone import PAD
-from tensorar.models.janus import (JANUS_MODELS, JanusBackbone, JanusBackboneConfig, left_pad, load_janus_vq,
-                                   prompt_condition)
+from tensorar.models.janus import (
+    JANUS_MODELS,
+    JanusBackbone,
+    JanusBackboneConfig,
+    left_pad,
+    load_janus_vq,
+    prompt_condition,
+)
 from tensorar.models.loading import load_model, load_tokenizer, save_model
 from tensorar.models.registry import FAMILIES, TOKENIZERS
 from tensorar.models.tensorar import TensorAR, TensorARConfig

@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from tensorar.checkpoint import CheckpointMismatchError
-from tensorar.models.lfq import LFQ_MODELS, LFQConfig, LFQModel, lfq_checkpoint, lfq_config, load_lfq
+from tensorar.models.lfq import (
+    LFQ_MODELS,
+    LFQConfig,
+    LFQModel,
+    lfq_checkpoint,
+    lfq_config,
+    load_lfq,
+)
 
 # Same location rule as tests/conftest.py (REFERENCE); the reference data is never copied into the repo.
 REFERENCE = Path(os.environ.get("TENSORAR_SHARED", Path(__file__).resolve().parents[2] / "shared")) / "reference"

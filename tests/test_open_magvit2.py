@@ -15,7 +15,13 @@ from tensorar.decoding.generate import decode_step, prefill
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD
 from tensorar.models.loading import load_model, save_model
-from tensorar.models.open_magvit2 import OMV_MODELS, OpenMAGVIT2, OpenMAGVIT2Config, load_official, omv_config
+from tensorar.models.open_magvit2 import (
+    OMV_MODELS,
+    OpenMAGVIT2,
+    OpenMAGVIT2Config,
+    load_official,
+    omv_config,
+)
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 

@@ -16,8 +16,12 @@ from tensorar.models.registry import FAMILIES, TOKENIZERS
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments, to_arguments
-from tensorar.reporting.paper import PAPER_ROWS
-from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
+from tensorar.reporting.paper import PAPER_ROWS, T2I_PAPER_ROWS
+from tensorar.training.options import (
+    ClassifierTrainOptions,
+    TokenizerTrainOptions,
+    TrainOptions,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
@@ -65,7 +69,7 @@ def test_enums_are_the_registries():
     assert DEFS["tokenizer"]["properties"]["preset"]["enum"] == [p for f in TOKENIZERS.values() for p in f.presets]
     assert DEFS["variant"]["properties"]["schedule"]["enum"] == list(SCHEDULES)
     assert DEFS["variant"]["properties"]["loss_weighting"]["enum"] == list(LOSS_WEIGHTINGS)
-    assert backbone["paper_row"]["enum"] == [*PAPER_ROWS, None]
+    assert backbone["paper_row"]["enum"] == [*PAPER_ROWS, *T2I_PAPER_ROWS, None]
     by_family = {rule["if"]["properties"]["family"]["const"]: rule["then"]["properties"]["preset"]["enum"]
                  for rule in DEFS["backbone"]["allOf"][1:]}
     assert by_family == {name: [*fam.presets, None] for name, fam in FAMILIES.items()}

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import re
 
-import pytest
-
 
 def _readme(repo_root) -> str:
     return (repo_root / "README.md").read_text()

@@ -162,10 +162,38 @@ def test_figures_plot_the_runs_numbers(tmp_path, runs, monkeypatch):
     assert ([1, 2], [12.0, 12.0]) in plotted[outputs["fig5"]]
 
 
-def test_pending_benchmark_table(tmp_path):
-    manifest = {"title": "Table 3: GenEval", "provenance": provenance(), "sections": [
-        tables.benchmark_section("table3", [{"label": "Janus-Pro", "reason": "text-to-image backbone not implemented"}])]}
-    text = write(tmp_path, manifest)
-    table = text[text.index("| Model"):]
-    assert "GenEval overall" in table and "FID" not in table
-    assert "pending (text-to-image backbone not implemented)" in text
+def benchmark_runs(tmp_path, overall=(0.5, 0.7)):
+    """Two seeds of GenEval scores as `tensorar score_benchmark` writes them."""
+    out = []
+    for seed, value in enumerate(overall):
+        scores, stats = tmp_path / f"g{seed}.json", tmp_path / f"gs{seed}.json"
+        columns = dict.fromkeys(paper.GENEVAL_COLUMNS, 0.25)
+        scores.write_text(json.dumps({"benchmark": "geneval", "scores": {**columns, "overall": value}}))
+        stats.write_text(json.dumps({"model": {"parameters": 1234, "base_parameters": 1000}}))
+        out.append({"seed": seed, "metrics": str(scores), "stats": str(stats)})
+    return out
+
+
+def test_toy_benchmark_table_reads_scores_and_labels_the_toy_ours(tmp_path):
+    backbones = [{"key": "T", "label": "LlamaGen-t2i-toy", "paper_row": None}]
+    sections = tables.benchmark_sections("table3", backbones, "k=4", lambda b, m, tag="final": benchmark_runs(tmp_path),
+                                         toy=True)
+    assert [s["name"] for s in sections] == ["table3"]  # no "other methods" beside a toy benchmark
+    text = write(tmp_path, {"title": "Table 3: GenEval", "provenance": provenance(), "sections": sections})
+    assert "toy benchmark, ours" in text and "FID" not in text[text.index("| Model"):]
+    row = row_of(text, "LlamaGen-t2i-toy", "with TensorAR (k=4)")
+    assert "0.600 ± 0.141" in row  # overall: mean and sample std of 0.5 and 0.7, GenEval's three decimals
+    assert "0.250 ± 0.000" in row
+
+
+def test_paper_benchmark_table_prints_the_paper_beside_ours(tmp_path):
+    backbones = [{"key": "J", "label": "Janus-Pro-7B", "paper_row": "janus-pro-7b", "pending": "weights not given"}]
+    sections = tables.benchmark_sections("table4", backbones, "k=4", lambda b, m, tag="final": [], toy=False)
+    text = write(tmp_path, {"title": "Table 4: DPG-Bench", "provenance": provenance("imagenet"),
+                            "sections": sections})
+    assert "pending (weights not given)" in text
+    assert "Overall" in text and "GenEval" not in text
+    tensorar_row = row_of(text, "Janus-Pro-7B", "with TensorAR (k=4)")
+    assert "85.57" in " ".join(tensorar_row)  # the paper's overall for Janus-Pro + TensorAR (Table 4)
+    printed = row_of(text, "DALL-E 3")  # other methods, as printed, not run here
+    assert "83.50" in " ".join(printed) and "not run here" in text

@@ -173,3 +173,45 @@ def test_batched_raw_detections_score_as_the_official_export(detector, tmp_path)
                  {k: np.round(v, 4).tolist() for k, v in json.loads(r["details"]).items()}) for r in records]
 
     assert essence(runs[0]) == essence(runs[1]) == essence(runs[2])
+
+
+def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
+    """The two toy stages end to end: make_captions writes the prompt sets, ground-truth canvases for them
+    are scored by `score_benchmark --toy-classifier`; its raw file, read back through `--raw` (the
+    official detector's path), gives the same scores."""
+    from tensorar.stages.make_captions import main as make_captions
+    from tensorar.stages.score_benchmark import main as score_benchmark
+
+    make_captions(["--out", str(tmp_path / "toy"), "--num-train", "6", "--num-val", "3"])
+    stamp = (tmp_path / "toy" / "train" / "captions.jsonl").stat().st_mtime_ns
+    make_captions(["--out", str(tmp_path / "toy"), "--num-train", "6", "--num-val", "3"])  # a rerun: a no-op
+    assert (tmp_path / "toy" / "train" / "captions.jsonl").stat().st_mtime_ns == stamp
+    assert len((tmp_path / "toy" / "val" / "captions.jsonl").read_text().splitlines()) == 3
+
+    metadata = [json.loads(line) for line in
+                (tmp_path / "toy" / "geneval" / "evaluation_metadata.jsonl").read_text().splitlines()][::6]
+    rng = np.random.default_rng(0)
+    for i, m in enumerate(metadata):
+        geneval.write_prompt_images(tmp_path / "gen", i, m, [cd.render_metadata(m, rng, split="val").image] * 2)
+    out = tmp_path / "scores" / "geneval.json"
+    score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--toy-classifier", str(checkpoint),
+                     "--out", str(out)])
+    toy = json.loads(out.read_text())
+    assert toy["num_images"] == 2 * len(metadata) and toy["detector"] == "toy (ours)"
+    assert set(toy["scores"]) == set(geneval.TABLE_COLUMNS) and toy["scores"]["overall"] >= 0.8
+    assert (tmp_path / "scores" / "geneval.results.jsonl").is_file()
+    again = tmp_path / "scores" / "official.json"
+    score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again)])
+    assert json.loads(again.read_text())["scores"] == toy["scores"]
+
+    items = cd.toy_dpg_items()[:5]
+    for item in items:
+        dpg.write_grid(tmp_path / "grids", item.item_id, cd.render_dpg_item(item, rng, split="val"))
+    out = tmp_path / "scores" / "dpg.json"
+    score_benchmark(["dpg", "--images", str(tmp_path / "grids"), "--questions",
+                     str(tmp_path / "toy" / "dpg" / "dpg_bench.csv"), "--toy-classifier", str(checkpoint),
+                     "--out", str(out)])
+    scored = json.loads(out.read_text())
+    assert scored["num_images"] == len(items) and scored["scores"]["overall"] >= 80
+    with pytest.raises(SystemExit):  # exactly one source of raw outputs
+        score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--out", str(out)])

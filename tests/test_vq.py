@@ -10,7 +10,14 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from tensorar.models.vq import USAGE_WINDOW, VQ_MODELS, VQConfig, VQModel, load_vq, vq_checkpoint
+from tensorar.models.vq import (
+    USAGE_WINDOW,
+    VQ_MODELS,
+    VQConfig,
+    VQModel,
+    load_vq,
+    vq_checkpoint,
+)
 from tensorar.stages.train_tokenizer import latent_vectors, reset_codes
 from tensorar.stages.train_tokenizer import main as train_tokenizer_main
 

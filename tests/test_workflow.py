@@ -89,31 +89,43 @@ def test_workflow_reports_misspelt_key(tmp_path):
 # Job graphs (dry runs; no data, checkpoints or weights exist)
 # --------------------------------------------------------------------------------------------------
 def test_paper_table2_dry_run_with_slurm_profile():
-    """The literal user command, as a dry run: 5 LlamaGen backbones x (TensorAR + fine-tune control)."""
+    """The literal user command, as a dry run: 7 backbones (Open-MAGVIT2-B/L, LlamaGen-B/L/XL/XXL/3B) x
+    (base sample, TensorAR, fine-tune control); codes per tokenizer and resolution (VQ 256, VQ 384, LFQ 256)."""
     start = time.perf_counter()
     counts = dry_run("--profile", "slurm", "results/table2.md")
     elapsed = time.perf_counter() - start
-    assert counts == {"extract_codes": 2, "train": 10, "sample": 15, "evaluate": 15, "table": 1}
+    assert counts == {"extract_codes": 3, "train": 14, "sample": 21, "evaluate": 21, "table": 1}
     assert elapsed < 60, f"paper dry run took {elapsed:.1f} s"
 
 
 def test_paper_full_dry_run_lists_every_job():
     counts = dry_run(*PAPER_ARGS)
-    # TensorAR runs: 5 Table 2 backbones + 7 extra ablation variants on LlamaGen-B (linear, sine, sqrt,
-    # k2, k8, depth2, depth4); one fine-tune control per backbone. Official base models: no base training.
-    assert counts["train"] == 5 + 7 + 5
-    assert "train_tokenizer" not in counts and "make_digits" not in counts
-    assert counts["diagnose"] == 12 and counts["drafts"] == 5  # a refinement strip per Table 2 backbone
-    # samples: 15 (Table 2) + 7 ablations + 5 draft-noise rows + 4 steps x 2 curves (Fig. 5)
-    assert counts["sample"] == counts["evaluate"] == 15 + 7 + 5 + 8
+    # TensorAR runs: 7 Table 2 backbones + 7 extra ablation variants on LlamaGen-B (linear, sine, sqrt,
+    # k2, k8, depth2, depth4) + 2 text-to-image backbones; one fine-tune control per backbone. Official
+    # base models: no base training, no tokenizer training.
+    assert counts["train"] == 7 + 7 + 2 + (7 + 2)
+    assert "train_tokenizer" not in counts and "make_digits" not in counts and "make_captions" not in counts
+    assert counts["drafts"] == 7  # a refinement strip per Table 2 backbone
+    # samples: 21 (Table 2) + 7 ablations + 7 draft-noise rows + 4 steps x 2 curves (Fig. 5)
+    assert counts["sample"] == counts["evaluate"] == 21 + 7 + 7 + 8
+    # Tables 3-4: 2 backbones x (base, control, TensorAR) x (GenEval, DPG-Bench); the official detector
+    # and VQA model once per image set; captions encoded per text encoder for training and for prompts.
+    assert counts["sample_prompts"] == counts["score_benchmark"] == 2 * 3 * 2
+    assert counts["geneval_detect"] == counts["dpg_vqa"] == 2 * 3
+    assert counts["encode_captions"] == 2 * 2
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
 
 
 # Toy dry runs use a fresh working directory: the repository's own results/ may hold a real run.
 def test_toy_default_dry_run_runs_every_table(tmp_path):
     counts = dry_run("--configfile", str(TOY), cwd=tmp_path)
-    # GPT-toy-S and GPT-toy-M from scratch, 9 TensorAR runs, a fine-tune control per backbone
-    assert counts["train"] == 2 + 9 + 2
+    # Four backbones from scratch (GPT-toy-S, GPT-toy-M, Open-MAGVIT2-toy, LlamaGen-t2i-toy), 11 TensorAR
+    # runs (9 on the class-conditional LlamaGen toys), a fine-tune control per backbone; three tokenizers.
+    assert counts["train"] == 4 + 11 + 4
+    assert counts["train_tokenizer"] == 3 and counts["make_captions"] == 1
+    # the toy benchmarks are scored by our toy detector: no official detector or VQA jobs
+    assert counts["sample_prompts"] == counts["score_benchmark"] == 3 * 2
+    assert "geneval_detect" not in counts and "dpg_vqa" not in counts
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
 
 
@@ -128,12 +140,13 @@ def test_seeds_multiply_runs(tmp_path):
     # (an override file, not --config: Snakemake's --config parses list items as strings)
     (tmp_path / "seeds.yaml").write_text("seeds: [0, 1, 2]\n")
     counts = dry_run("--configfile", str(TOY), str(tmp_path / "seeds.yaml"), cwd=tmp_path)
-    assert counts["train"] == 3 * 13
+    assert counts["train"] == 3 * 19
 
 
 def test_lint_has_only_the_conda_warning():
-    """`--lint` asks for a conda env per rule; every rule runs `python -m tensorar.*` from the one
-    environment of the package (environment.yml), so that suggestion is the only one left."""
+    """`--lint` asks for a conda env per rule; every rule but the official benchmark models' (which have
+    their own `conda:` environments) runs `python -m tensorar.*` from the one environment of the package
+    (environment.yml), so that suggestion is the only one left."""
     proc = snakemake("--lint", check=False)
     lints = [line.strip() for line in (proc.stdout + proc.stderr).splitlines() if line.strip().startswith("* ")]
     assert lints, "expected lint output"
@@ -155,11 +168,16 @@ def check_table2(workdir: Path) -> None:
 
 
 @pytest.mark.slow
-def test_reduced_toy_table2_runs_locally(tmp_path):
-    snakemake("results/table2.md", "--cores", "2", *REDUCED, cwd=tmp_path, timeout=1200)
+def test_reduced_toy_tables_2_to_4_run_locally(tmp_path):
+    snakemake("results/table2.md", "results/table3.md", "results/table4.md", "--cores", "2", *REDUCED, cwd=tmp_path,
+              timeout=1500)
     check_table2(tmp_path)
+    for table, column in (("table3", "Color Attr."), ("table4", "Relation")):
+        text = (tmp_path / "results" / f"{table}.md").read_text()
+        assert "toy benchmark, ours" in text and column in text and text.count("LlamaGen-t2i-toy") == 3
     # Re-running is a no-op; changing one variant's settings re-runs its branch only.
-    assert "Nothing to be done" in snakemake("results/table2.md", "-n", *REDUCED, cwd=tmp_path).stdout
+    assert "Nothing to be done" in snakemake("results/table2.md", "results/table4.md", "-n", *REDUCED,
+                                             cwd=tmp_path).stdout
     (tmp_path / "k2.yaml").write_text("variants: {default: {k: 2, depth: 1, schedule: exponential}}\n")
     changed = dry_run("results/table2.md", *REDUCED, str(tmp_path / "k2.yaml"), cwd=tmp_path)
     assert changed == {"train": 2, "sample": 2, "evaluate": 2, "table": 1}  # that variant's run per backbone

@@ -9,6 +9,7 @@ from tensorar.errors import run_stage
 
 COMMANDS = {
     "make_digits": "materialise the bundled toy dataset (scikit-learn digits) as an ImageFolder",
+    "make_captions": "the toy's captioned canvases and its GenEval / DPG-Bench prompt sets (ours)",
     "train_tokenizer": "train a small image tokenizer (VQ or LFQ; the toy)",
     "extract_codes": "images -> VQ token grids (sharded .npy + manifest)",
     "encode_captions": "captions of text-image codes -> the conditions (T5 / Janus / toy features)",
@@ -18,6 +19,7 @@ COMMANDS = {
     "sample": "generate N images to an ADM-format .npz (DDP, resumable)",
     "sample_prompts": "generate images for a prompt file (GenEval / DPG-Bench layouts; resumable)",
     "evaluate": "ADM-compatible FID / sFID / IS / precision / recall",
+    "score_benchmark": "GenEval / DPG-Bench scores from a model's raw outputs (or the toy detector)",
     "diagnose": "draft-copying diagnostics for a TensorAR checkpoint",
     "tables": "assemble result tables and figures",
 }

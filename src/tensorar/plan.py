@@ -13,13 +13,16 @@ flag (`tensorar.options.to_arguments`). What each table holds is `tensorar.repor
 
 Layout (R = results/<experiment>):
     R/data/digits/                                    toy dataset (make_digits)
+    R/data/captions/{train,val,geneval,dpg}/          toy captioned canvases and prompt sets (make_captions)
     R/tokenizers/<tokenizer>.pt                       toy tokenizer (train_tokenizer)
     R/codes/<tokenizer>/<split>-<size>/manifest.json  token codes (extract_codes)
+    R/codes/<tokenizer>/<split>-<size>/conditions-<encoder>/   caption features / prompts (encode_captions)
     R/runs/<backbone>/<method>/seed<s>/final.pt       method = base | finetune | tensorar-<variant>
     R/samples/<backbone>/<method>/seed<s>/<tag>.npz   tag = final | final_draftnoise | step<N> (+ .json, .png)
     R/samples/<backbone>/<method>/seed<s>/drafts.png  TensorAR refinement strip (+ drafts.npz)
     R/metrics/<backbone>/<method>/seed<s>/<tag>.json
     R/diagnostics/<backbone>/tensorar-<variant>/seed<s>.json
+    R/bench/<benchmark>/<backbone>/<method>/seed<s>/  images/ (sample_prompts), raw.jsonl, scores.json
     results/table{2..6}.md (+ .csv), results/diagnostics.md, results/figures/*.png
 """
 from __future__ import annotations
@@ -72,8 +75,15 @@ class Plan:
                 raise ValueError(f"{where}: unknown variant {name!r}; known: {', '.join(self.variants)}")
 
         for name in self.tables["table2"]["backbones"]:
-            backbone(name, "tables.table2.backbones")
+            if family(backbone(name, "tables.table2.backbones").get("family", "llamagen")).condition != "class":
+                raise ValueError(f"tables.table2.backbones: {name!r} is text-conditioned (Tables 3-4 hold those)")
         variant(self.tables["table2"]["variant"], "tables.table2.variant")
+        for table in ("table3", "table4"):
+            for name in self.tables[table]["backbones"]:
+                spec = backbone(name, f"tables.{table}.backbones")
+                if not spec.get("pending") and family(spec["family"]).condition == "class":
+                    raise ValueError(f"tables.{table}.backbones: {name!r} is class-conditional (Table 2 holds those)")
+            variant(self.tables[table]["variant"], f"tables.{table}.variant")
         for table in ("table5", "table6a", "table6b", "fig5"):
             spec = self.tables[table]
             if backbone(spec["backbone"], f"tables.{table}.backbone").get("pending"):
@@ -101,6 +111,14 @@ class Plan:
                                  f"{', '.join(fam.presets)}")
             if not spec.get("checkpoint") and not spec.get("base_training"):
                 raise ValueError(f"{where}: set either checkpoint (pretrained) or base_training")
+            text = fam.condition != "class"
+            if text and spec.get("text_encoder") not in self.config.get("text_encoders", {}):
+                raise ValueError(f"{where}.text_encoder: a {fam.name} backbone needs one of text_encoders "
+                                 f"({', '.join(self.config.get('text_encoders', {})) or 'none defined'})")
+            wants = "captions" if text else "images"
+            if self.tokenizer_data(spec["tokenizer"]) != wants:
+                raise ValueError(f"{where}.tokenizer: {spec['tokenizer']!r} makes codes of the {self.tokenizer_data(spec['tokenizer'])} "
+                                 f"dataset, but a {fam.name} backbone trains on {wants} (set tokenizers.<t>.data)")
             tokenizer = tokenizer_family(self.config["tokenizers"][spec["tokenizer"]]["preset"])
             downsample = tokenizer.presets[self.config["tokenizers"][spec["tokenizer"]]["preset"]].downsample
             num_tokens = spec.get("block_size") or (spec["image_size"] // downsample) ** 2
@@ -128,9 +146,16 @@ class Plan:
         """Table 2 backbones that are run (not pending), in table order."""
         return [b for b in self.tables["table2"]["backbones"] if not self.backbones[b].get("pending")]
 
+    def text_backbones(self, table: str | None = None) -> list[str]:
+        """Tables 3-4 backbones that are run (not pending): of one table, or of both."""
+        tables = (table,) if table else ("table3", "table4")
+        names = [b for t in tables for b in self.tables[t]["backbones"] if not self.backbones[b].get("pending")]
+        return list(dict.fromkeys(names))
+
     def tensorar_runs(self) -> list[tuple[str, str]]:
         """(backbone, variant) of every TensorAR run any table or figure needs, without duplicates."""
         runs = [(b, self.tables["table2"]["variant"]) for b in self.run_backbones()]
+        runs += [(b, self.tables[t]["variant"]) for t in ("table3", "table4") for b in self.text_backbones(t)]
         for table in ("table5", "table6a", "table6b"):
             runs += [(self.tables[table]["backbone"], v) for v in self.tables[table]["variants"]]
         runs.append((self.tables["fig5"]["backbone"], self.tables["fig5"]["variant"]))
@@ -155,6 +180,30 @@ class Plan:
     def digits_dir(self) -> str:
         return f"{self.root}/data/digits"
 
+    def captions_root(self) -> str:
+        return f"{self.root}/data/captions"
+
+    def captions_dir(self, split: str) -> str:
+        """A captioned split: the toy's canvases (made here) or the configured JSONL / tar shards."""
+        captions = self.config["captions"]
+        if captions["name"] == "captioned_digits":
+            return f"{self.captions_root()}/{split}"
+        if not captions.get(split):
+            raise ValueError(f"captions.{split} is required when captions.name is files")
+        return captions[split]
+
+    def tokenizer_data(self, name: str) -> str:
+        return self.config["tokenizers"][name].get("data", "images")
+
+    def images_of(self, tokenizer: str, split: str) -> str:
+        """The images a tokenizer is trained on / makes codes of: class folders or a captioned set."""
+        return self.captions_dir(split) if self.tokenizer_data(tokenizer) == "captions" else self.dataset_dir(split)
+
+    def images_inputs(self, tokenizer: str) -> dict:
+        if self.tokenizer_data(tokenizer) == "captions":
+            return {"data": self.captions_root()} if self.config["captions"]["name"] == "captioned_digits" else {}
+        return self.dataset_inputs()
+
     def tokenizer_path(self, name: str) -> str:
         return self.config["tokenizers"][name].get("checkpoint") or f"{self.root}/tokenizers/{name}.pt"
 
@@ -171,6 +220,26 @@ class Plan:
     def backbone_codes(self, backbone: str, split: str) -> str:
         spec = self.backbones[backbone]
         return self.codes_dir(spec["tokenizer"], split, spec["image_size"])
+
+    def conditions_dir(self, backbone: str, split: str) -> str | None:
+        """A text backbone's stored conditions (tensorar encode_captions); None for class labels."""
+        encoder = self.backbones[backbone].get("text_encoder")
+        spec = self.backbones[backbone]
+        return self.conditions_folder(spec["tokenizer"], split, spec["image_size"], encoder) if encoder else None
+
+    def conditions_inputs(self, backbone: str, split: str) -> dict:
+        folder = self.conditions_dir(backbone, split)
+        return {"conditions": f"{folder}/conditions.json"} if folder else {}
+
+    def bench_dir(self, benchmark, backbone, method, seed) -> str:
+        return f"{self.root}/bench/{benchmark}/{backbone}/{method}/seed{seed}"
+
+    def bench_file(self, benchmark, backbone, method, seed, name: str) -> str:
+        """A run's benchmark files: images/ (sample_prompts), samples.json, raw.jsonl, scores.json."""
+        return f"{self.bench_dir(benchmark, backbone, method, seed)}/{name}"
+
+    def conditions_folder(self, tokenizer, split, size, encoder) -> str:
+        return f"{self.codes_dir(tokenizer, split, size)}/conditions-{encoder}"
 
     def run_dir(self, backbone, method, seed) -> str:
         return f"{self.root}/runs/{backbone}/{method}/seed{seed}"
@@ -224,7 +293,8 @@ class Plan:
         return {"tokenizer": self.tokenizer_path(name)} if self.trained_tokenizer(name) else {}
 
     def train_inputs(self, backbone, method, seed) -> dict:
-        inputs = {"codes": f"{self.backbone_codes(backbone, 'train')}/{MANIFEST}"}
+        inputs = {"codes": f"{self.backbone_codes(backbone, 'train')}/{MANIFEST}",
+                  **self.conditions_inputs(backbone, "train")}
         if method != "base" and not self.official_base(backbone):
             inputs["init"] = self.base_checkpoint(backbone, seed)
         return inputs
@@ -247,7 +317,7 @@ class Plan:
 
     def diagnose_inputs(self, backbone, variant, seed) -> dict:
         inputs = {"ckpt": self.checkpoint(backbone, f"tensorar-{variant}", seed),
-                  "codes": f"{self.backbone_codes(backbone, 'val')}/{MANIFEST}"}
+                  "codes": f"{self.backbone_codes(backbone, 'val')}/{MANIFEST}", **self.conditions_inputs(backbone, "val")}
         if not self.official_base(backbone):
             inputs["base"] = self.base_checkpoint(backbone, seed)
         return inputs
@@ -263,7 +333,7 @@ class Plan:
     def train_tokenizer_args(self, name: str) -> list[str]:
         spec = self.config["tokenizers"][name]
         training = from_mapping(TokenizerTrainOptions, spec.get("training"), f"tokenizers.{name}.training")
-        return ["--data", self.dataset_dir("train"), "--val-data", self.dataset_dir("val"),
+        return ["--data", self.images_of(name, "train"), "--val-data", self.images_of(name, "val"),
                 "--preset", spec["preset"], "--image-size", str(self.config["dataset"]["image_size"]),
                 *to_arguments(training)]
 
@@ -275,7 +345,7 @@ class Plan:
 
     def extract_codes_args(self, tokenizer, split, size) -> list[str]:
         """Training codes use the configured augmentation; held-out codes (diagnostics) one plain view."""
-        args = ["--data", self.dataset_dir(split), *self.tokenizer_args(tokenizer), "--image-size", str(size)]
+        args = ["--data", self.images_of(tokenizer, split), *self.tokenizer_args(tokenizer), "--image-size", str(size)]
         if split == "val":
             return args + ["--augment", "center", "--no-flip"]
         codes = self.config["codes"]
@@ -308,6 +378,8 @@ class Plan:
         spec = self.backbones[backbone]
         args = ["--codes", self.backbone_codes(backbone, "train"), "--run-dir", self.run_dir(backbone, method, seed),
                 "--family", spec["family"], "--model", spec["preset"]]
+        if self.conditions_dir(backbone, "train"):
+            args += ["--conditions", self.conditions_dir(backbone, "train")]
         if method == "base":
             args += ["--mode", "base"]
         else:
@@ -365,10 +437,85 @@ class Plan:
         args = ["--ckpt", self.checkpoint(backbone, f"tensorar-{variant}", seed),
                 "--base", self.base_checkpoint(backbone, seed), "--codes", self.backbone_codes(backbone, "val"),
                 "--num-samples", str(self.config["diagnostics"]["num_samples"]), "--seed", str(seed)]
+        if self.conditions_dir(backbone, "val"):
+            args += ["--conditions", self.conditions_dir(backbone, "val")]
         if self.official_base(backbone):
             args += self.official_model_args(backbone, "--base-preset", "--base-block-size")
         # The diagnostics sample as the backbone's Table 2 runs do (draft noise: both modes are run).
         return args + to_arguments(self.sampling_options(backbone), skip=("draft_noise",))
+
+    def text_encoder_args(self, name: str) -> list[str]:
+        """The flags naming a text encoder (encode_captions and sample_prompts take the same)."""
+        spec = self.config["text_encoders"][name]
+        args = ["--encoder", spec["kind"]]
+        if spec.get("path"):
+            args += ["--encoder-path", spec["path"]]
+        if spec["kind"] == "toy":
+            args += ["--dim", str(spec["dim"]), "--max-tokens", str(spec["max_tokens"])]
+        elif spec["kind"] == "janus":
+            args += ["--prompt-length", str(spec["prompt_length"])]
+        return args
+
+    def encode_captions_args(self, tokenizer, split, size, encoder) -> list[str]:
+        return ["--codes", self.codes_dir(tokenizer, split, size), *self.text_encoder_args(encoder)]
+
+    def make_captions_args(self) -> list[str]:
+        c = self.config["captions"]
+        return ["--num-train", str(c["num_train"]), "--num-val", str(c["num_val"]), "--seed", str(c["seed"])]
+
+    # ----- Tables 3-4: prompt-file samples, the benchmark models' raw outputs, scores -----
+    def benchmark(self, name: str) -> dict:
+        return self.config["benchmarks"][name]
+
+    def benchmark_prompts(self, name: str) -> str:
+        """The official prompt set (config path) or the toy's (made by make_captions)."""
+        given = self.benchmark(name).get("prompts")
+        if given:
+            return given
+        return f"{self.captions_root()}/geneval/evaluation_metadata.jsonl" if name == "geneval" else \
+            f"{self.captions_root()}/dpg/prompts"
+
+    def dpg_questions(self) -> str:
+        return self.benchmark("dpg").get("questions") or f"{self.captions_root()}/dpg/dpg_bench.csv"
+
+    def toy_benchmark(self, name: str) -> bool:
+        return self.benchmark(name)["detector"] == "toy"
+
+    def benchmark_inputs(self, name: str) -> dict:
+        """Prompt sets made here (the toy's) are inputs; official ones are config paths."""
+        return {"prompts": self.captions_root()} if not self.benchmark(name).get("prompts") and \
+            self.config["captions"]["name"] == "captioned_digits" else {}
+
+    def sample_prompts_args(self, name, backbone, method, seed) -> list[str]:
+        spec, bench = self.backbones[backbone], self.benchmark(name)
+        args = [*self.model_args(backbone, method, seed), *self.text_encoder_args(spec["text_encoder"]),
+                "--prompts", self.benchmark_prompts(name), "--layout", name,
+                "--images-per-prompt", str(bench["images_per_prompt"]), "--seed", str(seed),
+                "--batch-size", str(self.config["evaluation"]["sample_batch_size"])]
+        return args + to_arguments(self.sampling_options(backbone))
+
+    def score_args(self, name, backbone, method, seed) -> list[str]:
+        folder = self.bench_dir(name, backbone, method, seed)
+        args = [name, "--images", f"{folder}/images"]
+        if name == "dpg":
+            args += ["--questions", self.dpg_questions()]
+        if self.toy_benchmark(name):
+            return args + ["--toy-classifier", self.classifier()]
+        return args + ["--raw", f"{folder}/raw.jsonl"]
+
+    def detect_args(self, name, backbone, method, seed) -> list[str]:
+        """The official model's runner (workflow/scripts/), in its own environment."""
+        bench, folder = self.benchmark(name), self.bench_dir(name, backbone, method, seed)
+        if name == "geneval":
+            return ["--images", f"{folder}/images", "--detector-config", bench["detector_config"],
+                    "--detector-checkpoint", bench["detector_checkpoint"], "--clip-weights", bench["clip_weights"]]
+        return ["--images", f"{folder}/images", "--questions", self.dpg_questions(), "--model-dir", bench["model_dir"],
+                "--resolution", str(self.backbones[backbone]["eval_image_size"])]
+
+    def benchmark_python(self, name: str) -> str:
+        """The interpreter of the official model's environment: a configured one, or `python` (inside the
+        rule's conda environment with --sdm conda)."""
+        return self.benchmark(name).get("python") or "python"
 
     # ----------------------------------------------------------------------------------------------
     # Manifests of the tables, diagnostics and figures
@@ -393,6 +540,16 @@ class Plan:
         return [{"seed": s, "metrics": self.metrics(backbone, method, s, tag),
                  "stats": self.sample(backbone, method, s, tag, "json")} for s in self.seeds]
 
+    def bench_runs(self, benchmark, backbone, method) -> list[dict]:
+        if method == "tensorar":
+            method = f"tensorar-{self.tables['table3' if benchmark == 'geneval' else 'table4']['variant']}"
+        return [{"seed": s, "metrics": f"{self.bench_dir(benchmark, backbone, method, s)}/scores.json",
+                 "stats": f"{self.bench_dir(benchmark, backbone, method, s)}/samples.json"} for s in self.seeds]
+
+    def text_backbones_rows(self, table: str) -> list[dict]:
+        return [{"key": b, "label": self.backbones[b]["label"], "paper_row": self.backbones[b].get("paper_row"),
+                 "pending": self.backbones[b].get("pending")} for b in self.tables[table]["backbones"]]
+
     def table2_backbones(self) -> list[dict]:
         out = []
         for b in self.tables["table2"]["backbones"]:
@@ -413,7 +570,10 @@ class Plan:
             sections = tables.table2_sections(self.table2_backbones(), self.variant_label(self.tables["table2"]["variant"]),
                                               self.runs, toy)
         elif name in ("table3", "table4"):
-            sections = [tables.benchmark_section(name, self.tables[name]["rows"])]
+            benchmark = "geneval" if name == "table3" else "dpg"
+            runs = lambda b, m, tag="final": self.bench_runs(benchmark, b, m)  # noqa: E731
+            sections = tables.benchmark_sections(name, self.text_backbones_rows(name),
+                                                 self.variant_label(self.tables[name]["variant"]), runs, toy)
         elif name in ("table5", "table6"):
             sections = [tables.ablation_section(t, self.ablation_backbone(t),
                                                 {v: self.variants[v] for v in self.tables[t]["variants"]},

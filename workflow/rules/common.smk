@@ -36,6 +36,8 @@ wildcard_constraints:
     table=r"table[2-6]",
     size=r"\d+",
     tokenizer=r"[A-Za-z0-9_-]+",
+    encoder=r"[A-Za-z0-9_-]+",
+    benchmark=r"geneval|dpg",
 
 
 def args(arguments):
@@ -90,7 +92,11 @@ def train_tokenizer_args(w):
 
 
 def extract_codes_inputs(w):
-    return {**PLAN.dataset_inputs(), **PLAN.tokenizer_inputs(w.tokenizer)}
+    return {**PLAN.images_inputs(w.tokenizer), **PLAN.tokenizer_inputs(w.tokenizer)}
+
+
+def train_tokenizer_inputs(w):
+    return PLAN.images_inputs(w.tokenizer)
 
 
 def extract_codes_args(w):
@@ -136,6 +142,38 @@ def diagnose_inputs(w):
 
 def diagnose_args(w):
     return args(PLAN.diagnose_args(w.backbone, w.variant, w.seed))
+
+
+def encode_captions_args(w):
+    return args(PLAN.encode_captions_args(w.tokenizer, w.split, w.size, w.encoder))
+
+
+def sample_prompts_inputs(w):
+    return {**PLAN.sample_inputs(w.backbone, w.method, w.seed), **PLAN.benchmark_inputs(w.benchmark)}
+
+
+def sample_prompts_args(w):
+    return args(PLAN.sample_prompts_args(w.benchmark, w.backbone, w.method, w.seed))
+
+
+def geneval_detect_args(w):
+    return args(PLAN.detect_args("geneval", w.backbone, w.method, w.seed))
+
+
+def dpg_vqa_args(w):
+    return args(PLAN.detect_args("dpg", w.backbone, w.method, w.seed))
+
+
+def score_inputs(w):
+    folder = PLAN.bench_dir(w.benchmark, w.backbone, w.method, w.seed)
+    inputs = {"samples": f"{folder}/samples.json", **PLAN.benchmark_inputs(w.benchmark)}
+    if PLAN.toy_benchmark(w.benchmark):
+        return {**inputs, "classifier": PLAN.classifier()}
+    return {**inputs, "raw": f"{folder}/raw.jsonl"}
+
+
+def score_args(w):
+    return args(PLAN.score_args(w.benchmark, w.backbone, w.method, w.seed))
 
 
 def table_inputs(w):

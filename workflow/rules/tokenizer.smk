@@ -4,7 +4,7 @@
 
 rule train_tokenizer:
     input:
-        **PLAN.dataset_inputs(),
+        unpack(train_tokenizer_inputs),
     output:
         tokenizer=f"{R}/tokenizers/{{tokenizer}}.pt",
         report=f"{R}/tokenizers/{{tokenizer}}.json",

@@ -83,7 +83,8 @@ class FolderStore:
             start, end = self.offsets[s][j], self.offsets[s][j + 1]
             n = end - start
             if n:
-                caption[b, L - n:] = torch.from_numpy(np.asarray(self.arrays["valid"][s][start:end], dtype=np.float32))
+                valid = np.array(self.arrays["valid"][s][start:end], dtype=np.float32)  # a copy: the mmap is read-only
+                caption[b, L - n:] = torch.from_numpy(valid)
                 mask[b, L - n:] = True
         return {"caption": caption, "caption_mask": mask}
 

@@ -102,11 +102,50 @@ def ablation_section(table: str, backbone: dict, variants: dict[str, dict], vari
     return section
 
 
-def benchmark_section(table: str, rows: list[dict]) -> dict:
-    """Tables 3 / 4 (GenEval, DPG-Bench): rows of the text-to-image backbones (pending until they run)."""
-    benchmark = {"table3": "GenEval", "table4": "DPG-Bench"}[table]
-    return {"name": table, "title": f"Table {table[-1]}: {benchmark}", "columns": [f"{benchmark} overall"],
-            "rows": [{"key": r["label"], "cells": {"Model": r["label"]}, "pending": r["reason"]} for r in rows]}
+BENCHMARK_COLUMNS = {
+    "geneval": {"single_object": "Single Obj.", "two_object": "Two Obj.", "counting": "Counting", "colors": "Colors",
+                "position": "Position", "color_attr": "Color Attr.", "overall": "Overall"},
+    "dpg": {"global": "Global", "entity": "Entity", "attribute": "Attribute", "relation": "Relation",
+            "other": "Other", "overall": "Overall"},
+}
+BENCHMARKS = {"table3": ("geneval", "GenEval", paper.TABLE3, paper.TABLE3_OTHER_METHODS, paper.GENEVAL_COLUMNS),
+              "table4": ("dpg", "DPG-Bench", paper.TABLE4, paper.TABLE4_OTHER_METHODS, paper.DPG_COLUMNS)}
+
+
+def benchmark_sections(table: str, backbones: list[dict], variant_label: str, runs: Runs, toy: bool) -> list[dict]:
+    """Tables 3 / 4 (GenEval, DPG-Bench): per text-to-image backbone its base, the equal-steps control and
+    +TensorAR; at paper scale the paper's values beside ours and the other methods as printed. The toy's
+    benchmark is ours (toy canvases, toy detector): never comparable with the paper's numbers."""
+    benchmark, name, printed, others, order = BENCHMARKS[table]
+    rows = []
+    for b in backbones:
+        for method, label in (("base", "base"), ("finetune", CONTROL_LABEL),
+                              ("tensorar", f"with TensorAR ({variant_label})")):
+            row = {"key": f"{b['key']}/{method}", "method": method,
+                   "cells": {"Model": b["label"], "Method": label}, "params": True}
+            if b.get("pending"):
+                row["pending"] = b["pending"]
+            else:
+                row["runs"] = runs(b["key"], method)
+            if toy:
+                row["paper"] = paper.NOT_IN_PAPER
+            elif method == "finetune":
+                row["paper"] = paper.CONTROL_NOT_IN_PAPER
+            elif b.get("paper_row") in printed:
+                row["paper"] = dict(zip(order, printed[b["paper_row"]][method]))
+            else:
+                row["paper"] = paper.NO_PAPER_ROW
+            rows.append(row)
+    title = f"Table {table[-1]}: {name}" + (" (toy benchmark, ours: canvases of digits scored by a toy detector)"
+                                            if toy else "")
+    sections = [{"name": table, "title": title, "benchmark": benchmark, "rows": rows}]
+    if not toy:
+        columns = BENCHMARK_COLUMNS[benchmark]
+        sections.append({"name": f"{table}_other", "title": f"Table {table[-1]} (continued): other methods, as printed "
+                         "in the paper (not run here)",
+                         "printed": [{"cells": {"Model": model, **{columns[k]: f"{v:.2f}" for k, v in zip(order, values)}}}
+                                     for model, values in others.items()]})
+    return sections
 
 
 # --------------------------------------------------------------------------------------------------
@@ -175,9 +214,26 @@ def _paper_value(row: dict, metric: str):
     return found if isinstance(found, str) else found.get(metric)
 
 
+def section_metrics(section: dict, toy: bool) -> tuple[dict[str, str], dict[str, str], dict[str, int]]:
+    """(metrics with a paper column: key -> column, ours only, decimals) of a section: ImageNet's (FID, IS,
+    precision, recall, sFID) or a benchmark's (GenEval / DPG-Bench categories)."""
+    if "benchmark" in section:
+        columns = BENCHMARK_COLUMNS[section["benchmark"]]
+        digits = 3 if section["benchmark"] == "geneval" else 2
+        return columns, {}, dict.fromkeys(columns, digits)
+    fid = {"fid": "toy-FID" if toy else "FID"}
+    digits = {"precision": 3, "recall": 3}
+    return {**METRICS, **fid}, OURS_ONLY, {k: digits.get(k, 2) for k in (*METRICS, *OURS_ONLY)}
+
+
+def _metric_values(section: dict, run: dict) -> dict:
+    record = read_json(run["metrics"])
+    return record["scores"] if "benchmark" in section else record
+
+
 def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(Markdown frame of formatted cells, CSV frame of raw numbers) of one table section."""
-    fid_name = "toy-FID" if toy else "FID"
+    with_paper, ours_only, digits = section_metrics(section, toy)
     shown, raw = [], []
     for row in section.get("printed", []):
         cells = {k: "-" if v is None else str(v) for k, v in row["cells"].items()}
@@ -189,18 +245,19 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
         numbers = dict(row["cells"])
         if "pending" in row:
             note = f"pending ({row['pending']})"
-            for column in section.get("columns") or [fid_name, *list(METRICS.values())[1:]]:
+            for column in with_paper.values():
                 cells[column] = note
             if "paper" in row and not toy:  # what the paper printed for it, even while ours is pending
-                cells["Params (paper)"] = _paper_value(row, "params")
-                for name, column in METRICS.items():
+                if row.get("params"):
+                    cells["Params (paper)"] = _paper_value(row, "params")
+                for name, column in with_paper.items():
                     value = _paper_value(row, name)
                     cells[f"{column} (paper)"] = "-" if value is None else value
             numbers["status"] = note
             shown.append(cells)
             raw.append(numbers)
             continue
-        metrics = [read_json(run["metrics"]) for run in row["runs"]]
+        metrics = [_metric_values(section, run) for run in row["runs"]]
         stats = [read_json(run["stats"]) for run in row["runs"]]
         if row.get("params"):
             cells["Params"] = fmt_params(stats[0])
@@ -208,15 +265,14 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
             if not toy:
                 cells["Params (paper)"] = _paper_value(row, "params")
         if section.get("latency"):
-            mean, std, _ = aggregate([latency_ms(s) for s in stats])
+            mean, std, _ = aggregate([latency_ms(st) for st in stats])
             cells["Latency (ms/img)"] = fmt(mean, std)
             numbers["latency_ms_mean"], numbers["latency_ms_std"] = mean, std
-        for name, column in {**METRICS, **OURS_ONLY}.items():
+        for name, column in {**with_paper, **ours_only}.items():
             mean, std, n = aggregate([m[name] for m in metrics])
-            column = fid_name if name == "fid" else column
-            cells[column] = fmt(mean, std, 3 if name in ("precision", "recall") else 2)
+            cells[column] = fmt(mean, std, digits[name])
             numbers[f"{name}_mean"], numbers[f"{name}_std"], numbers["seeds"] = mean, std, n
-            if name in METRICS:
+            if name in with_paper:
                 value = _paper_value(row, name)
                 cells[f"{column} (paper)"] = "-" if value is None else value
                 numbers[f"{name}_paper"] = value

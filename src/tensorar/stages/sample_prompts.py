@@ -29,12 +29,29 @@ import torch
 from tqdm.auto import tqdm
 
 from tensorar.decoding.cpu_packing import packed_for_decoding
-from tensorar.decoding.images import autocast, decode_tokens, generate_tokens, to_uint8_nhwc
+from tensorar.decoding.images import (
+    autocast,
+    decode_tokens,
+    generate_tokens,
+    to_uint8_nhwc,
+)
 from tensorar.decoding.sampling import SamplingOptions
-from tensorar.distributed import DistInfo, barrier, cleanup_distributed, get_logger, init_distributed
+from tensorar.distributed import (
+    DistInfo,
+    barrier,
+    cleanup_distributed,
+    get_logger,
+    init_distributed,
+)
 from tensorar.errors import InputError, run_stage
 from tensorar.evaluation import dpg, geneval
-from tensorar.fileio import atomic_write_json, claim_for, exclusive_lock, identity_hash, remove_stale_temp_files
+from tensorar.fileio import (
+    atomic_write_json,
+    claim_for,
+    exclusive_lock,
+    identity_hash,
+    remove_stale_temp_files,
+)
 from tensorar.models.backbone import condition_to
 from tensorar.models.conditioning import TEXT_ENCODERS, text_encoder
 from tensorar.models.loading import load_model, load_tokenizer
@@ -105,8 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--vq-preset", default=None, help="preset of a released tokenizer (VQ-16, Janus-VQ16)")
     model.add_argument("--encoder", required=True, choices=TEXT_ENCODERS, help="text encoder the model was trained with")
     model.add_argument("--encoder-path", default=None, help="its model folder (t5: flan-t5-xl; janus: the model folder)")
-    model.add_argument("--encoder-dim", type=positive_int, default=32, help="toy encoder: feature width")
-    model.add_argument("--encoder-tokens", type=positive_int, default=16, help="toy encoder: caption positions")
+    model.add_argument("--dim", type=positive_int, default=32, help="toy encoder: feature width")
+    model.add_argument("--max-tokens", type=positive_int, default=16, help="toy encoder: caption positions")
+    model.add_argument("--prompt-length", type=positive_int, default=None,
+                       help="janus encoder: prompt positions (default: the model's prompt_length)")
     run = p.add_argument_group("prompts and output")
     run.add_argument("--prompts", required=True, help="GenEval metadata JSONL, or DPG-Bench's prompts folder")
     run.add_argument("--layout", required=True, choices=LAYOUTS)
@@ -137,8 +156,9 @@ def main(argv: list[str] | None = None) -> None:
     if model.backbone.num_classes is not None:
         raise InputError(f"{args.ckpt} is class-conditional: sample it with tensorar sample")
     tokenizer = load_tokenizer(args.vq, args.vq_preset, device=info.device)
-    encoder = text_encoder(args.encoder, args.encoder_path, dim=args.encoder_dim, max_tokens=args.encoder_tokens,
-                           prompt_length=getattr(model.backbone.config, "prompt_length", 256), device=info.device)
+    prompt_length = args.prompt_length or getattr(model.backbone.config, "prompt_length", 256)
+    encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
+                           prompt_length=prompt_length, device=info.device)
     out = Path(args.out)
     identity = {"model": file_sha256(args.ckpt, info), "tokenizer": file_sha256(args.vq, info),
                 "encoder": encoder.identity(), "prompts": identity_hash(prompts), "layout": args.layout,

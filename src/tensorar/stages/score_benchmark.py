@@ -1,0 +1,72 @@
+"""`tensorar score_benchmark`: GenEval / DPG-Bench scores of a folder of generated images, with our
+scorers (tensorar.evaluation.geneval / .dpg: the official scoring rules, reproduced exactly).
+
+    tensorar score_benchmark geneval --images SAMPLES/ --raw RAW.jsonl --out SCORES.json
+    tensorar score_benchmark dpg --images GRIDS/ --questions dpg_bench.csv --raw RAW.jsonl --out SCORES.json
+    tensorar score_benchmark geneval --images SAMPLES/ --toy-classifier CLS.pt --out SCORES.json   (the toy)
+
+The models behind the scores run where they can: the official detector (Mask2Former + CLIP) and VQA
+model (mPLUG) in their own environments (workflow/scripts/, workflow/envs/), which write RAW.jsonl; the
+embedded toy's detector (ours, tensorar.evaluation.toy_detector) runs here when `--toy-classifier` is
+given, and its raw file is written beside SCORES.json. SCORES.json holds the paper's table columns
+(GenEval: the six tags and overall, fractions; DPG-Bench: global, entity, attribute, relation, other,
+overall, percentages) and, for GenEval, the per-image results file beside it.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tensorar.errors import InputError, run_stage
+from tensorar.evaluation import dpg, geneval
+from tensorar.fileio import atomic_write_json, sha256_file
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="tensorar score_benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("benchmark", choices=("geneval", "dpg"))
+    parser.add_argument("--images", required=True, help="the generated images (tensorar sample_prompts' layout)")
+    parser.add_argument("--questions", help="dpg: dpg_bench.csv (from github.com/TencentQQGYLab/ELLA)")
+    parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
+    parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
+    parser.add_argument("--no-official-quirks", action="store_true", help="dpg: the corrected scoring (dpg.py)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+    if (args.raw is None) == (args.toy_classifier is None):
+        parser.error("give exactly one of --raw (an official model's outputs) and --toy-classifier (the toy)")
+    if args.benchmark == "dpg" and not args.questions:
+        parser.error("dpg needs --questions dpg_bench.csv")
+    out = Path(args.out)
+    raw = Path(args.raw) if args.raw else out.with_name(out.stem + ".raw.jsonl")
+    if args.toy_classifier:
+        from tensorar.evaluation.toy_detector import (
+            ToyDetector,
+            write_dpg_answers,
+            write_geneval_detections,
+        )
+
+        detector = ToyDetector.from_checkpoint(args.toy_classifier)
+        if args.benchmark == "geneval":
+            write_geneval_detections(args.images, detector, raw)
+        else:
+            write_dpg_answers(args.questions, args.images, detector, raw)
+    if not raw.is_file():
+        raise FileNotFoundError(f"raw model outputs not found: {raw}")
+    result = {"benchmark": args.benchmark, "images": str(args.images), "raw": str(raw), "raw_sha256": sha256_file(raw),
+              "detector": "toy (ours)" if args.toy_classifier else "official"}
+    if args.benchmark == "geneval":
+        records = geneval.score_raw_detections(raw)
+        if not records:
+            raise InputError(f"{raw} holds no images")
+        geneval.write_results(out.with_name(out.stem + ".results.jsonl"), records)
+        result.update(scores=geneval.summarize(records), num_images=len(records))
+    else:
+        scored = dpg.score_answers_file(args.questions, raw, official_quirks=not args.no_official_quirks)
+        result.update(scores=scored.table_row(), num_images=len(scored.image_scores), failed=scored.failed,
+                      official_quirks=not args.no_official_quirks)
+    atomic_write_json(out, result)
+    print(", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items()))
+
+
+if __name__ == "__main__":
+    run_stage(main)
