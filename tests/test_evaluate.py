@@ -152,6 +152,21 @@ def test_cli_prints_adm_lines_and_writes_json(tmp_path, capsys):
     assert len(metrics["reference_sha256"]) == 64
 
 
+def test_bootstrap_replicates_are_fids_of_resampled_samples(tmp_path):
+    """--bootstrap: the reported FID is untouched; each replicate is the FID of a resample of the sample
+    features against the same reference; the replicates spread around the FID, reproducibly by seed."""
+    extractor = RandomConvFeatures()
+    ref, sample = _npz(tmp_path / "ref.npz", _images(1)), _npz(tmp_path / "sample.npz", _images(2))
+    plain = evaluate.evaluate(ref, sample, extractor, batch_size=16, progress=False)
+    boot = evaluate.evaluate(ref, sample, extractor, batch_size=16, progress=False, bootstrap=30, bootstrap_seed=5)
+    assert "fid_bootstrap" not in plain and boot["fid"] == plain["fid"]
+    b = boot["fid_bootstrap"]
+    assert b["fid"] == pytest.approx(plain["fid"], rel=1e-6) and len(b["replicates"]) == 30 and b["seed"] == 5
+    assert len(set(b["replicates"])) > 1 and b["interval"]["low"] < b["fid"] < b["interval"]["high"]
+    again = evaluate.evaluate(ref, sample, extractor, batch_size=16, progress=False, bootstrap=30, bootstrap_seed=5)
+    assert again["fid_bootstrap"]["replicates"] == b["replicates"]
+
+
 def test_build_feature_extractor_errors(tmp_path):
     with pytest.raises(ValueError, match="--inception-weights"):
         build_feature_extractor("inception")

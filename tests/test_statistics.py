@@ -17,6 +17,7 @@ from tensorar.evaluation.statistics import (
     FrechetReference,
     Interval,
     bootstrap_fid,
+    bootstrap_group_means,
     consecutive_differences,
     frechet_distance_eig,
     mean_over_seeds,
@@ -25,6 +26,7 @@ from tensorar.evaluation.statistics import (
     paired_t_interval,
     resample_counts,
     symmetric_sqrt,
+    timing_difference,
     verdict,
 )
 
@@ -327,3 +329,43 @@ def test_consecutive_differences_follow_arm_order():
     assert monotonic_trend(differences, "decreasing") == "supported"
     assert monotonic_trend(consecutive_differences(arms[::-1], 500, np.random.default_rng(27)),
                            "decreasing") == "contradicted"
+
+
+# --------------------------------------------------------------------------------------------------------
+# Benchmark scores and timings
+
+
+def test_group_mean_replicates_have_the_binomial_spread_per_group():
+    """GenEval's overall = mean over tags of a fraction correct: with G tags of n images each at rate p_g,
+    its sampling SD is sqrt(sum_g p_g (1 - p_g) / n) / G."""
+    rng = np.random.default_rng(0)
+    rates, n = (0.9, 0.5, 0.2), 400
+    groups = [(rng.random(n) < p).astype(float) for p in rates]
+    reps = bootstrap_group_means(groups, 4000, np.random.default_rng(1))
+    observed = [g.mean() for g in groups]
+    want_sd = np.sqrt(sum(p * (1 - p) / n for p in observed)) / len(rates)
+    assert np.mean(reps) == pytest.approx(np.mean(observed), abs=3 * want_sd / np.sqrt(4000) + 1e-3)
+    assert np.std(reps) == pytest.approx(want_sd, rel=0.08)
+
+
+def test_group_mean_of_constant_groups_has_no_spread_and_keeps_group_weights():
+    reps = bootstrap_group_means([[1.0], [0.0, 0.0, 0.0]], 50, np.random.default_rng(0))
+    assert np.all(reps == 0.5)  # a mean of group means, not of the pooled values (0.25)
+    with pytest.raises(ValueError):
+        bootstrap_group_means([[]], 10, np.random.default_rng(0))
+
+
+def test_timing_difference_absolute_and_relative():
+    rng = np.random.default_rng(0)
+    slow, fast = 0.12 + 0.002 * rng.standard_normal(20), 0.10 + 0.002 * rng.standard_normal(20)
+    diff = timing_difference(slow, fast, 2000, np.random.default_rng(1))
+    assert diff.estimate == pytest.approx(slow.mean() - fast.mean())
+    # two independent means of 20 repeats: the plug-in SE sqrt(var_a / 20 + var_b / 20)
+    assert diff.standard_error == pytest.approx(np.sqrt(slow.var() / 20 + fast.var() / 20), rel=0.1)
+    assert diff.low > 0.01 and verdict(diff, "greater") == "supported"
+    rel = timing_difference(slow, fast, 2000, np.random.default_rng(1), relative=True)
+    assert rel.estimate == pytest.approx(slow.mean() / fast.mean() - 1) and rel.contains(0.2)
+    same = timing_difference([1.0, 1.0], [1.0, 1.0], 10, np.random.default_rng(0))
+    assert (same.low, same.high) == (0.0, 0.0) and same.method == "repeat bootstrap"
+    with pytest.raises(ValueError):
+        timing_difference([1.0], [1.0, 2.0], 10, np.random.default_rng(0))

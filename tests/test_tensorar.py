@@ -255,6 +255,49 @@ def test_draft_noise_schedule_uses_the_given_draws(make):
         model.base.generate(labels, noise)
 
 
+def test_self_drafts_are_the_windows_the_sampler_feeds_back(make):
+    """Self-drafting (ours): given the sampler's own fed windows and the same draws, the no-grad pass
+    samples exactly the windows the sampler sampled (slot 0: the committed token; PAD stays PAD)."""
+    k = 3
+    model = make(k=k, trained=True)
+    _, labels = data(B=4)
+    u = torch.rand(4, T, k, 1, generator=torch.Generator().manual_seed(3))
+    _, drafts = model.generate(labels, uniforms=u, return_drafts=True)  # (B, T, k)
+    inputs = drafts[:, :-1]  # the window fed at step t + 1 is the one sampled at step t
+    drafted = model.self_drafts(inputs, {"labels": labels}, uniforms=u[:, :-1])
+    assert torch.equal(drafted, inputs)
+    # From noised inputs the drafts change, slot 0 and PAD do not.
+    noised = model.noise_windows(inputs, uniforms=torch.zeros(*inputs.shape, 2))  # every draft -> token 0
+    redrafted = model.self_drafts(noised, {"labels": labels}, uniforms=u[:, :-1])
+    assert torch.equal(redrafted[..., 0], inputs[..., 0]) and torch.equal(redrafted == PAD, inputs == PAD)
+    assert not torch.equal(redrafted, inputs)
+
+
+def test_self_drafting_loss_trains_on_the_models_drafts(make):
+    k = 3
+    noise_model = make(k=k, trained=True)
+    self_model = make(k=k, trained=True, draft_source="self")
+    self_model.load_state_dict(noise_model.state_dict())
+    tokens, labels = data()
+    noise = torch.rand(3, T - 1, k, 2, generator=torch.Generator().manual_seed(0))
+    draws = torch.rand(3, T - 1, k, 1, generator=torch.Generator().manual_seed(1))
+    cond = {"labels": labels}
+    loss, _ = self_model.training_loss(tokens, cond, noise_uniforms=noise, draft_uniforms=draws)
+    again, _ = self_model.training_loss(tokens, cond, noise_uniforms=noise, draft_uniforms=draws)
+    plain, _ = noise_model.training_loss(tokens, cond, noise_uniforms=noise)
+    assert loss == again and loss != plain
+    # The loss is the teacher-forced loss on the self-drafted inputs; the drafting pass gets no gradient.
+    inputs = self_model.self_drafts(self_model.noise_windows(self_model.windows(tokens)[:, :-1], uniforms=noise),
+                                    cond, uniforms=draws)
+    targets = self_model.windows(tokens)
+    hidden = self_model.slot_hidden_states(inputs, cond)
+    want = sum(w * self_model.base.token_loss(hidden[:, :, s], targets[..., s])
+               for s, w in enumerate(self_model.slot_weight))
+    torch.testing.assert_close(loss, want)
+    loss.backward()
+    assert all(p.grad is not None for p in self_model.plugin_parameters())
+
+
 # ----- configuration and checkpoints -----
 def test_config_is_strict():
     cfg = TensorARConfig(k=3, depth=2, schedule="sine", loss_weighting="uniform", n_head=4)

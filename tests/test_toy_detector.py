@@ -195,11 +195,13 @@ def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
         geneval.write_prompt_images(tmp_path / "gen", i, m, [cd.render_metadata(m, rng, split="val").image] * 2)
     out = tmp_path / "scores" / "geneval.json"
     score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--toy-classifier", str(checkpoint),
-                     "--out", str(out)])
+                     "--out", str(out), "--bootstrap", "20"])
     toy = json.loads(out.read_text())
     assert toy["num_images"] == 2 * len(metadata) and toy["detector"] == "toy (ours)"
     assert set(toy["scores"]) == set(geneval.TABLE_COLUMNS) and toy["scores"]["overall"] >= 0.8
     assert (tmp_path / "scores" / "geneval.results.jsonl").is_file()
+    replicates = toy["overall_bootstrap"]["replicates"]  # resampled within tags: each between 0 and 1
+    assert len(replicates) == 20 and all(0 <= r <= 1 for r in replicates)
     again = tmp_path / "scores" / "official.json"
     score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again)])
     assert json.loads(again.read_text())["scores"] == toy["scores"]

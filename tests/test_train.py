@@ -345,3 +345,19 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(ba
     assert [r["step"] for r in metrics(run)] == list(range(1, steps + 1))
     assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(tmp_path / "straight")]
     assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "straight" / "final.pt"))
+
+
+def test_self_drafting_trains_and_is_saved_in_the_checkpoint(base_model, tmp_path):
+    codes = write_codes(tmp_path / "codes")
+    base_model(tmp_path / "base.pt")
+    runs = {}
+    for source in ("noise", "self"):
+        runs[source] = tmp_path / source
+        main(["--codes", str(codes), "--run-dir", str(runs[source]), "--mode", "tensorar",
+              "--init", str(tmp_path / "base.pt"), "--k", "4", "--depth", "1", "--draft-source", source,
+              "--steps", "2", "--global-batch-size", "8", "--log-every", "1", "--device", "cpu"])
+    model = load_model(runs["self"] / "final.pt")
+    assert model.plugin_config.draft_source == "self"
+    # Same seed and batches, different drafts: the later slots see other inputs, so their losses differ.
+    noise_losses, self_losses = (metrics(runs[s])[-1]["per_slot_loss"] for s in ("noise", "self"))
+    assert noise_losses[1:] != self_losses[1:]

@@ -24,6 +24,13 @@ Estimates
   drawn seed add one sample-bootstrap deviation of each arm, drawn independently (the two arms' sample sets
   are separate draws; what they share through the seed is already in the paired per-seed FIDs).
 `mean_over_seeds(arm)`: the same two-level bootstrap for one arm's mean FID.
+`bootstrap_group_means(groups)`: sampling noise of a benchmark score that is a mean of per-group means
+  (GenEval: mean over tags of the fraction of correct images; DPG-Bench: one group, the mean per-prompt
+  score): replicates resample each group's values with replacement. They enter `ArmResults` as FID's
+  replicates do, so every comparison below works on benchmark scores too.
+`timing_difference(a, b)`: latency of A against B from two independent sets of timed repeats (the
+  same machine, one after the other), as an absolute or a relative difference, with a bootstrap over
+  the repeats: the spread of the timer, not of seeds (the weights do not change a forward's cost).
 `paired_t_interval(a, b)`: the classical paired t interval over seeds; a cross-check for few seeds.
 `verdict` / `monotonic_trend`: "supported" when every interval lies strictly on the claimed side of 0,
   "contradicted" when one lies strictly on the other side, else "inconclusive".
@@ -98,7 +105,7 @@ class Interval:
     low: float
     high: float
     level: float  # e.g. 0.95
-    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap" or "paired t"
+    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap", "paired t" or "repeat bootstrap"
     n_seeds: int
     n_boot: int  # bootstrap draws behind the interval; 0 for analytic intervals
     standard_error: float  # SD of the bootstrap draws, or the analytic standard error
@@ -153,7 +160,8 @@ class FIDBootstrap:
 
 @dataclass(frozen=True, eq=False)
 class ArmResults:
-    """One arm of a comparison: FID per seed, and optionally each seed's sample-bootstrap replicates.
+    """One arm of a comparison: FID (or another score) per seed, and optionally each seed's sample-bootstrap
+    replicates.
 
     Arms are paired by seed: row s of two arms must come from the same seed (checked through `seeds`).
     """
@@ -325,6 +333,42 @@ def bootstrap_fid(features: np.ndarray, reference: FrechetReference | FIDStatist
     resampler = FIDResampler(features, reference, dtype=dtype)
     replicates = np.array([resampler.fid(resample_counts(rng, resampler.n)) for _ in range(n_replicates)])
     return FIDBootstrap(resampler.fid(), replicates, resampler.n)
+
+
+def bootstrap_group_means(groups: Sequence[Sequence[float]], n_replicates: int,
+                          rng: np.random.Generator) -> np.ndarray:
+    """(n_replicates,) replicates of mean_g(mean(groups[g])), each group resampled with replacement on its
+    own (its size kept), so each group's weight in the score stays what the benchmark gives it."""
+    if n_replicates < 2:
+        raise ValueError(f"n_replicates must be >= 2, got {n_replicates}")
+    arrays = [np.asarray(g, dtype=np.float64) for g in groups]
+    if not arrays or any(a.ndim != 1 or len(a) == 0 for a in arrays):
+        raise ValueError("every group needs at least one value")
+    means = np.empty((len(arrays), n_replicates))  # (G, B)
+    for g, values in enumerate(arrays):
+        picks = rng.integers(0, len(values), size=(n_replicates, len(values)))  # (B, n_g)
+        means[g] = values[picks].mean(axis=1)
+    return means.mean(axis=0)
+
+
+def timing_difference(a: Sequence[float], b: Sequence[float], n_boot: int, rng: np.random.Generator,
+                      level: float = 0.95, relative: bool = False) -> Interval:
+    """mean(a) - mean(b), or mean(a) / mean(b) - 1 with `relative`, of two independent sets of timed
+    repeats, with a percentile bootstrap interval (each set resampled on its own)."""
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
+        raise ValueError(f"need at least 2 repeats on each side, got {a.shape} and {b.shape}")
+    if n_boot < 2:
+        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
+
+    def contrast(x, y):
+        return x / y - 1 if relative else x - y
+
+    draws = contrast(a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1),
+                     b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1))  # (n_boot,)
+    low, high = _percentiles(draws, level)
+    return Interval(float(contrast(a.mean(), b.mean())), float(low), float(high), level, "repeat bootstrap",
+                    n_seeds=1, n_boot=n_boot, standard_error=float(np.std(draws, ddof=1)))
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -18,8 +18,9 @@ Conventions: a window position past the last token holds PAD (-1). PAD positions
 learned vector, never noised, never a target, and are re-imposed on every sampled window.
 
 Ours, not the paper's (docs/method.md): `draft_noise="schedule"` (noise drafts at sampling as in
-training), inverse-CDF sampling from per-sample uniforms, and a learned window-position embedding on
-Q_in's keys (cross-attention alone cannot tell which position a token sits at).
+training), `draft_source="self"` (train on drafts the model samples itself, as at sampling),
+inverse-CDF sampling from per-sample uniforms, and a learned window-position embedding on Q_in's keys
+(cross-attention alone cannot tell which position a token sits at).
 
 Reading order: config -> query transformer -> TensorAR (encoder, decoder, training, sampling).
 """
@@ -40,6 +41,8 @@ from tensorar.models.layers import RMSNorm
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
 from tensorar.options import check_fields, option
 
+DRAFT_SOURCES = ("noise", "self")
+
 
 @dataclass(frozen=True)
 class TensorARConfig:
@@ -51,6 +54,9 @@ class TensorARConfig:
     loss_weighting: str = option("rdm", "per-slot loss weights: rdm (Algorithm 1) or uniform",
                                  choices=LOSS_WEIGHTINGS)
     n_head: int | None = option(None, "query-transformer heads (default: the backbone's)", min=1)
+    draft_source: str = option("noise", "drafts of the training inputs: noise (the paper: noised ground truth) "
+                               "or self (ours: sampled by the model in a no-grad pass, as the sampler makes them)",
+                               choices=DRAFT_SOURCES)
 
     def __post_init__(self):
         check_fields(self)
@@ -220,17 +226,37 @@ class TensorAR(nn.Module):
         return self.slot_hidden(self.base.hidden_states(self.encode_windows(inputs), cond))
 
     # ----- training -----
+    @torch.no_grad()
+    def self_drafts(self, inputs: torch.Tensor, cond: Condition, generator: torch.Generator | None = None,
+                    uniforms: torch.Tensor | None = None) -> torch.Tensor:
+        """Ours (`draft_source="self"`, docs/method.md): input windows (B, L, k) -> the same windows with
+        positions 1..k-1 replaced by what the model samples for them, as the sampler's fed-back windows.
+
+        One teacher-forced no-grad pass on `inputs`: the hidden state that predicts window t is sampled
+        (temperature 1, no CFG, no top-k: the model's own distribution) slot by slot; slot 0 keeps the
+        true committed token, PAD stays PAD. `uniforms` (B, L, k, token_parts): inverse-CDF draws.
+        """
+        hidden = self.slot_hidden_states(inputs, cond)[:, :-1]  # (B, L, k, D): row t predicts window t
+        plain = SamplingOptions(cfg_scale=1.0)
+        drafted = torch.stack([self.base.sample_tokens(hidden[:, :, s], plain, 0, generator,
+                                                       None if uniforms is None else uniforms[:, :, s])
+                               for s in range(self.k)], dim=-1)  # (B, L, k)
+        drafted[..., 0] = inputs[..., 0]
+        return torch.where(inputs == PAD, inputs, drafted)
+
     def training_loss(
         self,
         tokens: torch.Tensor,
         cond: Condition,
         generator: torch.Generator | None = None,
         noise_uniforms: torch.Tensor | None = None,
+        draft_uniforms: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """tokens (B, T), condition -> (Σ_s w_s · CE_s, per-slot CE (k,) detached).
 
         The input noise draws come from `noise_uniforms` (B, T-1, k, 2) when given (the training loop
-        draws them per global sample, so the noise does not depend on the world size), else `generator`.
+        draws them per global sample, so the noise does not depend on the world size), else `generator`;
+        with `draft_source="self"`, the drafts' sampling draws from `draft_uniforms` (B, T-1, k, parts).
 
         CE_s is the backbone's token loss of slot s over its non-PAD targets, so k = 1 is exactly the
         base model's loss. Each slot's head runs inside an activation checkpoint: only one slot's
@@ -240,6 +266,8 @@ class TensorAR(nn.Module):
         inputs = targets[:, :-1]  # (B, T-1, k): the step-t input is x_{t,k}
         if self.k > 1:  # k = 1 has nothing to noise (β(0) = 0); not drawing keeps the base's RNG stream
             inputs = self.noise_windows(inputs, generator, noise_uniforms)
+            if self.plugin_config.draft_source == "self":
+                inputs = self.self_drafts(inputs, cond, generator, draft_uniforms)
         slot_hidden = self.slot_hidden_states(inputs, cond)  # (B, T, k, D)
         per_slot = torch.stack(
             [

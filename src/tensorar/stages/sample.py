@@ -323,9 +323,8 @@ def file_sha256(path: str | Path, info: DistInfo) -> str | None:
     return sha256_file(path) if info.is_main and Path(path).is_file() else None
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tensorar sample", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags naming a class-conditional model and its tokenizer (tensorar sample, time_sampling)."""
     model = p.add_argument_group("model and tokenizer")
     model.add_argument("--ckpt", required=True, help="backbone or TensorAR checkpoint (ours, or an official file)")
     model.add_argument("--family", default=None, choices=sorted(FAMILIES),
@@ -336,6 +335,32 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--ema", action="store_true", help="use the EMA weights stored in our checkpoint")
     model.add_argument("--vq", required=True, help="image tokenizer checkpoint (VQ or LFQ)")
     model.add_argument("--vq-preset", default=None, help="preset of an official tokenizer file (VQ-16, LFQ-256)")
+
+
+def load_class_conditional(args: argparse.Namespace, device: torch.device, options: SamplingOptions):
+    """(model in eval mode, tokenizer) named by `add_model_arguments`' flags, checked to fit each other."""
+    from tensorar.models.loading import load_model, load_tokenizer
+
+    model = load_model(args.ckpt, args.family, args.gpt_preset, block_size=args.block_size, use_ema=args.ema)
+    model = model.to(device).eval()
+    backbone = model.backbone
+    if not is_tensorar(model) and (options.draft_noise != "none" or getattr(args, "drafts_png", None)):
+        raise SystemExit(f"{args.ckpt} is a plain {backbone.family} checkpoint: --draft-noise schedule and "
+                         "--drafts-png need a TensorAR checkpoint")
+    if backbone.num_classes is None:
+        raise SystemExit(f"{args.ckpt} is not class-conditional: sample it from a prompt file "
+                         "(tensorar sample_prompts)")
+    tokenizer = load_tokenizer(args.vq, args.vq_preset, device=device)
+    if tokenizer.config.codebook_size != backbone.vocab_size:
+        raise SystemExit(f"tokenizer {args.vq} has {tokenizer.config.codebook_size} codes but the model's "
+                         f"vocabulary is {backbone.vocab_size}: they were not trained together")
+    return model, tokenizer
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tensorar sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_arguments(p)
     add_arguments(p.add_argument_group("samples (SamplingConfig)"), SamplingConfig)
     add_arguments(p.add_argument_group("token sampling (SamplingOptions)"), SamplingOptions)
     run = p.add_argument_group("run")
@@ -362,21 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("--dtype bf16 needs CUDA; on CPU sampling runs in fp32")
     amp_dtype = torch.bfloat16 if args.dtype == "bf16" else None
 
-    from tensorar.models.loading import load_model, load_tokenizer
-
-    model = load_model(args.ckpt, args.family, args.gpt_preset, block_size=args.block_size, use_ema=args.ema)
-    model = model.to(info.device).eval()
+    model, tokenizer = load_class_conditional(args, info.device, options)
     backbone = model.backbone
-    if not is_tensorar(model) and (options.draft_noise != "none" or args.drafts_png):
-        raise SystemExit(f"{args.ckpt} is a plain {backbone.family} checkpoint: --draft-noise schedule and "
-                         "--drafts-png need a TensorAR checkpoint")
-    if backbone.num_classes is None:
-        raise SystemExit(f"{args.ckpt} is not class-conditional: sample it from a prompt file "
-                         "(tensorar sample_prompts)")
-    tokenizer = load_tokenizer(args.vq, args.vq_preset, device=info.device)
-    if tokenizer.config.codebook_size != backbone.vocab_size:
-        raise SystemExit(f"tokenizer {args.vq} has {tokenizer.config.codebook_size} codes but the model's "
-                         f"vocabulary is {backbone.vocab_size}: they were not trained together")
     manifest = {"ckpt": str(Path(args.ckpt).resolve()), "vq": str(Path(args.vq).resolve()),
                 "ema": args.ema, "dtype": args.dtype}
     # What the samples are made of: file contents, not paths (a retrained checkpoint at the same path

@@ -10,15 +10,20 @@ model (mPLUG) in their own environments (workflow/scripts/, workflow/envs/), whi
 embedded toy's detector (ours, tensorar.evaluation.toy_detector) runs here when `--toy-classifier` is
 given, and its raw file is written beside SCORES.json. SCORES.json holds the paper's table columns
 (GenEval: the six tags and overall, fractions; DPG-Bench: global, entity, attribute, relation, other,
-overall, percentages) and, for GenEval, the per-image results file beside it.
+overall, percentages) and, for GenEval, the per-image results file beside it. `--bootstrap B` (ours) adds
+the overall score's sampling noise: B replicates with the images (GenEval: within each tag) resampled
+(tensorar.evaluation.statistics.bootstrap_group_means).
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
+import numpy as np
+
 from tensorar.errors import InputError, run_stage
 from tensorar.evaluation import dpg, geneval
+from tensorar.evaluation.statistics import bootstrap_group_means
 from tensorar.fileio import atomic_write_json, sha256_file
 
 
@@ -30,8 +35,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
     parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
     parser.add_argument("--no-official-quirks", action="store_true", help="dpg: the corrected scoring (dpg.py)")
+    parser.add_argument("--bootstrap", type=int, default=0, help="overall-score bootstrap replicates (0: none)")
+    parser.add_argument("--bootstrap-seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
+    if args.bootstrap == 1 or args.bootstrap < 0:
+        parser.error("--bootstrap takes 0 (none) or at least 2 replicates")
     if (args.raw is None) == (args.toy_classifier is None):
         parser.error("give exactly one of --raw (an official model's outputs) and --toy-classifier (the toy)")
     if args.benchmark == "dpg" and not args.questions:
@@ -60,10 +69,16 @@ def main(argv: list[str] | None = None) -> None:
             raise InputError(f"{raw} holds no images")
         geneval.write_results(out.with_name(out.stem + ".results.jsonl"), records)
         result.update(scores=geneval.summarize(records), num_images=len(records))
+        groups = [[float(r["correct"]) for r in records if r["tag"] == tag] for tag in result["scores"] if
+                  tag != "overall"]
     else:
         scored = dpg.score_answers_file(args.questions, raw, official_quirks=not args.no_official_quirks)
         result.update(scores=scored.table_row(), num_images=len(scored.image_scores), failed=scored.failed,
                       official_quirks=not args.no_official_quirks)
+        groups = [[100.0 * v for v in scored.image_scores.values()]]  # DPG-Bench: a percentage per prompt
+    if args.bootstrap:
+        replicates = bootstrap_group_means(groups, args.bootstrap, np.random.default_rng(args.bootstrap_seed))
+        result["overall_bootstrap"] = {"replicates": replicates.tolist(), "seed": args.bootstrap_seed}
     atomic_write_json(out, result)
     print(", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items()))
 

@@ -340,6 +340,10 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
             if setup.mode == "tensorar":
                 noise = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size)
                 loss_kwargs["noise_uniforms"] = noise[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, 2)
+                if model.plugin_config.draft_source == "self":
+                    drafts = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size,
+                                          backbone.token_parts, "drafts")
+                    loss_kwargs["draft_uniforms"] = drafts[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, P)
             warmup = min(1.0, (step + 1) / opts.warmup_steps) if opts.warmup_steps else 1.0
             for group in opt.param_groups:
                 group["lr"] = group["peak_lr"] * warmup
