@@ -30,6 +30,22 @@ def _reference(name: str) -> Path:
     return path
 
 
+def load_workflow_config(name: str) -> dict:
+    """A shipped workflow config (config/<name>), schema-validated with its defaults filled, as the
+    Snakefile loads it."""
+    import yaml
+    from snakemake.utils import validate
+
+    config = yaml.safe_load((REPO_ROOT / "config" / name).read_text())
+    validate(config, str(REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"))
+    return config
+
+
+@pytest.fixture(scope="session")
+def workflow_config():
+    return load_workflow_config
+
+
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT

@@ -77,7 +77,7 @@ def test_enums_are_the_registries():
 
 KNOWN_KEYWORDS = {"$ref", "$defs", "$schema", "description", "type", "properties", "additionalProperties", "required",
                   "default", "enum", "const", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "items",
-                  "minItems", "minProperties", "pattern", "propertyNames", "oneOf", "allOf", "if", "then", "else"}
+                  "minItems", "minProperties", "pattern", "propertyNames", "oneOf", "allOf", "not", "if", "then", "else"}
 
 
 def walk(node, path="schema"):

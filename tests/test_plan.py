@@ -4,27 +4,15 @@ checked, without Snakemake scheduling anything."""
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 
 import pytest
-import yaml
-from snakemake.utils import validate
 
 from tensorar.plan import Plan, manifest_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
-SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-
-
-def load(name: str) -> dict:
-    config = yaml.safe_load((ROOT / "config" / name).read_text())
-    validate(config, str(SCHEMA))  # fills the schema's defaults, as the Snakefile does
-    return config
-
 
 @pytest.fixture(scope="module")
-def toy_config() -> dict:
-    return load("config.yaml")
+def toy_config(workflow_config) -> dict:
+    return workflow_config("config.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +21,8 @@ def toy(toy_config) -> Plan:
 
 
 @pytest.fixture(scope="module")
-def paper() -> Plan:
-    return Plan(load("paper.yaml"))
+def paper(workflow_config) -> Plan:
+    return Plan(workflow_config("paper.yaml"))
 
 
 def flag(args: list[str], name: str) -> str:

@@ -17,24 +17,28 @@ Layout (R = results/<experiment>):
     R/tokenizers/<tokenizer>.pt                       toy tokenizer (train_tokenizer)
     R/codes/<tokenizer>/<split>-<size>/manifest.json  token codes (extract_codes)
     R/codes/<tokenizer>/<split>-<size>/conditions-<encoder>/   caption features / prompts (encode_captions)
-    R/runs/<backbone>/<method>/seed<s>/final.pt       method = base | finetune | tensorar-<variant>
+    R/runs/<backbone>/<method>/seed<s>/final.pt       method = base | finetune[-x<N>] | tensorar-<variant>[-x<N>]
+                                                      (-x<N>: N times the fine-tuning steps; ours, claims.md)
     R/samples/<backbone>/<method>/seed<s>/<tag>.npz   tag = final | final_draftnoise | step<N> (+ .json, .png)
     R/samples/<backbone>/<method>/seed<s>/drafts.png  TensorAR refinement strip (+ drafts.npz)
     R/metrics/<backbone>/<method>/seed<s>/<tag>.json
     R/diagnostics/<backbone>/tensorar-<variant>/seed<s>.json
     R/bench/<benchmark>/<backbone>/<method>/seed<s>/  images/ (sample_prompts), raw.jsonl, scores.json
+    R/timing/<backbone>/<method>.json                 latency / throughput in a job that holds every core
     results/table{2..6}.md (+ .csv), results/diagnostics.md, results/figures/*.png
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 from tensorar.data.codes import MANIFEST
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.models.registry import family, tokenizer_family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping, to_arguments
+from tensorar.reporting import claims as reporting_claims
 from tensorar.reporting import tables
 from tensorar.training.options import (
     ClassifierTrainOptions,
@@ -49,6 +53,21 @@ FIGURES = {
     "grid": "results/figures/samples_table2.png",
 }
 TABLES = ("table2", "table3", "table4", "table5", "table6")
+CLAIMS = "results/claims.md"
+
+
+def parse_method(method: str) -> tuple[str, str | None, int]:
+    """A method name -> (mode, variant, steps multiplier): "base" -> ("base", None, 1), "finetune-x3" ->
+    ("finetune", None, 3), "tensorar-default" -> ("tensorar", "default", 1). The -x<N> suffix (ours:
+    the longer fine-tuning of claims.md) multiplies the fine-tuning steps of TensorAR and control alike."""
+    name, _, times = method.rpartition("-x") if re.fullmatch(r".+-x\d+", method) else (method, "", "1")
+    if name in ("base", "finetune"):
+        if name == "base" and times != "1":
+            raise ValueError(f"method {method!r}: only fine-tunes take a -x<N> steps multiplier")
+        return name, None, int(times)
+    if name.startswith("tensorar-"):
+        return "tensorar", name.removeprefix("tensorar-"), int(times)
+    raise ValueError(f"unknown method {method!r}: base, finetune[-x<N>] or tensorar-<variant>[-x<N>]")
 
 
 class Plan:
@@ -136,6 +155,15 @@ class Plan:
             if spec.get("base_training"):
                 from_mapping(TrainOptions, spec["base_training"], f"{where}.base_training")
         from_mapping(TrainOptions, self.config["finetuning"], "finetuning")
+        ours = self.config["claims"]["ours"]
+        if ours["variants"] or ours["longer_finetuning"] > 1:
+            if not ours["backbone"]:
+                raise ValueError("claims.ours.backbone: our variants need a backbone to run on")
+            if backbone(ours["backbone"], "claims.ours.backbone").get("pending") or \
+                    family(self.backbones[ours["backbone"]]["family"]).condition != "class":
+                raise ValueError(f"claims.ours.backbone: {ours['backbone']!r} must be a class-conditional backbone that is run")
+        for name in ours["variants"]:
+            variant(name, "claims.ours.variants")
         for vname, spec in self.variants.items():
             from_mapping(TensorARConfig, spec, f"variants.{vname}")
 
@@ -153,12 +181,23 @@ class Plan:
         return list(dict.fromkeys(names))
 
     def tensorar_runs(self) -> list[tuple[str, str]]:
-        """(backbone, variant) of every TensorAR run any table or figure needs, without duplicates."""
+        """(backbone, variant) of every TensorAR run any table, figure or claims.md needs, without duplicates."""
         runs = [(b, self.tables["table2"]["variant"]) for b in self.run_backbones()]
+        ours = self.config["claims"]["ours"]
+        runs += [(ours["backbone"], v) for v in ours["variants"]]
         runs += [(b, self.tables[t]["variant"]) for t in ("table3", "table4") for b in self.text_backbones(t)]
         for table in ("table5", "table6a", "table6b"):
             runs += [(self.tables[table]["backbone"], v) for v in self.tables[table]["variants"]]
         runs.append((self.tables["fig5"]["backbone"], self.tables["fig5"]["variant"]))
+        return list(dict.fromkeys(runs))
+
+    def timed_runs(self) -> list[tuple[str, str]]:
+        """(backbone, method) of every model timed alone (Fig. 4 and claim 6: Table 2's rows; Table 6b
+        and claim 5: its rows), first seed only: the weights do not change a forward's cost."""
+        variant = self.tables["table2"]["variant"]
+        runs = [(b, m) for b in self.run_backbones() for m in ("base", "finetune", f"tensorar-{variant}")]
+        t6b = self.tables["table6b"]
+        runs += [(t6b["backbone"], m) for m in ("base", "finetune", *(f"tensorar-{v}" for v in t6b["variants"]))]
         return list(dict.fromkeys(runs))
 
     def variants_of(self, backbone: str) -> list[str]:
@@ -255,6 +294,9 @@ class Plan:
 
     def diagnostics(self, backbone, variant, seed) -> str:
         return f"{self.root}/diagnostics/{backbone}/tensorar-{variant}/seed{seed}.json"
+
+    def timing(self, backbone, method) -> str:
+        return f"{self.root}/timing/{backbone}/{method}.json"
 
     def reference(self, backbone: str) -> str:
         ev = self.config["evaluation"]
@@ -360,10 +402,12 @@ class Plan:
 
     def train_options(self, backbone, method, seed) -> TrainOptions:
         spec = self.backbones[backbone]
-        if method == "base":
+        mode, _, times = parse_method(method)
+        if mode == "base":
             values = spec["base_training"]
         else:
             values = {**self.config["finetuning"], "keep_steps": self.keep_steps(backbone, method)}
+            values["steps"] = values["steps"] * times
         return from_mapping(TrainOptions, {**values, "seed": int(seed)}, f"backbones.{backbone}")
 
     def official_model_args(self, backbone: str, preset_flag: str, block_flag: str) -> list[str]:
@@ -380,14 +424,12 @@ class Plan:
                 "--family", spec["family"], "--model", spec["preset"]]
         if self.conditions_dir(backbone, "train"):
             args += ["--conditions", self.conditions_dir(backbone, "train")]
-        if method == "base":
-            args += ["--mode", "base"]
-        else:
-            args += ["--mode", "finetune" if method == "finetune" else "tensorar",
-                     "--init", self.base_checkpoint(backbone, seed)]
-        if method.startswith("tensorar-"):
-            args += to_arguments(from_mapping(TensorARConfig, self.variants[method.removeprefix("tensorar-")],
-                                              f"variants.{method}"))
+        mode, variant, _ = parse_method(method)
+        args += ["--mode", mode]
+        if mode != "base":
+            args += ["--init", self.base_checkpoint(backbone, seed)]
+        if variant:
+            args += to_arguments(from_mapping(TensorARConfig, self.variants[variant], f"variants.{variant}"))
         return args + to_arguments(self.train_options(backbone, method, seed))
 
     def sampling_options(self, backbone: str, draft_noise: str = "none") -> SamplingOptions:
@@ -428,10 +470,22 @@ class Plan:
 
     def evaluate_args(self, backbone) -> list[str]:
         ev = self.config["evaluation"]
-        args = ["--features", ev["features"], "--batch-size", str(ev["feature_batch_size"])]
+        args = ["--features", ev["features"], "--batch-size", str(ev["feature_batch_size"]), *self.bootstrap_args()]
         if ev["features"] == "toy":
             return args + ["--classifier", self.classifier()]
         return args + ["--inception-weights", ev["inception_weights"]]
+
+    def bootstrap_args(self) -> list[str]:
+        """FID's / a benchmark score's sample bootstrap (ours, for claims.md), when configured."""
+        replicates = self.config["evaluation"]["bootstrap_replicates"]
+        return ["--bootstrap", str(replicates)] if replicates else []
+
+    def timing_args(self, backbone, method) -> list[str]:
+        """A model of the first seed, sampled as its Table 2 / 6b runs are, timed batch by batch."""
+        t = self.config["timing"]
+        return [*self.model_args(backbone, method, self.seeds[0]), *to_arguments(self.sampling_options(backbone)),
+                "--batch-size", str(t["batch_size"]), "--warmup", str(t["warmup"]), "--repeats", str(t["repeats"]),
+                "--seed", str(self.seeds[0])]
 
     def diagnose_args(self, backbone, variant, seed) -> list[str]:
         args = ["--ckpt", self.checkpoint(backbone, f"tensorar-{variant}", seed),
@@ -496,7 +550,7 @@ class Plan:
 
     def score_args(self, name, backbone, method, seed) -> list[str]:
         folder = self.bench_dir(name, backbone, method, seed)
-        args = [name, "--images", f"{folder}/images"]
+        args = [name, "--images", f"{folder}/images", *self.bootstrap_args()]
         if name == "dpg":
             args += ["--questions", self.dpg_questions()]
         if self.toy_benchmark(name):
@@ -537,8 +591,11 @@ class Plan:
     def runs(self, backbone, method, tag="final") -> list[dict]:
         if method == "tensorar":  # Table 2's variant
             method = f"tensorar-{self.tables['table2']['variant']}"
-        return [{"seed": s, "metrics": self.metrics(backbone, method, s, tag),
+        runs = [{"seed": s, "metrics": self.metrics(backbone, method, s, tag),
                  "stats": self.sample(backbone, method, s, tag, "json")} for s in self.seeds]
+        if tag == "final" and (backbone, method) in self.timed_runs():
+            runs[0]["timing"] = self.timing(backbone, method)
+        return runs
 
     def bench_runs(self, benchmark, backbone, method) -> list[dict]:
         if method == "tensorar":
@@ -625,7 +682,87 @@ class Plan:
         strip of each Table 2 TensorAR model (first seed)."""
         variant = f"tensorar-{self.tables['table2']['variant']}"
         strips = [self.drafts(b, variant, self.seeds[0]) for b in self.run_backbones()]
-        return [*(f"results/{t}.md" for t in TABLES), "results/diagnostics.md", *FIGURES.values(), *strips]
+        return [*(f"results/{t}.md" for t in TABLES), "results/diagnostics.md", CLAIMS, *FIGURES.values(), *strips]
+
+    # ----------------------------------------------------------------------------------------------
+    # claims.md: which comparison decides which of the paper's claims (texts: tensorar.reporting.claims)
+    # ----------------------------------------------------------------------------------------------
+    def longer_methods(self) -> tuple[str, str] | None:
+        """(control, TensorAR) methods of our longer fine-tuning, or None when it is off."""
+        times = self.config["claims"]["ours"]["longer_finetuning"]
+        variant = self.tables["table2"]["variant"]
+        return (f"finetune-x{times}", f"tensorar-{variant}-x{times}") if times > 1 else None
+
+    def claims_manifest(self) -> dict:
+        settings = {k: v for k, v in self.config["claims"].items() if k != "ours"}
+        fid = {"kind": "paired", "metric": "fid", "unit": "FID"}
+        label = lambda b: self.backbones[b]["label"]  # noqa: E731
+
+        def paired(name, a, b, side="less", **extra):
+            return {**fid, "label": name, "a": a, "b": b, "side": side, **extra}
+
+        def timing(name, a, b, side, null, relative):
+            return {"kind": "timing", "label": name, "a": {"timing": self.timing(*a)}, "b": {"timing": self.timing(*b)},
+                    "side": side,
+                    "null": null, "relative": relative, "unit": "%" if relative else "s"}
+
+        table2 = f"tensorar-{self.tables['table2']['variant']}"
+        claims = {
+            "1": [paired(f"{label(b)}: TensorAR - base", self.runs(b, table2), self.runs(b, "base"))
+                  for b in self.run_backbones()],
+            "1b": [{"kind": "overhead", "label": label(b), "stats": self.runs(b, table2)[0]["stats"],
+                    "range": [1.5, 4.6]} for b in self.run_backbones()],
+            "2": [paired(f"{label(b)}: control - base", self.runs(b, "finetune"), self.runs(b, "base"), "greater")
+                  for b in self.run_backbones()]
+            + [paired(f"2b {label(b)}: TensorAR - control", self.runs(b, table2), self.runs(b, "finetune"))
+               for b in self.run_backbones()],
+        }
+        t5 = self.tables["table5"]
+        schedules = {v: self.runs(t5["backbone"], f"tensorar-{v}") for v in t5["variants"]}
+        best = [v for v in t5["variants"] if self.variants[v]["schedule"] == "exponential"]
+        claims["3"] = [paired(f"{self.variants[v]['schedule']} - base", runs, self.runs(t5["backbone"], "base"))
+                       for v, runs in schedules.items()]
+        claims["3"] += [paired(f"exponential - {self.variants[v]['schedule']}", schedules[best[0]], runs)
+                        for v, runs in schedules.items() if best and v != best[0]]
+        t6a = self.tables["table6a"]
+        by_k = sorted(t6a["variants"], key=lambda v: self.variants[v]["k"])
+        claims["4"] = [{**fid, "kind": "trend", "label": f"{label(t6a['backbone'])}: k = "
+                        + ", ".join(str(self.variants[v]["k"]) for v in by_k), "direction": "decreasing",
+                        "arms": [{"label": f"k={self.variants[v]['k']}", "runs": self.runs(t6a["backbone"], f"tensorar-{v}")}
+                                 for v in by_k]}]
+        t6b = self.tables["table6b"]
+        by_depth = sorted(t6b["variants"], key=lambda v: self.variants[v]["depth"])
+        depth = lambda v: self.variants[v]["depth"]  # noqa: E731
+        claims["5"] = [paired(f"d={depth(by_depth[0])} - d={depth(v)}", self.runs(t6b["backbone"], f"tensorar-{by_depth[0]}"),
+                              self.runs(t6b["backbone"], f"tensorar-{v}")) for v in by_depth[1:]]
+        claims["5"] += [timing(f"latency d={depth(after)} - d={depth(before)}", (t6b["backbone"], f"tensorar-{after}"),
+                               (t6b["backbone"], f"tensorar-{before}"), "greater", 0.0, False)
+                        for before, after in zip(by_depth, by_depth[1:])]
+        claims["6"] = [timing(f"{label(b)}: latency TensorAR / base - 1", (b, table2), (b, "base"), "less",
+                              settings["modest_latency"], True) for b in self.run_backbones()]
+        claims["7"] = [{"kind": "paired", "metric": "overall", "unit": "score", "side": "greater",
+                        "label": f"{label(b)}, {'GenEval' if bench == 'geneval' else 'DPG-Bench'}: TensorAR - base",
+                        "a": self.bench_runs(bench, b, "tensorar"), "b": self.bench_runs(bench, b, "base")}
+                       for bench, table in (("geneval", "table3"), ("dpg", "table4")) for b in self.text_backbones(table)]
+        claims["ours-a"] = [paired(f"{label(b)}: draft noise - control", self.runs(b, table2, "final_draftnoise"),
+                                   self.runs(b, "finetune")) for b in self.run_backbones()]
+        claims["ours-a"] += [paired(f"{label(b)}: draft noise - TensorAR", self.runs(b, table2, "final_draftnoise"),
+                                    self.runs(b, table2), in_verdict=False) for b in self.run_backbones()]
+        ours = self.config["claims"]["ours"]
+        if ours["variants"]:
+            b = ours["backbone"]
+            claims["ours-b"] = [paired(f"{label(b)}: {v} - control", self.runs(b, f"tensorar-{v}"), self.runs(b, "finetune"))
+                                for v in ours["variants"]]
+            claims["ours-b"] += [paired(f"{label(b)}: {v} - TensorAR", self.runs(b, f"tensorar-{v}"), self.runs(b, table2),
+                                        in_verdict=False) for v in ours["variants"]]
+        if self.longer_methods():
+            control, longer = self.longer_methods()
+            claims["ours-c"] = [paired(f"{label(ours['backbone'])}: TensorAR - control, {longer.rsplit('-', 1)[1]} steps",
+                                       self.runs(ours["backbone"], longer), self.runs(ours["backbone"], control))]
+        return {"title": "Which of the paper's claims hold", "provenance": self.provenance(), "settings": settings,
+                "note": "toy scale: a verdict here is about the toy, not about the paper's scale" if self.is_toy() else None,
+                "claims": [{"id": i, "claim": reporting_claims.CLAIMS[i][0], "reading": reporting_claims.CLAIMS[i][1],
+                            "tests": tests} for i, tests in claims.items() if tests]}
 
 
 def manifest_inputs(manifest) -> list[str]:
@@ -640,7 +777,7 @@ def manifest_inputs(manifest) -> list[str]:
         elif isinstance(node, list):
             for v in node:
                 walk(v, key)
-        elif isinstance(node, str) and key in ("metrics", "stats", "diagnostics", "png"):
+        elif isinstance(node, str) and key in ("metrics", "stats", "diagnostics", "png", "timing"):
             found.append(node)
 
     walk(manifest)

@@ -28,7 +28,7 @@ R = PLAN.root
 
 wildcard_constraints:
     backbone=r"[A-Za-z0-9._-]+",
-    method=r"base|finetune|tensorar-[A-Za-z0-9_]+",
+    method=r"base|finetune(-x\d+)?|tensorar-[A-Za-z0-9_]+(-x\d+)?",
     variant=r"[A-Za-z0-9_]+",
     seed=r"\d+",
     tag=r"final|final_draftnoise|step\d+",
@@ -117,6 +117,14 @@ def sample_inputs(w):
 
 def sample_args(w):
     return args(PLAN.sample_args(w.backbone, w.method, w.seed, w.tag))
+
+
+def timing_inputs(w):
+    return PLAN.sample_inputs(w.backbone, w.method, PLAN.seeds[0])
+
+
+def timing_args(w):
+    return args(PLAN.timing_args(w.backbone, w.method))
 
 
 def drafts_inputs(w):

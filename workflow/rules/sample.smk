@@ -30,6 +30,27 @@ rule sample:
         "--stats-json {output.stats:q} --grid-png {output.grid:q} > {log:q} 2>&1"
 
 
+# Latency and throughput (Table 6b, Fig. 4, claims 5-6) of the first seed's model, in a job that holds
+# resources.time_sampling: give it more threads than the machine has (Snakemake then runs it alone) or,
+# on Slurm, a whole node (slurm_extra: --exclusive). Jobs that share cores measure the contention.
+
+
+rule time_sampling:
+    input:
+        unpack(timing_inputs),
+    output:
+        timing=PLAN.timing("{backbone}", "{method}"),
+    params:
+        args=timing_args,
+    log:
+        f"{R}/logs/time_sampling/{{backbone}}/{{method}}.log",
+    threads: stage_threads("time_sampling")
+    resources:
+        **stage_resources("time_sampling"),
+    shell:
+        "python -m tensorar.time_sampling {params.args} --threads {threads} --out {output.timing:q} > {log:q} 2>&1"
+
+
 rule drafts:
     wildcard_constraints:
         method=r"tensorar-[A-Za-z0-9_]+",

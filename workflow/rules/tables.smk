@@ -51,3 +51,21 @@ rule figures:
         **stage_resources("tables"),
     shell:
         "python -m tensorar.tables figures --manifest {params.manifest:q} > {log:q} 2>&1"
+
+
+rule claims:
+    input:
+        manifest_inputs(PLAN.claims_manifest()),
+    output:
+        md="results/claims.md",
+        json="results/claims.json",
+        plot=report("results/claims.png", category="Claims", caption="../report/claims.rst"),
+    params:
+        manifest=json.dumps(PLAN.claims_manifest()),
+    log:
+        f"{R}/logs/tables/claims.log",
+    threads: stage_threads("tables")
+    resources:
+        **stage_resources("tables"),
+    shell:
+        "python -m tensorar.tables claims --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"

@@ -3,6 +3,7 @@
     tensorar tables table --manifest JSON --out results/table2.md      (+ results/table2.csv)
     tensorar tables diagnostics --manifest JSON --out results/diagnostics.md
     tensorar tables figures --manifest JSON                              (paths in the manifest)
+    tensorar tables claims --manifest JSON --out results/claims.md      (+ claims.json, claims.png)
 
 The manifest (built by `tensorar.plan` for the workflow) says which metrics / sampler-stats / diagnose
 JSON files make each row, so nothing here knows the workflow's folder layout; the renderers live in
@@ -15,6 +16,7 @@ import json
 from pathlib import Path
 
 from tensorar.errors import run_stage
+from tensorar.reporting.claims import write_claims
 from tensorar.reporting.diagnostics import write_diagnostics
 from tensorar.reporting.plots import write_figures
 from tensorar.reporting.tables import write_table
@@ -22,9 +24,9 @@ from tensorar.reporting.tables import write_table
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar tables", description=__doc__.split("\n")[0])
-    parser.add_argument("what", choices=("table", "diagnostics", "figures"))
+    parser.add_argument("what", choices=("table", "diagnostics", "figures", "claims"))
     parser.add_argument("--manifest", required=True, help="JSON text (or @path to a JSON file) from the workflow")
-    parser.add_argument("--out", help="Markdown output (table, diagnostics); the CSV is written beside it")
+    parser.add_argument("--out", help="Markdown output (table, diagnostics, claims); CSV / JSON / PNG beside it")
     args = parser.parse_args(argv)
     text = Path(args.manifest[1:]).read_text() if args.manifest.startswith("@") else args.manifest
     manifest = json.loads(text)
@@ -34,6 +36,8 @@ def main(argv: list[str] | None = None) -> None:
         write_table(manifest, Path(args.out))
     elif args.what == "diagnostics":
         write_diagnostics(manifest, Path(args.out))
+    elif args.what == "claims":
+        write_claims(manifest, Path(args.out))
     else:
         write_figures(manifest)
 
