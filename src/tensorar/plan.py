@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from functools import partial
 
 from tensorar.data.codes import MANIFEST
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
@@ -588,12 +589,13 @@ class Plan:
                 "dataset": self.config["dataset"]["name"], "feature_network": feature, "seeds": self.seeds,
                 "num_samples": ev["num_samples"]}
 
-    def runs(self, backbone, method, tag="final") -> list[dict]:
+    def runs(self, backbone, method, tag="final", timed=False) -> list[dict]:
+        """Per-seed files of a run: metrics, sampler stats and, `timed`, the timing job's (first seed)."""
         if method == "tensorar":  # Table 2's variant
             method = f"tensorar-{self.tables['table2']['variant']}"
         runs = [{"seed": s, "metrics": self.metrics(backbone, method, s, tag),
                  "stats": self.sample(backbone, method, s, tag, "json")} for s in self.seeds]
-        if tag == "final" and (backbone, method) in self.timed_runs():
+        if timed and tag == "final" and (backbone, method) in self.timed_runs():
             runs[0]["timing"] = self.timing(backbone, method)
         return runs
 
@@ -620,21 +622,25 @@ class Plan:
         b = self.tables[table]["backbone"]
         return {"key": b, "label": self.backbones[b]["label"], "paper_row": self.backbones[b].get("paper_row")}
 
+    def table2_sections(self, timed: bool = False) -> list[dict]:
+        return tables.table2_sections(self.table2_backbones(), self.variant_label(self.tables["table2"]["variant"]),
+                                      partial(self.runs, timed=timed), self.is_toy())
+
     def table_manifest(self, name: str) -> dict:
         """The rows of results/<name>.md, for `tensorar tables table`."""
         toy = self.is_toy()
         if name == "table2":
-            sections = tables.table2_sections(self.table2_backbones(), self.variant_label(self.tables["table2"]["variant"]),
-                                              self.runs, toy)
+            sections = self.table2_sections()
         elif name in ("table3", "table4"):
             benchmark = "geneval" if name == "table3" else "dpg"
             runs = lambda b, m, tag="final": self.bench_runs(benchmark, b, m)  # noqa: E731
             sections = tables.benchmark_sections(name, self.text_backbones_rows(name),
                                                  self.variant_label(self.tables[name]["variant"]), runs, toy)
         elif name in ("table5", "table6"):
+            # Only Table 6b's latency column waits for the timing jobs.
             sections = [tables.ablation_section(t, self.ablation_backbone(t),
                                                 {v: self.variants[v] for v in self.tables[t]["variants"]},
-                                                self.variant_label, self.runs, toy)
+                                                self.variant_label, partial(self.runs, timed=t == "table6b"), toy)
                         for t in (("table5",) if name == "table5" else ("table6a", "table6b"))]
         else:
             raise ValueError(f"unknown table {name!r}")
@@ -665,7 +671,7 @@ class Plan:
             points = [{"step": s, "runs": self.runs(b, method, f"step{s}")} for s in fig5["steps"]]
             points.append({"step": self.config["finetuning"]["steps"], "runs": self.runs(b, method)})
             curves[label] = points
-        table2 = self.table_manifest("table2")["sections"][0]["rows"]
+        table2 = self.table2_sections(timed=True)[0]["rows"]  # Fig. 4's throughput: the timing jobs
         grids = [{"label": f"{row['cells']['Model']} {row['method']}",
                   "png": [r["stats"].removesuffix(".json") + ".png" for r in row["runs"]]}
                  for row in table2 if "runs" in row]
