@@ -97,3 +97,18 @@ def test_cross_references_name_the_bad_key(toy_config, edit, message):
     edit(config)
     with pytest.raises(ValueError, match=message.replace(".", r"\.")):
         Plan(config)
+
+
+def test_timing_jobs_time_the_sampled_models_with_their_settings(toy, paper):
+    from tensorar.stages.time_sampling import build_parser
+
+    for plan in (toy, paper):
+        for backbone, method in plan.timed_runs():
+            args = build_parser().parse_args([*plan.timing_args(backbone, method), "--out", "t.json"])
+            assert args.ckpt == plan.checkpoint(backbone, method, plan.seeds[0])
+            assert args.image_size == plan.backbones[backbone]["eval_image_size"]
+            assert args.cfg_scale == plan.sampling_options(backbone).cfg_scale
+    # Table 2's rows and Table 6b's deeper plug-ins, first seed only.
+    assert ("GPT-toy-S", "tensorar-depth4") in toy.timed_runs()
+    assert toy.runs("GPT-toy-S", "base", timed=True)[0]["timing"] == toy.timing("GPT-toy-S", "base")
+    assert "timing" not in toy.runs("GPT-toy-S", "base")[0]

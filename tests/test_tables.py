@@ -113,13 +113,57 @@ def test_ablation_rows_get_paper_values_only_in_the_papers_setting(tmp_path, run
     assert all(row["paper"] == paper.NO_PAPER_ROW for row in other["rows"][::2])  # not the ablation backbone
 
 
-def test_latency_column(tmp_path, runs):
+def timing_file(tmp_path, name, latency_s, images_per_s):
+    """A TIMING.json as `tensorar time_sampling` writes it (only the fields the tables read are real)."""
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"batch_size": 4, "warmup": 1, "repeats": len(latency_s),
+                                "latency_s": {"mean": float(np.mean(latency_s)), "values": latency_s},
+                                "images_per_s": {"mean": float(np.mean(images_per_s)), "values": images_per_s}}))
+    return str(path)
+
+
+def latency_table(tmp_path, *rows):
     manifest = {"title": "Table 6", "provenance": provenance(), "sections": [
         {"name": "table6b", "title": "Table 6b", "latency": True,
-         "rows": [{"key": "x", "method": "tensorar", "cells": {"Depth": 1}, "runs": runs}]}]}
-    text = write(tmp_path, manifest)
+         "rows": [{"key": f"x{i}", "method": "tensorar", "cells": {"Depth": i + 1}, "runs": r}
+                  for i, r in enumerate(rows)]}]}
+    return write(tmp_path, manifest), pd.read_csv(tmp_path / "table.csv")
+
+
+def test_latency_column_falls_back_to_the_sampler_stats(tmp_path, runs):
+    text, csv = latency_table(tmp_path, runs)
     assert "15.00 ± 7.07" in text  # 1000/100 and 1000/50 ms per image
-    assert tables.LATENCY_NOTE in text  # how the latency was measured, beside the table
+    # How the latency was measured, beside the table: the sampling jobs' clock, with its caveat.
+    assert tables.LATENCY_NOTE_FALLBACK.format(rows="") in text and "repeats" not in text
+    assert csv.loc[0, "latency_source"] == "sampler" and csv.loc[0, "latency_n"] == 2
+
+
+def test_latency_column_from_the_timing_jobs(tmp_path, runs):
+    # The first seed has a timing job (3 repeats), the second a second one (2 repeats): values pooled.
+    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+             {**runs[1], "timing": timing_file(tmp_path, "t1", [0.011, 0.013], [90.0, 110.0])}]
+    text, csv = latency_table(tmp_path, timed)
+    ms = np.array([10.0, 12.0, 14.0, 11.0, 13.0])
+    assert f"{ms.mean():.2f} ± {ms.std(ddof=1):.2f}" in row_of(text, "1")  # not the stats' 15.00 ± 7.07
+    assert "15.00" not in text
+    assert tables.LATENCY_NOTE_TIMED.format(repeats=5) in text and "over 5 repeats" in text
+    assert "tokenizer decoding excluded" not in text  # no fallback row, no fallback caveat
+    assert csv.loc[0, "latency_ms_mean"] == pytest.approx(ms.mean())
+    assert csv.loc[0, "latency_ms_std"] == pytest.approx(ms.std(ddof=1))
+    assert (csv.loc[0, "latency_source"], csv.loc[0, "latency_n"]) == ("timing", 5)
+    # Only the first seed timed (the plan's default): its repeats alone.
+    text, _ = latency_table(tmp_path, [timed[0], runs[1]])
+    assert "12.00 ± 2.00" in text and tables.LATENCY_NOTE_TIMED.format(repeats=3) in text
+
+
+def test_latency_column_mixed_sources_mark_the_fallback_rows(tmp_path, runs):
+    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+             runs[1]]
+    text, csv = latency_table(tmp_path, timed, runs)
+    assert "12.00 ± 2.00" in row_of(text, "1") and f"15.00 ± 7.07{tables.FALLBACK_MARK}" in row_of(text, "2")
+    assert tables.LATENCY_NOTE_TIMED.format(repeats=3) in text
+    assert tables.LATENCY_NOTE_FALLBACK.format(rows=f" of the rows marked{tables.FALLBACK_MARK}") in text
+    assert list(csv["latency_source"]) == ["timing", "sampler"]
 
 
 def test_diagnostics(tmp_path, runs):
@@ -136,30 +180,47 @@ def test_diagnostics(tmp_path, runs):
     assert (tmp_path / "diagnostics.csv").exists()
 
 
-def test_figures_plot_the_runs_numbers(tmp_path, runs, monkeypatch):
+def draw_figures(tmp_path, runs, monkeypatch, table2_runs=None) -> tuple[dict, dict, dict]:
+    """Write the figures; returns (output paths, each figure's lines' (x, y), each figure's x label)."""
     outputs = {k: str(tmp_path / f"{k}.png") for k in ("fig2", "fig4", "fig5", "grid")}
     manifest = {"provenance": provenance(), "outputs": outputs,
-                "table2": table2(runs)["sections"][0]["rows"],
+                "table2": table2(table2_runs or runs)["sections"][0]["rows"],
                 "fig5": {"backbone": "B", "curves": {"TensorAR": [{"step": 1, "runs": runs}, {"step": 2, "runs": runs}]}},
                 "grids": [{"label": "B base", "png": [runs[0]["stats"].replace(".json", ".png")]}]}
-    plotted = {}
+    plotted, xlabels = {}, {}
     real_save = plots._save
 
     def keep(fig, path):  # record what each figure draws before it is written
         plotted[path] = [(line.get_xdata().tolist(), line.get_ydata().tolist()) for line in fig.axes[0].get_lines()]
+        xlabels[path] = fig.axes[0].get_xlabel()
         real_save(fig, path)
 
     monkeypatch.setattr(plots, "_save", keep)
     main(["figures", "--manifest", json.dumps(manifest)])
+    return outputs, plotted, xlabels
+
+
+def test_figures_plot_the_runs_numbers(tmp_path, runs, monkeypatch):
+    outputs, plotted, xlabels = draw_figures(tmp_path, runs, monkeypatch)
     for path in outputs.values():
         assert Image.open(path).size[0] > 100
     # Fig. 2: parameters (from the sampler's stats) against the mean toy-FID of each run row.
     assert ([1234, 1234, 1234], [12.0, 12.0, 12.0]) not in plotted[outputs["fig2"]]
     assert ([1234], [12.0]) in plotted[outputs["fig2"]]
-    # Fig. 4: throughput (mean over seeds: (100 + 50) / 2 images/s).
-    assert ([75.0], [12.0]) in plotted[outputs["fig4"]]
+    # Fig. 4: throughput without timing jobs: the sampling jobs' rate (mean over seeds: (100 + 50) / 2 images/s).
+    assert ([75.0], [12.0]) in plotted[outputs["fig4"]] and "sampling jobs' own clock" in xlabels[outputs["fig4"]]
     # Fig. 5: the training curve at steps 1 and 2.
     assert ([1, 2], [12.0, 12.0]) in plotted[outputs["fig5"]]
+
+
+def test_fig4_throughput_from_the_timing_jobs(tmp_path, runs, monkeypatch):
+    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+             runs[1]]
+    outputs, plotted, xlabels = draw_figures(tmp_path, runs, monkeypatch, table2_runs=timed)
+    lines = plotted[outputs["fig4"]]
+    assert ([100.0], [12.0]) in lines and ([75.0], [12.0]) not in lines  # the timing job's mean, not the stats'
+    assert ([80.0], [12.0]) in lines and ([120.0], [12.0]) in lines  # the ± SD error bar's caps (SD 20)
+    assert "timing jobs, mean ± SD" in xlabels[outputs["fig4"]]
 
 
 def benchmark_runs(tmp_path, overall=(0.5, 0.7)):

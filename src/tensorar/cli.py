@@ -18,6 +18,7 @@ COMMANDS = {
     "make_reference": "build an ADM-style reference batch (.npz) from an ImageFolder",
     "sample": "generate N images to an ADM-format .npz (DDP, resumable)",
     "sample_prompts": "generate images for a prompt file (GenEval / DPG-Bench layouts; resumable)",
+    "time_sampling": "latency / throughput of a sampler in a job that has the machine to itself (JSON)",
     "evaluate": "ADM-compatible FID / sFID / IS / precision / recall",
     "score_benchmark": "GenEval / DPG-Bench scores from a model's raw outputs (or the toy detector)",
     "diagnose": "draft-copying diagnostics for a TensorAR checkpoint",

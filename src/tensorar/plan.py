@@ -484,9 +484,11 @@ class Plan:
     def timing_args(self, backbone, method) -> list[str]:
         """A model of the first seed, sampled as its Table 2 / 6b runs are, timed batch by batch."""
         t = self.config["timing"]
+        cfg = SamplingConfig(num_samples=t["batch_size"], seed=self.seeds[0],
+                             image_size=self.backbones[backbone]["eval_image_size"])
         return [*self.model_args(backbone, method, self.seeds[0]), *to_arguments(self.sampling_options(backbone)),
-                "--batch-size", str(t["batch_size"]), "--warmup", str(t["warmup"]), "--repeats", str(t["repeats"]),
-                "--seed", str(self.seeds[0])]
+                *to_arguments(cfg, skip=("num_samples", "shard_size")), "--batch-size", str(t["batch_size"]),
+                "--warmup", str(t["warmup"]), "--repeats", str(t["repeats"])]
 
     def diagnose_args(self, backbone, variant, seed) -> list[str]:
         args = ["--ckpt", self.checkpoint(backbone, f"tensorar-{variant}", seed),

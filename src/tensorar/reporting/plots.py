@@ -1,14 +1,19 @@
 """The paper's figures from per-run metrics and sampler stats (PNG, matplotlib): Fig. 2 (size vs FID),
-Fig. 4 (throughput vs FID), Fig. 5 (FID during fine-tuning, TensorAR vs the equal-steps control) and a
-grid of samples of every Table 2 run."""
+Fig. 4 (throughput vs FID: the dedicated timing jobs' images/s, mean ± SD over their repeats, where a row
+has them, else the sampling jobs' own rate), Fig. 5 (FID during fine-tuning, TensorAR vs the equal-steps
+control) and a grid of samples of every Table 2 run."""
 from __future__ import annotations
-
-import math
 
 import numpy as np
 
 from tensorar.fileio import atomic_path
-from tensorar.reporting.tables import aggregate, is_toy, read_json
+from tensorar.reporting.tables import (
+    FALLBACK_MARK,
+    aggregate,
+    is_toy,
+    read_json,
+    row_throughput,
+)
 
 
 def _save(fig, path: str) -> None:
@@ -27,22 +32,33 @@ def write_figures(manifest: dict) -> None:
 
     prov, outputs = manifest["provenance"], manifest["outputs"]
     fid = "toy-FID" if is_toy(prov) else "FID"
-    by_method: dict[str, list[tuple[float, float, float, str]]] = {}
+    # method -> [(parameters, throughput, its SD, FID, label, throughput source)]
+    by_method: dict[str, list[tuple[float, float, float, float, str, str]]] = {}
     for row in manifest["table2"]:
         if "runs" not in row:  # pending rows
             continue
         mean = aggregate([read_json(r["metrics"])["fid"] for r in row["runs"]])[0]
         stats = [read_json(r["stats"]) for r in row["runs"]]
-        rate = aggregate([s["generate_images_per_s"] or math.nan for s in stats])[0]
+        rate, rate_std, source = row_throughput(row["runs"], stats)
         params = stats[0]["model"]["parameters"]
-        by_method.setdefault(row["method"], []).append((params, rate, mean, row["cells"]["Model"]))
+        by_method.setdefault(row["method"], []).append((params, rate, rate_std, mean, row["cells"]["Model"], source))
+    sources = {p[5] for points in by_method.values() for p in points}
+    rate_label = ("generation throughput (images/s; timing jobs, mean ± SD over repeats)" if sources == {"timing"}
+                  else "generation throughput (images/s; the sampling jobs' own clock)" if sources <= {"sampler"}
+                  else f"generation throughput (images/s; timing jobs, or{FALLBACK_MARK}: sampling jobs)")
 
-    for key, xlabel, index in (("fig2", "parameters", 0), ("fig4", "generation throughput (images/s)", 1)):
+    for key, xlabel, index in (("fig2", "parameters", 0), ("fig4", rate_label, 1)):
         fig, ax = plt.subplots(figsize=(5, 3.5))
         for method, points in by_method.items():
-            ax.plot([p[index] for p in points], [p[2] for p in points], "o-", label=method)
+            (line,) = ax.plot([p[index] for p in points], [p[3] for p in points], "o-", label=method)
+            # SD error bars of the timed rows only (a fallback row's rate is the sampling jobs', as before).
+            timed = [p for p in points if p[5] == "timing" and np.isfinite(p[2])]
+            if key == "fig4" and timed:
+                ax.errorbar([p[1] for p in timed], [p[3] for p in timed], xerr=[p[2] for p in timed], fmt="none",
+                            ecolor=line.get_color(), capsize=3)
             for p in points:
-                ax.annotate(p[3], (p[index], p[2]), fontsize=7)
+                mark = FALLBACK_MARK if key == "fig4" and len(sources) > 1 and p[5] == "sampler" else ""
+                ax.annotate(p[4] + mark, (p[index], p[3]), fontsize=7)
         ax.set_xscale("log")
         ax.set(xlabel=xlabel, ylabel=fid, title=f"{'Fig. 2: size' if key == 'fig2' else 'Fig. 4: throughput'} vs {fid}")
         ax.legend(fontsize=8)

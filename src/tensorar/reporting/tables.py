@@ -27,13 +27,21 @@ from tensorar.reporting import paper
 METRICS = {"fid": "FID", "inception_score": "IS", "precision": "Precision", "recall": "Recall"}
 OURS_ONLY = {"sfid": "sFID"}
 CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
-LATENCY_NOTE = (
-    "Latency: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
-    "the workflow may have run other jobs on the same machine: rows of one run can differ by this alone "
-    "(ours; `benchmarks/sampling.py` times the samplers in isolation)."
+# Table 6b's latency note: one for rows timed by `tensorar time_sampling` ({repeats}: the repeats pooled over
+# a row's timing files), one for rows that fall back to the sampling job's own clock.
+LATENCY_NOTE_TIMED = (
+    "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding, as the paper's "
+    "Table 6b), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: a job with the "
+    "machine to itself, every core, warm-up batches discarded; Fig. 4's throughput comes from the same jobs)."
 )
+LATENCY_NOTE_FALLBACK = (
+    "Latency{rows}: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
+    "the workflow may have run other jobs on the same machine: rows of one run can differ by this alone "
+    "(ours; no dedicated timing job for these rows; `benchmarks/sampling.py` times the samplers in isolation)."
+)
+FALLBACK_MARK = " (sampler)"  # a fallback latency cell in a section whose other rows were timed
 
-Runs = Callable[..., list[dict]]  # runs(backbone, method, tag="final") -> [{"seed", "metrics", "stats"}]
+Runs = Callable[..., list[dict]]  # runs(backbone, method, tag="final") -> [{"seed", "metrics", "stats"[, "timing"]}]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -74,7 +82,7 @@ def table2_sections(backbones: list[dict], variant_label: str, runs: Runs, toy: 
 ABLATIONS = {  # table -> (title, the column a variant row shows, the variant field it varies)
     "table5": ("Table 5: noise schedule", "Schedule", "schedule"),
     "table6a": ("Table 6a: tensor size k", "k", "k"),
-    "table6b": ("Table 6b: plug-in depth (latency from the sampler)", "Depth", "depth"),
+    "table6b": ("Table 6b: plug-in depth and latency", "Depth", "depth"),
 }
 
 
@@ -176,9 +184,51 @@ def fmt_params(stats: dict) -> str:
 
 
 def latency_ms(stats: dict) -> float:
-    """Milliseconds of generation per image (decode excluded), from the sampler's stats JSON."""
+    """Milliseconds of generation per image (decode excluded), from the sampler's stats JSON: the fallback
+    where a row has no timing job."""
     rate = stats.get("generate_images_per_s")
     return 1000.0 / rate if rate else math.nan
+
+
+def timing_records(runs: list[dict]) -> list[dict]:
+    """The TIMING.json files (`tensorar time_sampling`) of a row's runs; typically only the first seed has one."""
+    return [read_json(run["timing"]) for run in runs if run.get("timing")]
+
+
+def row_latency_ms(runs: list[dict], stats: list[dict]) -> tuple[float, float, int, str]:
+    """(mean, sample std, count, source) of a row's latency in ms per image. With timing files: their
+    repeats' `latency_s` values pooled (generation + decoding, dedicated job), source "timing"; without:
+    the sampling jobs' generation-only latency over seeds, source "sampler"."""
+    timings = timing_records(runs)
+    if timings:
+        return (*aggregate([1000.0 * v for t in timings for v in t["latency_s"]["values"]]), "timing")
+    return (*aggregate([latency_ms(st) for st in stats]), "sampler")
+
+
+def row_throughput(runs: list[dict], stats: list[dict]) -> tuple[float, float, str]:
+    """(mean, sample std, source) of a row's generation throughput in images/s: the timing files' repeats
+    (`images_per_s` values pooled) when there are any, else the sampling jobs' rate over seeds."""
+    timings = timing_records(runs)
+    if timings:
+        mean, std, _ = aggregate([v for t in timings for v in t["images_per_s"]["values"]])
+        return mean, std, "timing"
+    mean, std, _ = aggregate([st.get("generate_images_per_s") or math.nan for st in stats])
+    return mean, std, "sampler"
+
+
+def latency_notes(raw: pd.DataFrame) -> list[str]:
+    """The notes under a latency section (its CSV frame): how the timed rows were measured, with their
+    repeat counts, and the sampler-clock caveat for rows without a timing job."""
+    source = raw["latency_source"] if "latency_source" in raw else pd.Series(index=raw.index, dtype=object)
+    timed, fallback = source == "timing", source == "sampler"
+    notes = []
+    if timed.any():
+        counts = sorted({int(n) for n in raw.loc[timed, "latency_n"]})
+        repeats = str(counts[0]) if len(counts) == 1 else f"{counts[0]}-{counts[-1]} (per row)"
+        notes.append(LATENCY_NOTE_TIMED.format(repeats=repeats))
+    if fallback.any():
+        notes.append(LATENCY_NOTE_FALLBACK.format(rows=f" of the rows marked{FALLBACK_MARK}" if timed.any() else ""))
+    return notes
 
 
 # --------------------------------------------------------------------------------------------------
@@ -265,9 +315,10 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
             if not toy:
                 cells["Params (paper)"] = _paper_value(row, "params")
         if section.get("latency"):
-            mean, std, _ = aggregate([latency_ms(st) for st in stats])
+            mean, std, n, source = row_latency_ms(row["runs"], stats)
             cells["Latency (ms/img)"] = fmt(mean, std)
             numbers["latency_ms_mean"], numbers["latency_ms_std"] = mean, std
+            numbers["latency_n"], numbers["latency_source"] = n, source
         for name, column in {**with_paper, **ours_only}.items():
             mean, std, n = aggregate([m[name] for m in metrics])
             cells[column] = fmt(mean, std, digits[name])
@@ -290,7 +341,12 @@ def write_table(manifest: dict, out: Path) -> None:
         if section["title"] != manifest["title"]:  # a one-section table needs no second heading
             md += [f"## {section['title']}", ""]
         if section.get("latency"):
-            md += [LATENCY_NOTE, ""]
+            if raw.get("latency_source") is not None and raw["latency_source"].nunique() > 1:
+                sampler = raw["latency_source"] == "sampler"  # mixed sources: say which rows fell back
+                column = shown["Latency (ms/img)"]
+                shown["Latency (ms/img)"] = column.where(~sampler.to_numpy(), column + FALLBACK_MARK)
+            for note in latency_notes(raw):
+                md += [note, ""]
         md += [shown.to_markdown(index=False, disable_numparse=True), ""]
         raw.insert(0, "section", section["name"])
         csv.append(raw)

@@ -376,6 +376,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def model_summary(model) -> dict:
+    """The "model" block of the stats JSON (and of time_sampling's): sizes the tables print."""
+    backbone = model.backbone
+    return {
+        "kind": "tensorar" if is_tensorar(model) else "backbone",
+        "family": backbone.family,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "base_parameters": sum(p.numel() for p in backbone.parameters()),
+        "k": model.window_size,
+        "num_tokens": backbone.num_tokens,
+        "num_classes": backbone.num_classes,
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -412,15 +426,7 @@ def main(argv: list[str] | None = None) -> None:
                 "options": asdict(options),
                 "run": {**manifest, "batch_size": args.batch_size, "device": str(info.device),
                         "family": backbone.family, "gpt_preset": args.gpt_preset, "vq_preset": args.vq_preset},
-                "model": {
-                    "kind": "tensorar" if is_tensorar(model) else "backbone",
-                    "family": backbone.family,
-                    "parameters": sum(p.numel() for p in model.parameters()),
-                    "base_parameters": sum(p.numel() for p in backbone.parameters()),
-                    "k": model.window_size,
-                    "num_tokens": backbone.num_tokens,
-                    "num_classes": backbone.num_classes,
-                },
+                "model": model_summary(model),
                 "seeds": {
                     "seed": cfg.seed,
                     "labels": f"numpy default_rng({cfg.seed}) ({cfg.labels})",
