@@ -10,6 +10,8 @@ Blocks read their sizes from any config object with the attributes of `BlockConf
 """
 from __future__ import annotations
 
+import math
+from dataclasses import asdict
 from typing import Optional, Protocol
 
 import torch
@@ -41,6 +43,40 @@ def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None 
     if ffn_dim_multiplier is not None:
         hidden = int(ffn_dim_multiplier * hidden)
     return round_up(hidden, multiple_of)
+
+
+class TransformerShape:
+    """What a backbone config with `dim`, `n_head`, `block_size`, `multiple_of` and `ffn_dim_multiplier`
+    fields derives from them (LlamaGen's GPT and Open-MAGVIT2's AR share these), and its strict dict form."""
+
+    def check_shape(self) -> None:
+        if self.dim % self.n_head:
+            raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
+        if math.isqrt(self.block_size) ** 2 != self.block_size:
+            raise ValueError(f"block_size {self.block_size} is not a square token grid")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.n_head
+
+    @property
+    def grid_size(self) -> int:
+        return math.isqrt(self.block_size)
+
+    @property
+    def ffn_hidden_dim(self) -> int:
+        return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        """Strict: unknown keys raise."""
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
+        return cls(**d)
 
 
 class RMSNorm(nn.Module):

@@ -21,8 +21,7 @@ Reading order: config -> condition embedders -> GPT -> presets -> official check
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -41,7 +40,7 @@ from tensorar.models.layers import (
     KVCache,
     RMSNorm,
     TransformerBlock,
-    ffn_hidden_dim,
+    TransformerShape,
     precompute_rope_2d,
 )
 
@@ -49,7 +48,7 @@ MODEL_TYPES = ("c2i", "t2i")
 
 
 @dataclass(frozen=True)
-class GPTConfig:
+class GPTConfig(TransformerShape):
     # Field names follow LlamaGen's ModelArgs so an official config maps onto this one.
     dim: int = 768
     n_layer: int = 12
@@ -76,25 +75,7 @@ class GPTConfig:
     def __post_init__(self):
         if self.model_type not in MODEL_TYPES:
             raise ValueError(f"model_type {self.model_type!r}: known {', '.join(MODEL_TYPES)}")
-        if self.dim % self.n_head:
-            raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
-        if math.isqrt(self.block_size) ** 2 != self.block_size:
-            raise ValueError(f"block_size {self.block_size} is not a square token grid")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_head
-
-    @property
-    def grid_size(self) -> int:
-        return math.isqrt(self.block_size)
-
-    @property
-    def ffn_hidden_dim(self) -> int:
-        return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+        self.check_shape()
 
     @classmethod
     def from_dict(cls, d: dict) -> "GPTConfig":
@@ -102,10 +83,7 @@ class GPTConfig:
         d = dict(d)
         for runtime_key in ("max_batch_size", "max_seq_len"):
             d.pop(runtime_key, None)
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown GPTConfig keys: {sorted(unknown)}")
-        return cls(**d)
+        return super().from_dict(d)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -29,8 +29,7 @@ Reading order: config -> the model -> presets -> official checkpoints.
 """
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Optional
 
@@ -50,14 +49,14 @@ from tensorar.models.layers import (
     KVCache,
     RMSNorm,
     TransformerBlock,
-    ffn_hidden_dim,
+    TransformerShape,
     precompute_rope_2d,
 )
 from tensorar.models.llamagen import LabelEmbedder
 
 
 @dataclass(frozen=True)
-class OpenMAGVIT2Config:
+class OpenMAGVIT2Config(TransformerShape):
     # Field names follow our LlamaGen GPTConfig where the two models share a setting; `from_official`
     # maps the official GPT(...) arguments (class_num, token_drop, ...) onto these.
     dim: int = 1024
@@ -85,38 +84,12 @@ class OpenMAGVIT2Config:
         object.__setattr__(self, "rope_base", float(self.rope_base))  # the official yaml writes 10000
         if len(self.factorized_bits) != 2 or min(self.factorized_bits) < 1:
             raise ValueError(f"factorized_bits {self.factorized_bits}: two positive bit counts (b0, b1)")
-        if self.dim % self.n_head:
-            raise ValueError(f"dim {self.dim} is not divisible by n_head {self.n_head}")
-        if math.isqrt(self.block_size) ** 2 != self.block_size:
-            raise ValueError(f"block_size {self.block_size} is not a square token grid")
-
-    @property
-    def head_dim(self) -> int:
-        return self.dim // self.n_head
-
-    @property
-    def grid_size(self) -> int:
-        return math.isqrt(self.block_size)
-
-    @property
-    def ffn_hidden_dim(self) -> int:
-        return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
+        self.check_shape()
 
     @property
     def vocab_size(self) -> int:
         """Full token ids: every pattern of the b0 + b1 bits."""
         return 2 ** sum(self.factorized_bits)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "OpenMAGVIT2Config":
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown OpenMAGVIT2Config keys: {sorted(unknown)}")
-        return cls(**d)
 
     @classmethod
     def from_official(cls, d: dict) -> "OpenMAGVIT2Config":

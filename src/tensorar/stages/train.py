@@ -32,7 +32,7 @@ reseeded from (seed, step, rank): exact on resume, but dependent on the world si
 Outputs in RUN/: `train_config.json`, `metrics.jsonl` (rank 0: step, loss, per-slot losses, lr, grad
 norm, tokens/s, elapsed), `train.log`, `checkpoints/step_XXXXXXX.pt` (every `--ckpt-every` steps and at
 each of `--keep-steps`; others are pruned down to the latest two) and `final.pt`. Every checkpoint is
-written atomically and holds the model (`tensorar.checkpoint.load_model` rebuilds it: GPT or TensorAR),
+written atomically and holds the model (`tensorar.models.loading.load_model` rebuilds it: GPT or TensorAR),
 its configs, EMA weights, optimizer, step, data position and settings.
 
 Preemption: SIGTERM or SIGUSR1 -> the current step finishes, a checkpoint is saved, and the process
