@@ -173,3 +173,13 @@ def test_the_paper_plan_runs_no_variant_of_ours_unless_asked(workflow_config):
     config["claims"]["ours"]["variants"] = ["selfdraft"]
     with pytest.raises(ValueError, match="claims.ours.backbone"):
         Plan(config)
+
+
+def test_with_few_seeds_the_t_interval_must_agree(tmp_path):
+    # Differences -1.0, -1.1, -0.2: every bootstrap resample of 3 seeds has a negative mean, but the t
+    # interval (2 degrees of freedom) reaches above 0, so the claim is not called supported.
+    a = write_runs(tmp_path, "a", [9.0, 8.9, 9.8])
+    b = write_runs(tmp_path, "b", [10.0, 10.0, 10.0])
+    test = verdict_of(paired(a, b))["tests"][0]
+    assert test["interval"]["high"] < 0 < test["paired_t"]["high"]
+    assert test["verdict"] == "inconclusive"

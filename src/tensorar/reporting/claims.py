@@ -15,7 +15,9 @@ differences). A test is one of:
               no interval
 
 Verdicts (statistics.verdict): "supported" when the interval lies strictly on the claimed side,
-"contradicted" when strictly on the other, else "inconclusive"; a claim is supported when all its tests
+"contradicted" when strictly on the other, else "inconclusive"; with >= 2 seeds a paired test needs the
+bootstrap and the paired t interval to agree (a percentile bootstrap over 2-3 seeds has only a handful of
+distinct resamples and under-covers), else it is inconclusive. A claim is supported when all its tests
 are, contradicted when one is. A one-seed run without bootstrap replicates has no interval: its tests
 say "inconclusive (no interval)". Tests marked `in_verdict: false` are shown but decide nothing.
 """
@@ -136,9 +138,12 @@ def evaluate_test(test: dict, settings: dict) -> dict:
         out["side"], out["null"] = test["side"], 0.0
         out["interval"] = found.to_dict() if found else {"estimate": float(np.mean(a.fids - b.fids))}
         out["a_mean"], out["b_mean"] = float(a.fids.mean()), float(b.fids.mean())
-        if len(a.seeds) >= 2:
-            out["paired_t"] = paired_t_interval(a, b, level).to_dict()
         out["verdict"] = verdict(found, test["side"]) if found else NO_INTERVAL
+        if len(a.seeds) >= 2:  # few seeds: the bootstrap under-covers, so the t interval must agree
+            check = paired_t_interval(a, b, level)
+            out["paired_t"] = check.to_dict()
+            if verdict(check, test["side"]) != out["verdict"]:
+                out["verdict"] = "inconclusive"
     elif test["kind"] == "trend":
         arms = [arm(step["runs"], test["metric"]) for step in test["arms"]]
         if len({a.replicates is None for a in arms}) > 1:
