@@ -52,3 +52,26 @@ def test_decode_matmul_benchmark(tmp_path):
     assert set(result["rows"]) == {"2", "16"}
     assert set(result["rows"]["2"]) == {"F.linear", "oneDNN packed", "W @ x.T", "chunked bmm"}
     assert result["weight_gb"] > 0 and "GB/s" in stdout
+
+
+def test_training_benchmark_counts_what_the_step_runs(tmp_path):
+    stdout = run_script("training.py", "--preset", "GPT-toy-S", "--tokens", "16", "--batch-size", "2", "--k", "1", "2",
+                        "4", "--threads", "1", "--warmup", "0", "--repeats", "1", "--out", str(tmp_path / "t.json"))
+    result = json.loads((tmp_path / "t.json").read_text())
+    rows = {row["model"]: row for row in result["rows"]}
+    assert list(rows) == ["base", "control (finetune)", "TensorAR (k=1, d=1)", "TensorAR (k=2, d=1)",
+                          "TensorAR (k=4, d=1)"]
+    # The analytic multiply-add count equals torch's flop counter on a real forward + backward of every
+    # model, the checkpointed slot heads' recomputation included (on CPU the counter sees no attention).
+    for row in rows.values():
+        assert row["predicted_matmul_macs_per_step"] == row["counted_matmul_macs_per_step"] > 0
+        assert row["ms"]["min"] > 0 and row["fastest_step_ms"]["optimizer"] > 0
+    # Control is the base's computation; k = 1 is the base plus the query transformers and the head's
+    # recomputation; the predicted cost grows with k.
+    assert rows["control (finetune)"]["macs_per_step"] == rows["base"]["macs_per_step"]
+    k1 = rows["TensorAR (k=1, d=1)"]["macs_per_image"]
+    base = rows["base"]["macs_per_image"]
+    assert k1["step"] - base["step"] == 3 * (k1["m_enc"] + k1["m_dec"]) + base["head"]
+    ratios = [rows[f"TensorAR (k={k}, d=1)"]["predicted_ratio"] for k in (1, 2, 4)]
+    assert 1 < ratios[0] < ratios[1] < ratios[2]
+    assert "| TensorAR (k=4, d=1) |" in stdout and "predicted (MACs)" in stdout
