@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from tensorar.plan import Plan, manifest_inputs
 from tensorar.reporting.claims import (
@@ -17,6 +19,11 @@ from tensorar.reporting.claims import (
     write_claims,
 )
 from tensorar.stages.tables import main as tables_main
+
+
+def config_dir() -> Path:
+    return Path(__file__).resolve().parents[1] / "config"
+
 
 SETTINGS = {"level": 0.95, "bootstrap": 500, "seed": 0, "modest_latency": 0.25}
 
@@ -151,9 +158,16 @@ def test_report_files_from_the_stage(tmp_path):
 
 
 def test_the_toy_plan_asks_every_claim_and_names_its_files(workflow_config):
-    plan = Plan(copy.deepcopy(workflow_config("config.yaml")))
+    one_seed = Plan(copy.deepcopy(workflow_config("config.yaml")))
+    assert [c["id"] for c in one_seed.claims_manifest()["claims"]] == [c for c in CLAIMS if c != "ours-c"]
+    # config/toy-seeds.yaml on top, as `--configfile` merges it: three seeds and the longer fine-tuning.
+    config = copy.deepcopy(workflow_config("config.yaml"))
+    seeds = yaml.safe_load(Path(config_dir(), "toy-seeds.yaml").read_text())
+    config["seeds"], config["claims"]["ours"]["longer_finetuning"] = seeds["seeds"], seeds["claims"]["ours"]["longer_finetuning"]
+    plan = Plan(config)
     manifest = plan.claims_manifest()
     assert [c["id"] for c in manifest["claims"]] == list(CLAIMS)
+    assert [r["seed"] for r in manifest["claims"][0]["tests"][0]["a"]] == [0, 1, 2]
     inputs = manifest_inputs(manifest)
     assert all(p.startswith(plan.root) for p in inputs)
     assert plan.timing("GPT-toy-S", "tensorar-depth4") in inputs  # claim 5's latency

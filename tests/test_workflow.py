@@ -123,8 +123,8 @@ def test_toy_default_dry_run_runs_every_table(tmp_path):
     counts = dry_run("--configfile", str(TOY), cwd=tmp_path)
     # Four backbones from scratch (GPT-toy-S, GPT-toy-M, Open-MAGVIT2-toy, LlamaGen-t2i-toy), 11 TensorAR
     # runs (9 on the class-conditional LlamaGen toys), a fine-tune control per backbone; three tokenizers;
-    # ours: self-drafting, and TensorAR + control fine-tuned 3x as long.
-    assert counts["train"] == 4 + 11 + 4 + 3
+    # ours: self-drafting (3x fine-tuning is in config/toy-seeds.yaml).
+    assert counts["train"] == 4 + 11 + 4 + 1
     assert counts["train_tokenizer"] == 3 and counts["make_captions"] == 1
     # the toy benchmarks are scored by our toy detector: no official detector or VQA jobs
     assert counts["sample_prompts"] == counts["score_benchmark"] == 3 * 2
@@ -143,7 +143,7 @@ def test_single_ablation_row_runs_only_its_branch(tmp_path):
 def test_seeds_multiply_runs(tmp_path):
     # config/toy-seeds.yaml, the documented three-seed toy (an override file: --config would parse the list as strings)
     counts = dry_run("--configfile", str(TOY), str(TOY.with_name("toy-seeds.yaml")), cwd=tmp_path)
-    assert counts["train"] == 3 * 22
+    assert counts["train"] == 3 * (20 + 2)  # + TensorAR and control fine-tuned 3x as long
     assert counts["time_sampling"] == 3 * 3 + 2  # the first seed's models only
 
 
