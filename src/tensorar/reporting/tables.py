@@ -30,8 +30,8 @@ CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
 # Table 6b's latency note: one for rows timed by `tensorar time_sampling` ({repeats}: the repeats pooled over
 # a row's timing files), one for rows that fall back to the sampling job's own clock.
 LATENCY_NOTE_TIMED = (
-    "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding, as the paper's "
-    "Table 6b), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: a job with the "
+    "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding; our reading of "
+    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: a job with the "
     "machine to itself, every core, warm-up batches discarded; Fig. 4's throughput comes from the same jobs)."
 )
 LATENCY_NOTE_FALLBACK = (

@@ -22,7 +22,7 @@ TIMING.json:
     config, options, ckpt, vq                     (what was timed),
     generate_s, decode_s                          [seconds of each timed repeat's batch],
     latency_s {mean, std, values}                 (generate_s + decode_s) / batch_size: seconds per image,
-                                                  AR steps + tokenizer decoding (the paper's Table 6b latency),
+                                                  AR steps + tokenizer decoding (our reading of Table 6b's latency),
     generate_latency_s {mean, std, values}        generate_s / batch_size: generation only, per image,
     images_per_s {mean, std, values}              batch_size / generate_s (generation throughput, Fig. 4).
 `std` is the sample SD (ddof=1) over the repeats; with one repeat there is no spread to estimate and it is
