@@ -226,6 +226,16 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How jobs use a Slurm cluster (tensorar.plan.cluster); local runs ignore them."""
+
+    train_signal_lead: int | None  # seconds before the time limit a training job gets SIGTERM
+    cpu_jobs: str  # submit | local: where jobs without a GPU run
+    cpu_partition: str | None = None
+    geneval_constraint: str | None = None  # Slurm node feature of the GenEval detector's GPU
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     config_hash: str  # of the validated config: the tables' provenance
@@ -244,17 +254,11 @@ class Experiment:
     timing: Timing
     claims: ClaimSettings
     resources: Resources
+    cluster: ClusterSettings
 
     @property
     def toy(self) -> bool:
         return self.dataset.name == "digits"
-
-    def stage_resources(self, stage: str, backbone: str | None = None) -> dict:
-        spec = dict(self.resources.default)
-        spec.update(self.resources.stages.get(stage) or {})
-        if backbone is not None:
-            spec.update(self.backbones[backbone].resources.get(stage) or {})
-        return spec
 
     # ----- which runs exist -----
     def run_backbones(self) -> list[str]:
@@ -367,4 +371,5 @@ def parse_experiment(config: dict) -> Experiment:
         claims=_typed(ClaimSettings, claims, "claims"),
         resources=Resources(default=dict(config["resources"]["default"]),
                             stages={k: dict(v) for k, v in config["resources"].items() if k != "default"}),
+        cluster=_typed(ClusterSettings, config["cluster"], "cluster"),
     )
