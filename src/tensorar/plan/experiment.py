@@ -9,7 +9,8 @@ here, naming its key, not hours later in a job.
 Run settings are the library's own option dataclasses (`SamplingOptions`, `TrainOptions`,
 `TensorARConfig`, `TokenizerTrainOptions`, `ClassifierTrainOptions`); the workflow's other settings
 (datasets, tables, benchmarks) are the small dataclasses below, whose defaults are the schema's (the
-schema fills every default before parsing, so none is restated here). Cross references the schema cannot
+schema fills them before parsing, so none is restated here; only optional paths default to None, because
+the validator does not fill defaults that sit in a shared `$ref`). Cross references the schema cannot
 express are checked by `tensorar.plan.checks`. Lists become tuples (the dataclasses are frozen).
 """
 from __future__ import annotations
