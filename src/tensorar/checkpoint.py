@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from tensorar.errors import UserError
+
 log = logging.getLogger("tensorar.checkpoint")
 
 # Buffers LlamaGen keeps in its modules but that are not weights (rebuilt by us, never loaded).
@@ -31,7 +33,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 GENERIC_HINT = "put the file at the path named in the config (config/README.md says where each one comes from)"
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A state dict does not fit the model; the message lists every offending key."""
 
 
@@ -62,7 +64,7 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = 
         raise UnreadableCheckpoint(_unreadable(path, err)) from err
 
 
-class UnreadableCheckpoint(RuntimeError):
+class UnreadableCheckpoint(UserError, RuntimeError):
     """A file that is not a (complete) torch checkpoint."""
 
 

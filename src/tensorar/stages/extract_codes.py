@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
             # that changes a code. Shards of anything else are deleted before a single new one is written.
             identity = {"tokenizer_sha256": sha256_file(Path(args.vq)), "images": image_list_hash(dataset),
                         **{k: v for k, v in manifest.items() if k not in ("data", "tokenizer_path")}}
-            claim_for(out, identity, [*out.glob("codes_*.npy"), *out.glob("labels_*.npy")], log, "code shards")
+            claim_for(out, identity, [MANIFEST, "codes_*.npy", "labels_*.npy", CAPTIONS], log, "code shards")
             manifest.update(tokenizer_sha256=identity["tokenizer_sha256"], images_sha256=identity["images"],
                             identity=identity_hash(identity))
             atomic_write_json(out / MANIFEST, {**manifest, "complete": False})

@@ -224,7 +224,7 @@ def claim_run_dir(setup: RunSetup, opts: TrainOptions, manifest: dict, run_dir: 
     for tmp in remove_stale_temp_files(run_dir):
         log.info(f"removed {tmp}, a partial file left by a killed save")
     outputs = [run_dir / "checkpoints", run_dir / "final.pt", run_dir / "metrics.jsonl", run_dir / "train_config.json"]
-    claim_for(run_dir, setup.identity(opts, manifest), outputs, log, "training run")
+    claim_for(run_dir, setup.identity(opts, manifest), outputs, log, "training run", logs=("train.log",))
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
@@ -238,7 +238,7 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
     record = setup.record(opts)
 
     codes, labels, manifest = load_codes(setup.codes)  # (N, A, T), (N,)
-    conditions = open_conditions(labels, setup.conditions)  # batch(items) -> Condition
+    conditions = open_conditions(labels, setup.conditions, manifest)  # batch(items) -> Condition
     if len(conditions) != len(codes):
         raise SystemExit(f"{setup.conditions} holds {len(conditions)} conditions but {setup.codes} {len(codes)} items")
     num_items, num_augmentations, num_tokens = codes.shape
