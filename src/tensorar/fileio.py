@@ -144,6 +144,34 @@ def load_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarra
         raise InputError(f"{path}: not a complete .npy array ({err}); rerun the stage that makes it") from None
 
 
+# Files above this size in a model folder are identified by size + mtime, not hashed (see content_id).
+HASHED_FILE_LIMIT = 64 << 20
+
+
+def content_id(path: str | os.PathLike) -> str:
+    """What a model input is made of, as one string: a file's sha256; for a model folder (Janus-Pro,
+    flan-t5-xl: transformers layouts of 10-30 GB), "folder:" + a hash of `folder_identity`."""
+    path = Path(path)
+    if path.is_dir():
+        return "folder:" + identity_hash(folder_identity(path))
+    return sha256_file(path)
+
+
+def folder_identity(folder: str | os.PathLike) -> list[list]:
+    """A model folder's identity without reading gigabytes (ours): every file's relative name and size,
+    the sha256 of the small ones (configs, tokenizer files, indexes: <= 64 MiB) and the modification time
+    (ns) of the large ones (weights). Hashing 10-30 GB at every job start would cost minutes per job on a
+    network filesystem; a weight file replaced in place (a new download, another checkpoint) gets a new
+    mtime. Not detected: a same-size replacement copied with its old mtime preserved (cp -p, rsync -t)."""
+    folder = Path(folder)
+    out = []
+    for p in sorted(q for q in folder.rglob("*") if q.is_file() and not q.name.startswith(".")):
+        st = p.stat()
+        tag = sha256_file(p) if st.st_size <= HASHED_FILE_LIMIT else f"mtime_ns {st.st_mtime_ns}"
+        out.append([str(p.relative_to(folder)), st.st_size, tag])
+    return out
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, (np.integer,)):
         return int(obj)

@@ -116,6 +116,28 @@ def check_codes_match(conditions_manifest: dict, codes_manifest: dict, folder: P
                          f"given ({current}): rerun encode_captions on these codes")
 
 
+def training_data(codes_manifest: dict, store) -> dict:
+    """What a checkpoint records of the data it was trained on (compared by `check_trained_with`): the
+    tokenizer's and the codes' identities and the text encoder's (None for class labels)."""
+    encoder = store.manifest.get("encoder") if isinstance(store, FolderStore) else None
+    return {"tokenizer": codes_manifest.get("tokenizer_sha256"), "codes": codes_identity(codes_manifest),
+            "encoder": None if encoder is None else {k: v for k, v in encoder.items() if k != "identity"}}
+
+
+def check_trained_with(trained_on: dict | None, ckpt, tokenizer: str | None = None, tokenizer_path=None,
+                       encoder: dict | None = None) -> None:
+    """A model is sampled with the tokenizer and text encoder it was trained with: a mismatch is an error
+    naming both (checkpoints without a record, official ones, are not checked)."""
+    if not trained_on:
+        return
+    if tokenizer is not None and trained_on.get("tokenizer") not in (None, tokenizer):
+        raise InputError(f"{ckpt} was trained on codes of tokenizer {trained_on['tokenizer']}, but --vq {tokenizer_path} "
+                         f"is {tokenizer}: sample with the tokenizer the codes were made with")
+    if encoder is not None and trained_on.get("encoder") is not None and trained_on["encoder"] != encoder:
+        raise InputError(f"{ckpt} was trained with text encoder {trained_on['encoder']}, but sampling would use "
+                         f"{encoder}: give the --encoder and its settings the conditions were encoded with")
+
+
 def kind_of(sample: Condition) -> str:
     return "caption_features" if "caption" in sample else "prompt_tokens"
 

@@ -61,6 +61,7 @@ def load_model(
         raise InputError(f"{path} has no EMA weights (trained without --ema-decay): drop --ema")
     weights = contents["ema"] if use_ema else contents["model"]
     load_state_dict_strict(model, extract_state_dict(weights), str(path))
+    model.trained_on = contents.get("data")  # the tokenizer / codes / text encoder it was trained on (or None)
     return model
 
 
@@ -68,7 +69,12 @@ def _load_official(path, family_name, preset, contents, **kwargs) -> Backbone:
     if family_name is None or preset is None:
         raise InputError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
                          "(e.g. --family llamagen --gpt-preset GPT-B)")
-    return family(family_name).load_official(path, preset, contents=contents, **kwargs)
+    fam = family(family_name)
+    try:
+        return fam.load_official(path, preset, contents=contents, **kwargs)
+    except KeyError as err:  # a weight the family's official layout must have is absent: another family's file
+        raise InputError(f"{path} is not a {fam.name} checkpoint (it has no {err}): another family's file? "
+                         f"(--family names the file's backbone family)\n  ({fam.weights_hint})") from None
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
@@ -95,7 +101,11 @@ def load_tokenizer(path: str | os.PathLike, preset: str | None = None, device="c
     if preset is not None:
         return tokenizer_family(preset).load(path, preset=preset, device=device)
     contents = read_checkpoint(path)
-    kind = contents.get("tokenizer", "vq") if isinstance(contents, Mapping) else "vq"
+    if not isinstance(contents, Mapping) or "config" not in contents:  # a released file stores no config
+        raise InputError(f"{path} has no 'config': a released tokenizer file needs its preset, --vq-preset VQ-16 "
+                         "(LlamaGen's vq_ds16_c2i.pt) or --vq-preset LFQ-256 (Open-MAGVIT2's imagenet_256_L.ckpt "
+                         "or AR_256_*.ckpt)")
+    kind = contents.get("tokenizer", "vq")
     if kind not in TOKENIZERS:
         raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind].load(path, device=device)

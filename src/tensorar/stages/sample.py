@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from tensorar.data.conditions import check_trained_with
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.images import (
     DecodeFn,
@@ -68,9 +69,9 @@ from tensorar.fileio import (
     atomic_save_npz,
     atomic_write_json,
     claim_for,
+    content_id,
     exclusive_lock,
     remove_stale_temp_files,
-    sha256_file,
 )
 from tensorar.models.registry import FAMILIES, family
 from tensorar.options import add_arguments, from_arguments, positive_int
@@ -351,8 +352,9 @@ def write_drafts_png(
 # Command line
 # --------------------------------------------------------------------------------------------------
 def file_sha256(path: str | Path, info: DistInfo) -> str | None:
-    """sha256 of a checkpoint file (a model directory: None; rank 0 hashes, the others need no copy)."""
-    return sha256_file(path) if info.is_main and Path(path).is_file() else None
+    """What a checkpoint file or model folder holds (fileio.content_id: a file's sha256, a folder's files);
+    rank 0 computes it, the others need no copy."""
+    return content_id(path) if info.is_main and Path(path).exists() else None
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -383,6 +385,7 @@ def load_class_conditional(args: argparse.Namespace, device: torch.device, optio
         raise SystemExit(f"{args.ckpt} is not class-conditional: sample it from a prompt file "
                          "(tensorar sample_prompts)")
     tokenizer = load_tokenizer(args.vq, args.vq_preset, device=device)
+    check_trained_with(getattr(model, "trained_on", None), args.ckpt, content_id(args.vq), args.vq)
     if tokenizer.config.codebook_size != backbone.vocab_size:
         raise SystemExit(f"tokenizer {args.vq} has {tokenizer.config.codebook_size} codes but the model's "
                          f"vocabulary is {backbone.vocab_size}: they were not trained together")

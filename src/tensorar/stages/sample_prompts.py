@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tensorar.data.conditions import check_trained_with
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.images import (
     autocast,
@@ -51,6 +52,7 @@ from tensorar.evaluation.prompt_sets import LAYOUTS, SET_MANIFEST, read_prompts
 from tensorar.fileio import (
     atomic_write_json,
     claim_for,
+    content_id,
     exclusive_lock,
     identity_hash,
     remove_stale_temp_files,
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     prompt_length = args.prompt_length or getattr(model.backbone.config, "prompt_length", 256)
     encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
                            prompt_length=prompt_length, device=info.device)
+    check_trained_with(getattr(model, "trained_on", None), args.ckpt, content_id(args.vq), args.vq, encoder.identity())
     out = Path(args.out)
     identity = {"model": file_sha256(args.ckpt, info), "tokenizer": file_sha256(args.vq, info),
                 "encoder": encoder.identity(), "prompts": identity_hash(prompts), "layout": args.layout,
