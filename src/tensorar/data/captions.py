@@ -225,28 +225,36 @@ def _tar_index(paths: list[Path], report: Report) -> tuple[list[tuple[Path, int,
 
 
 def _members(tar: tarfile.TarFile, path: Path, report: Report) -> list[tarfile.TarInfo]:
-    """A shard's file members; a truncated shard (tarfile stops silently at the cut) is an error unless
-    partial shards are kept, then its cut member is dropped and counted."""
+    """A shard's file members. tarfile stops silently at a cut between members and fails inside one: a
+    truncated shard (also: no end-of-archive blocks after the last member) is an error unless partial
+    shards are kept, then the members before the cut are kept and what is dropped is counted."""
+    headers, cut = [], False
     try:
-        members = [m for m in tar.getmembers() if m.isfile()]
-    except (tarfile.ReadError, EOFError) as err:
-        raise InputError(f"{path}: not a readable tar shard ({err})") from None
+        while (member := tar.next()) is not None:
+            headers.append(member)
+    except (tarfile.ReadError, EOFError):
+        cut = True
     size = path.stat().st_size
-    end = max((m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in tar.getmembers()),
-              default=0)
+    end = max((m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE for m in headers), default=0)
     with open(path, "rb") as f:
         f.seek(end)
         trailer = f.read(2 * tarfile.BLOCKSIZE)
-    if end <= size and trailer == bytes(2 * tarfile.BLOCKSIZE):
+    members = [m for m in headers if m.isfile()]
+    if not cut and end <= size and trailer == bytes(2 * tarfile.BLOCKSIZE):
         return members
     if not report.reading.keep_partial_shards:
-        raise InputError(f"{path} is truncated ({size:,} bytes, no end-of-archive after its last member): download "
-                         "or copy it again, or pass --keep-partial-shards to keep the items before the cut")
+        raise InputError(f"{path} is truncated ({size:,} bytes, cut after {len(headers)} members): download or copy "
+                         "it again, or pass --keep-partial-shards to keep the items before the cut")
+    from webdataset.tariterators import base_plus_ext
+
     whole = [m for m in members if m.offset_data + m.size <= size]
-    for m in members[len(whole):]:
-        report.add("cut by a truncated shard (dropped)", f"{path}:{m.name}")
+    # The key at the cut may have lost members (even when the cut falls between two): dropped whole.
+    cut_keys = {base_plus_ext(m.name)[0] for m in members[len(whole) - 1 if whole else 0:]}
+    for m in members:
+        if base_plus_ext(m.name)[0] in cut_keys:
+            report.add("members of the key at the cut of a truncated shard (dropped)", f"{path}:{m.name}")
     report.add("truncated shards (their items before the cut kept)", str(path))
-    return whole
+    return [m for m in whole if base_plus_ext(m.name)[0] not in cut_keys]
 
 
 def _member_text(tar: tarfile.TarFile, member: tarfile.TarInfo, where: str) -> str:
