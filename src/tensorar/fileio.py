@@ -13,6 +13,7 @@ import contextlib
 import fnmatch
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -111,6 +112,29 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}:{err.lineno}: not valid JSON ({err.msg}, column {err.colno})") from None
     except UnicodeDecodeError as err:
         raise InputError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+
+
+def read_finite_json(path: str | os.PathLike) -> Any:
+    """A metrics / scores JSON whose every number must be finite: a NaN or infinite value (a failed
+    evaluation; Python's json reads and writes them as NaN / Infinity) is an error naming the file (the
+    run) and the key, never a number that prints as "n/a" or a crash later with no name."""
+    path = Path(path)
+    value = read_json(path)
+    bad = _non_finite(value, "")
+    if bad:
+        raise InputError(f"{path}: non-finite metric values ({', '.join(bad[:5])}{' ...' if len(bad) > 5 else ''}): "
+                         "the evaluation that wrote this run's file failed; rerun it")
+    return value
+
+
+def _non_finite(value: Any, where: str) -> list[str]:
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [f"{where or 'value'} = {value}"]
+    if isinstance(value, dict):
+        return [b for k, v in value.items() for b in _non_finite(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, list):
+        return [b for i, v in enumerate(value) for b in _non_finite(v, f"{where}[{i}]")]
+    return []
 
 
 def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
