@@ -11,7 +11,6 @@ import torch
 from tensorar.data import captioned_digits
 from tensorar.data.conditions import FolderStore
 from tensorar.errors import InputError
-from tensorar.fileio import content_id
 from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
 from tensorar.stages.encode_captions import main as encode_captions
 from tensorar.stages.extract_codes import main as extract_codes
@@ -73,6 +72,7 @@ def test_large_weight_files_are_identified_by_size_and_mtime(tmp_path, monkeypat
     import os
 
     from tensorar import fileio
+    from tensorar.fileio import content_id
 
     monkeypatch.setattr(fileio, "HASHED_FILE_LIMIT", 4)  # every file here counts as a large weight file
     (tmp_path / "m").mkdir()

@@ -7,7 +7,6 @@ import json
 import pytest
 
 from tensorar.errors import InputError
-from tensorar.fileio import read_finite_json
 from tensorar.reporting import claims, tables
 
 
@@ -38,5 +37,7 @@ def test_claims_refuse_a_nan_metric_naming_the_run(runs):
 def test_infinite_values_and_nested_replicates_are_caught(tmp_path):
     path = tmp_path / "scores.json"
     path.write_text('{"scores": {"overall": 0.5}, "overall_bootstrap": {"replicates": [0.4, Infinity]}}')
+    from tensorar.fileio import read_finite_json
+
     with pytest.raises(InputError, match=r"overall_bootstrap.replicates\[1\] = inf"):
         read_finite_json(path)

@@ -157,6 +157,19 @@ def read_jsonl(path: str | os.PathLike) -> list[tuple[int, Any]]:
     return out
 
 
+@contextlib.contextmanager
+def image_errors(name: str | os.PathLike) -> Iterator[None]:
+    """Around PIL reads: a damaged or non-image file is an InputError naming it (a tar member: "shard:member")."""
+    from PIL import UnidentifiedImageError
+
+    try:
+        yield
+    except FileNotFoundError:
+        raise
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:  # PIL's errors for bad bytes
+        raise InputError(f"{name}: not a readable image ({type(err).__name__}: {err})") from None
+
+
 def load_npy(path: str | os.PathLike, mmap_mode: str | None = None) -> np.ndarray:
     """np.load of one array; a missing or damaged file is an error naming it."""
     path = Path(path)

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import Dataset
 
 from tensorar.distributed import get_logger
 from tensorar.errors import InputError
-from tensorar.fileio import read_jsonl
+from tensorar.fileio import image_errors, read_jsonl
 from tensorar.options import option
 
 CAPTIONS_FILE = "captions.jsonl"
@@ -74,19 +74,15 @@ class CaptionedImages(Dataset):
 
     def image(self, i: int) -> Image.Image:
         where = self._items[i]
-        try:
-            if isinstance(where, Path):
-                with Image.open(where) as im:
-                    return im.convert("RGB")
-            path, offset, size, member = where
-            with open(path, "rb") as f:
-                f.seek(offset)
-                data = f.read(size)
-            with Image.open(io.BytesIO(data)) as im:
+        if isinstance(where, Path):
+            with image_errors(where), Image.open(where) as im:
                 return im.convert("RGB")
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            name = where if isinstance(where, Path) else f"{where[0]}:{where[3]}"
-            raise InputError(f"{name}: not a readable image ({type(err).__name__}: {err})") from None
+        path, offset, size, member = where
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read(size)
+        with image_errors(f"{path}:{member}"), Image.open(io.BytesIO(data)) as im:
+            return im.convert("RGB")
 
     def __getitem__(self, i: int):
         image = self.image(i)

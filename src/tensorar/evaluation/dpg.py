@@ -50,7 +50,7 @@ import numpy as np
 from PIL import Image
 
 from tensorar.errors import InputError
-from tensorar.fileio import atomic_path, atomic_write_text, read_jsonl
+from tensorar.fileio import atomic_path, atomic_write_text, image_errors, read_jsonl
 
 CSV_COLUMNS = ("item_id", "text", "keywords", "proposition_id", "dependency", "category_broad",
                "category_detailed", "tuple", "question_natural_language")
@@ -168,7 +168,7 @@ def crop_grid(grid: np.ndarray, resolution: int, pic_num: int = 4) -> list[np.nd
 
 
 def read_grid(path: str | Path) -> np.ndarray:
-    with Image.open(path) as im:
+    with image_errors(path), Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 

@@ -45,7 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from tensorar.errors import InputError
-from tensorar.fileio import atomic_path, atomic_write_text, read_json, read_jsonl
+from tensorar.fileio import atomic_path, atomic_write_text, image_errors, read_json, read_jsonl
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TABLE_COLUMNS = TAGS + ("overall",)  # paper Table 3, in order
@@ -186,7 +186,7 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
 
 def load_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8, EXIF-transposed and converted to RGB as the official script reads it."""
-    with Image.open(path) as im:
+    with image_errors(path), Image.open(path) as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from tensorar.errors import InputError
 from tensorar.evaluation import dpg, geneval
-from tensorar.fileio import atomic_write_json, identity_hash, read_json
+from tensorar.fileio import atomic_write_json, identity_hash, image_errors, read_json
 
 LAYOUTS = ("geneval", "dpg")
 SET_MANIFEST = "prompts.json"
@@ -132,8 +132,5 @@ def _same_names(where: Path, found: set[str], wanted: set[str], what: str) -> No
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except (UnidentifiedImageError, OSError) as err:
-        raise InputError(f"{path}: not a readable image ({err})") from None
+    with image_errors(path), Image.open(path) as im:  # the header only
+        return im.size
