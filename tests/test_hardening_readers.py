@@ -4,7 +4,6 @@ without an image or a caption, duplicate keys, non-string captions), and every p
 from __future__ import annotations
 
 import io
-import json
 import os
 import tarfile
 
@@ -171,3 +170,16 @@ def test_another_familys_file_and_a_released_tokenizer_without_preset_give_the_h
     torch.save({"state_dict": lfq.state_dict()}, tmp_path / "imagenet_256_L.ckpt")
     with pytest.raises(InputError, match="--vq-preset LFQ-256"):
         load_tokenizer(tmp_path / "imagenet_256_L.ckpt")
+
+
+def test_a_damaged_model_folder_names_the_folder(tmp_path):
+    from tensorar.models.loading import load_model, load_tokenizer
+
+    folder = tmp_path / "janus"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "janus", ')  # a partial download
+    (folder / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not a header")
+    with pytest.raises(InputError, match=r"janus: the model folder cannot be loaded .*model.safetensors"):
+        load_model(folder, "janus", "Janus-Pro-7B")
+    with pytest.raises(InputError, match=r"janus: the model folder cannot be loaded"):
+        load_tokenizer(folder, "Janus-VQ16")

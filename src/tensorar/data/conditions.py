@@ -14,7 +14,6 @@ shards, the encoder's identity, the identity of the codes whose captions were en
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
