@@ -373,8 +373,14 @@ def _read_record(path: Path) -> dict | None:
 
 
 def _foreign_entries(folder: Path) -> list[Path]:
-    """What a folder holds besides the lock, the record and partial temp files."""
+    """What a folder holds besides the lock, the record, partial temp files and empty sub-folders (nothing
+    to lose there)."""
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir()
-                  if p.name not in (LOCK_NAME, IDENTITY_NAME) and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+                  if p.name not in (LOCK_NAME, IDENTITY_NAME) and not _is_temp(p)
+                  and not (p.is_dir() and not any(q.is_file() and not _is_temp(q) for q in p.rglob("*"))))
+
+
+def _is_temp(p: Path) -> bool:
+    return p.name.startswith(".") and p.name.endswith(".tmp")
