@@ -368,10 +368,11 @@ def test_geneval_detect_round_trips_through_our_scorer(fakes, geneval_folder, tm
     env = {"FAKE_PLAN": str(plan)} | ({} if masks else {"FAKE_BBOX_ONLY": "1"})
     proc = run_script("geneval_detect.py", ["--images", images, "--out", out, *config,
                                             "--detector-checkpoint", tmp_path / "m2f.pth",
-                                            "--clip-weights", tmp_path / "ViT-L-14.pt", "--device", "cpu"],
+                                            "--clip-weights", tmp_path / "ViT-L-14.pt", "--device", "cpu",
+                                            "--allow-clip-checksum-mismatch"],
                       fakes, log, **env)
     assert proc.returncode == 0, proc.stderr
-    assert "is not OpenAI's ViT-L-14.pt" in proc.stderr  # the fake weights fail the checksum: a warning only
+    assert "is not OpenAI's ViT-L-14.pt" in proc.stderr  # the fake weights fail the checksum: allowed, a warning
 
     # The file: every image, every detection unthresholded, colours exactly where the rules look.
     lines = [json.loads(line) for line in out.read_text().splitlines()]
@@ -424,6 +425,26 @@ def test_geneval_detect_round_trips_through_our_scorer(fakes, geneval_folder, tm
 
 def _geneval_classnames() -> list[str]:
     return load_script("geneval_detect").geneval_classnames(MMDET_COCO)
+
+
+def test_geneval_detect_stops_on_a_clip_checksum_mismatch_unless_allowed(fakes, geneval_folder, tmp_path):
+    images, plan = geneval_folder
+    (tmp_path / "m2f.pth").write_bytes(b"fake")
+    (tmp_path / "ViT-L-14.pt").write_bytes(b"not OpenAI's weights")
+    proc = run_script("geneval_detect.py", ["--images", images, "--out", tmp_path / "out.jsonl", "--device", "cpu",
+                                            "--detector-checkpoint", tmp_path / "m2f.pth",
+                                            "--clip-weights", tmp_path / "ViT-L-14.pt"],
+                      fakes, tmp_path / "log.jsonl", FAKE_PLAN=str(plan))
+    assert proc.returncode != 0 and "--allow-clip-checksum-mismatch" in proc.stderr
+    assert str(tmp_path / "ViT-L-14.pt") in proc.stderr
+    assert not (tmp_path / "out.jsonl").exists() and not read_log(tmp_path / "log.jsonl")  # no model was loaded
+
+
+def test_the_evaluator_docs_say_the_official_stacks_unpickle_fully(repo_root):
+    readme = (repo_root / "workflow" / "envs" / "README.md").read_text()
+    assert "unpickl" in readme and "--allow-clip-checksum-mismatch" in readme
+    for script in ("geneval_detect.py", "dpg_vqa.py"):
+        assert "Trusted code" in (SCRIPTS / script).read_text()
 
 
 def test_geneval_detect_missing_weights_name_the_file_and_source(fakes, geneval_folder, tmp_path):

@@ -193,8 +193,10 @@ def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
     rng = np.random.default_rng(0)
     for i, m in enumerate(metadata):
         geneval.write_prompt_images(tmp_path / "gen", i, m, [cd.render_metadata(m, rng, split="val").image] * 2)
+    (tmp_path / "subset.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metadata))
     out = tmp_path / "scores" / "geneval.json"
     score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--toy-classifier", str(checkpoint),
+                     "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2",
                      "--out", str(out), "--bootstrap", "20"])
     toy = json.loads(out.read_text())
     assert toy["num_images"] == 2 * len(metadata) and toy["detector"] == "toy (ours)"
@@ -203,14 +205,17 @@ def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
     replicates = toy["overall_bootstrap"]["replicates"]  # resampled within tags: each between 0 and 1
     assert len(replicates) == 20 and all(0 <= r <= 1 for r in replicates)
     again = tmp_path / "scores" / "official.json"
-    score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again)])
+    score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again),
+                     "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2"])
     assert json.loads(again.read_text())["scores"] == toy["scores"]
 
     items = cd.toy_dpg_items()[:5]
+    (tmp_path / "prompts").mkdir()
     for item in items:
         dpg.write_grid(tmp_path / "grids", item.item_id, cd.render_dpg_item(item, rng, split="val"))
+        (tmp_path / "prompts" / f"{item.item_id}.txt").write_text(item.prompt)
     out = tmp_path / "scores" / "dpg.json"
-    score_benchmark(["dpg", "--images", str(tmp_path / "grids"), "--questions",
+    score_benchmark(["dpg", "--images", str(tmp_path / "grids"), "--prompts", str(tmp_path / "prompts"), "--questions",
                      str(tmp_path / "toy" / "dpg" / "dpg_bench.csv"), "--toy-classifier", str(checkpoint),
                      "--out", str(out)])
     scored = json.loads(out.read_text())

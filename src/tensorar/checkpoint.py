@@ -20,6 +20,8 @@ from typing import Any, Mapping
 import torch
 import torch.nn as nn
 
+from tensorar.errors import UserError
+
 log = logging.getLogger("tensorar.checkpoint")
 
 # Buffers LlamaGen keeps in its modules but that are not weights (rebuilt by us, never loaded).
@@ -31,7 +33,7 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 GENERIC_HINT = "put the file at the path named in the config (config/README.md says where each one comes from)"
 
 
-class CheckpointMismatchError(RuntimeError):
+class CheckpointMismatchError(UserError, RuntimeError):
     """A state dict does not fit the model; the message lists every offending key."""
 
 
@@ -49,9 +51,14 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = 
     except pickle.UnpicklingError as err:
         if not _needs_unsafe_pickle(err):
             raise UnreadableCheckpoint(_unreadable(path, err)) from err
+        names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err)))) or ["a class weights_only refuses"]
+        if _blocked_module(err):  # os.system, subprocess, eval, ...: no checkpoint needs them
+            raise UnsafeCheckpoint(
+                f"{path} refers to {', '.join(names)}, from a module torch blocks because it executes code: this is "
+                "not a model checkpoint but a program. It is refused even with TENSORAR_ALLOW_UNSAFE_PICKLE=1; "
+                "do not use the file.") from None
         if not allow_unsafe_pickle:
-            names = sorted(set(re.findall(r"GLOBAL ([\w.]+)", str(err)))) or ["a class weights_only refuses"]
-            raise RuntimeError(
+            raise UnsafeCheckpoint(
                 f"{path} holds Python objects beyond tensors and plain data ({', '.join(names)}); loading them "
                 "needs full unpickling, which can execute code. If you trust the file, pass "
                 "allow_unsafe_pickle=True or set TENSORAR_ALLOW_UNSAFE_PICKLE=1."
@@ -62,14 +69,25 @@ def read_checkpoint(path: str | os.PathLike, allow_unsafe_pickle: bool | None = 
         raise UnreadableCheckpoint(_unreadable(path, err)) from err
 
 
-class UnreadableCheckpoint(RuntimeError):
+class UnreadableCheckpoint(UserError, RuntimeError):
     """A file that is not a (complete) torch checkpoint."""
 
 
+class UnsafeCheckpoint(UserError, RuntimeError):
+    """A well-formed checkpoint whose loading needs full unpickling (code execution)."""
+
+
 def _needs_unsafe_pickle(err: Exception) -> bool:
-    """A well-formed pickle that weights_only refuses for the classes it names (not garbage bytes)."""
+    """A well-formed pickle that weights_only refuses for the globals it names (not garbage bytes). torch's
+    wording changed across versions: "not an allowed global", "Unsupported global", and since 2.5 "unsupported
+    GLOBAL x.y whose module z is blocked"."""
     text = str(err)
-    return "not an allowed global" in text or "Unsupported global" in text or "Unsupported class" in text
+    return any(s in text for s in ("not an allowed global", "Unsupported global", "Unsupported class",
+                                   "unsupported GLOBAL", "is blocked")) or bool(re.search(r"GLOBAL [\w.]+", text))
+
+
+def _blocked_module(err: Exception) -> bool:
+    return "is blocked" in str(err)
 
 
 def _unreadable(path: Path, err: Exception) -> str:

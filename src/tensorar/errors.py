@@ -7,15 +7,16 @@ import sys
 from typing import Callable
 
 
-class InputError(ValueError):
+class UserError(Exception):
+    """Base of the errors a user can fix (an unreadable checkpoint, a busy folder, a bad input)."""
+
+
+class InputError(UserError, ValueError):
     """An input file or value the stage cannot use; the message names it and says what to do."""
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    from tensorar.checkpoint import CheckpointMismatchError, UnreadableCheckpoint
-    from tensorar.fileio import FolderLocked
-
-    return (InputError, FileNotFoundError, UnreadableCheckpoint, CheckpointMismatchError, FolderLocked)
+    return (UserError, FileNotFoundError)
 
 
 def run_stage(main: Callable[[], None]) -> None:

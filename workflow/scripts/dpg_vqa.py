@@ -17,6 +17,10 @@ no question gets empty answers, so the scorer sees it and drops it (or, correcte
 drops it. Upstream runs 8 `accelerate` processes; `--mixed_precision fp16` there never reaches the pipeline
 (it wraps only the empty MPLUG module's forward), so this single process runs the pipeline as upstream does.
 
+Trusted code: modelscope builds mPLUG from the model folder's configuration and reads its weights with full
+unpickling (`torch.load` of torch 1.x, which can execute code in the file); the folder's Python
+configuration is code too. Use only the folder downloaded from ModelScope (workflow/envs/README.md).
+
 Output: JSON Lines, one object per (grid, crop), grids in sorted name order (format: tensorar/evaluation/dpg.py):
     {"item_id": "partiprompts12", "crop": 0, "answers": {"Is there a dog?": "yes", ...}}
 """

@@ -20,6 +20,11 @@ The colour rule looks only at the top-`count` kept boxes of a class that has a c
 are the boxes classified, together in one batch as upstream does; kept = score > threshold (strict, float32),
 best first (a stable sort reversed, as our scorer ranks), at most MAX_OBJECTS. Every other box gets `null`.
 
+Trusted code: mmdet's `init_detector` and open_clip's `load_openai_model` read their weights with full
+unpickling (torch 1.12 `torch.load`, which can execute code in the file). Use only the files named in
+workflow/envs/README.md, from their official sources. The CLIP file's sha256 is checked: a mismatch stops the
+run unless `--allow-clip-checksum-mismatch` is given (other weights give other colours, so other scores).
+
 Differences from upstream, none of which changes a detection or a colour:
 - the DataLoader runs in the main process (upstream: num_workers=4);
 - the CLIP weights are read from a given file (`open_clip.load_openai_model(path)` + `image_transform`, the
@@ -75,6 +80,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--detector-checkpoint", required=True, type=Path, help="Mask2Former Swin-S COCO .pth")
     p.add_argument("--clip-weights", required=True, type=Path, help="OpenAI CLIP ViT-L/14 file (ViT-L-14.pt)")
     p.add_argument("--device", default="cuda", help="torch device (default: cuda, as upstream)")
+    p.add_argument("--allow-clip-checksum-mismatch", action="store_true",
+                   help="run with CLIP weights other than OpenAI's ViT-L-14.pt (a warning instead of an error; the "
+                        "colour scores are then not GenEval's)")
     return p.parse_args(argv)
 
 
@@ -215,14 +223,19 @@ def detect_image(detector, colorer: ColorClassifier, path: Path, metadata: dict,
             for name, r in rows.items()}
 
 
-def check_clip_weights(path: Path) -> None:
+def check_clip_weights(path: Path, allow_mismatch: bool) -> None:
+    """The CLIP file is OpenAI's ViT-L-14.pt (it is unpickled fully, and other weights change the colours)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 24), b""):
             digest.update(block)
     if digest.hexdigest() != CLIP_SHA256:
-        print(f"geneval_detect: warning: {path} is not OpenAI's ViT-L-14.pt (sha256 {digest.hexdigest()}, "
-              f"expected {CLIP_SHA256})", file=sys.stderr)
+        message = (f"{path} is not OpenAI's ViT-L-14.pt (sha256 {digest.hexdigest()}, expected {CLIP_SHA256}; "
+                   f"get it from {CLIP_URL})")
+        if not allow_mismatch:
+            sys.exit(f"geneval_detect: error: {message}. The file is unpickled fully (it can run code) and other "
+                     "weights give other scores; pass --allow-clip-checksum-mismatch only for a file you trust.")
+        print(f"geneval_detect: warning: {message} (allowed by --allow-clip-checksum-mismatch)", file=sys.stderr)
 
 
 def main(argv=None) -> None:
@@ -230,6 +243,7 @@ def main(argv=None) -> None:
     require_file(args.detector_checkpoint, "Mask2Former Swin-S checkpoint", CHECKPOINT_URL)
     require_file(args.clip_weights, "CLIP ViT-L/14 weights",
                  f"{CLIP_URL} (the file open_clip's pretrained='openai' downloads to ~/.cache/clip)")
+    check_clip_weights(args.clip_weights, args.allow_clip_checksum_mismatch)  # before any model is loaded
     samples = list_samples(args.images)
     import torch
     from mmdet.apis import init_detector
@@ -237,7 +251,6 @@ def main(argv=None) -> None:
         sys.exit(f"geneval_detect: --device {args.device} but CUDA is not available (pass --device cpu)")
     config = args.detector_config or default_config()
     require_file(config, "mmdet config", f"mmdetection 2.x, configs/{CONFIG_NAME}")
-    check_clip_weights(args.clip_weights)
 
     detector = init_detector(str(config), str(args.detector_checkpoint), device=args.device)
     classnames = geneval_classnames(detector.CLASSES)

@@ -7,12 +7,13 @@ raster order.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from tensorar.fileio import read_json
 
 MANIFEST = "manifest.json"
 CAPTIONS = "captions.jsonl"  # text-image codes: item i's caption (a JSON string) on line i
@@ -28,8 +29,8 @@ def read_manifest(codes_dir: str | Path) -> dict:
     if not manifest_path.is_file():
         raise FileNotFoundError(f"{manifest_path} not found: make the codes with `tensorar extract_codes "
                                 f"--data DIR --vq VQ.pt --out {codes_dir} --image-size S`")
-    manifest = json.loads(manifest_path.read_text())
-    if not manifest["complete"]:
+    manifest = read_json(manifest_path)  # a damaged file is an error naming it
+    if not manifest.get("complete"):
         raise RuntimeError(f"{codes_dir}: extraction did not finish; rerun extract_codes (it resumes)")
     return manifest
 

@@ -9,21 +9,23 @@ interface's condition). Three kinds:
 - prompt tokens (Janus-Pro): input_ids and attention_mask, already left-padded to the model's length.
 
 Layout of a conditions folder (written by `tensorar encode_captions`): `conditions.json` (kind, shapes,
-shards, the encoder's identity), and per shard i `<key>_{i:05d}.npy`.
+shards, the encoder's identity, the identity of the codes whose captions were encoded), and per shard i
+`<key>_{i:05d}.npy`, the kind's last key written last (the shard's "done" marker, `SHARD_KEYS`).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tensorar.errors import InputError
-from tensorar.fileio import atomic_save_npy, atomic_write_json
+from tensorar.fileio import atomic_save_npy, atomic_write_json, load_npy, read_json
 
 MANIFEST = "conditions.json"
 Condition = dict[str, torch.Tensor]
+# Each kind's shard files in the order they are written: the last one marks the shard done.
+SHARD_KEYS = {"caption_features": ("valid", "lengths"), "prompt_tokens": ("attention_mask", "input_ids")}
 
 
 class LabelStore:
@@ -46,12 +48,12 @@ class FolderStore:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: make it with `tensorar encode_captions --codes CODES "
                                     f"--out {self.folder}`")
-        self.manifest = json.loads(path.read_text())
+        self.manifest = read_json(path)
         if not self.manifest.get("complete"):
             raise InputError(f"{self.folder}: encoding did not finish; rerun encode_captions (it resumes)")
         self.kind = self.manifest["kind"]
         shards = self.manifest["shards"]
-        load = {key: [np.load(self.folder / f"{key}_{i:05d}.npy", mmap_mode="r") for i in range(len(shards))]
+        load = {key: [load_npy(self.folder / f"{key}_{i:05d}.npy", mmap_mode="r") for i in range(len(shards))]
                 for key in self.manifest["keys"]}
         self.arrays = load
         counts = np.array([s["count"] for s in shards])
@@ -89,30 +91,86 @@ class FolderStore:
         return {"caption": caption, "caption_mask": mask}
 
 
-def open_conditions(labels: torch.Tensor, conditions: str | Path | None = None):
-    """The store training and diagnostics read: a conditions folder, or the codes' class labels."""
-    return LabelStore(labels) if conditions is None else FolderStore(conditions)
+def open_conditions(labels: torch.Tensor, conditions: str | Path | None = None, codes_manifest: dict | None = None):
+    """The store training and diagnostics read: a conditions folder, or the codes' class labels. With the
+    codes' manifest, a conditions folder must have been encoded from those codes' captions."""
+    if conditions is None:
+        return LabelStore(labels)
+    store = FolderStore(conditions)
+    if codes_manifest is not None:
+        check_codes_match(store.manifest, codes_manifest, Path(conditions))
+    return store
+
+
+def codes_identity(codes_manifest: dict) -> dict:
+    """What a conditions folder records of the codes whose captions it encodes."""
+    return {"identity": codes_manifest.get("identity"), "images_sha256": codes_manifest.get("images_sha256"),
+            "tokenizer_sha256": codes_manifest.get("tokenizer_sha256")}
+
+
+def check_codes_match(conditions_manifest: dict, codes_manifest: dict, folder: Path) -> None:
+    recorded, current = conditions_manifest.get("codes"), codes_identity(codes_manifest)
+    if recorded != current:
+        raise InputError(f"{folder} was encoded from other codes (captions/tokenizer {recorded}) than the codes "
+                         f"given ({current}): rerun encode_captions on these codes")
+
+
+def training_data(codes_manifest: dict, store) -> dict:
+    """What a checkpoint records of the data it was trained on (compared by `check_trained_with`): the
+    tokenizer's and the codes' identities and the text encoder's (None for class labels)."""
+    encoder = store.manifest.get("encoder") if isinstance(store, FolderStore) else None
+    return {"tokenizer": codes_manifest.get("tokenizer_sha256"), "codes": codes_identity(codes_manifest),
+            "encoder": None if encoder is None else {k: v for k, v in encoder.items() if k != "identity"}}
+
+
+def check_trained_with(trained_on: dict | None, ckpt, tokenizer: str | None = None, tokenizer_path=None,
+                       encoder: dict | None = None) -> None:
+    """A model is sampled with the tokenizer and text encoder it was trained with: a mismatch is an error
+    naming both (checkpoints without a record, official ones, are not checked)."""
+    if not trained_on:
+        return
+    if tokenizer is not None and trained_on.get("tokenizer") not in (None, tokenizer):
+        raise InputError(f"{ckpt} was trained on codes of tokenizer {trained_on['tokenizer']}, but --vq {tokenizer_path} "
+                         f"is {tokenizer}: sample with the tokenizer the codes were made with")
+    if encoder is not None and trained_on.get("encoder") is not None and trained_on["encoder"] != encoder:
+        raise InputError(f"{ckpt} was trained with text encoder {trained_on['encoder']}, but sampling would use "
+                         f"{encoder}: give the --encoder and its settings the conditions were encoded with")
+
+
+def kind_of(sample: Condition) -> str:
+    return "caption_features" if "caption" in sample else "prompt_tokens"
+
+
+def shard_done(folder: Path, kind: str, i: int) -> bool:
+    """Whether shard i is complete: its marker (the last file written) exists."""
+    return (folder / f"{SHARD_KEYS[kind][-1]}_{i:05d}.npy").is_file()
 
 
 def write_shard(folder: Path, i: int, cond: Condition) -> dict[str, int]:
-    """One shard of encoded conditions (caption features are stored as valid tokens only)."""
+    """One shard of encoded conditions (caption features are stored as valid tokens only), its marker last."""
     if "caption" in cond:
         mask = cond["caption_mask"].bool()
-        atomic_save_npy(folder / f"lengths_{i:05d}.npy", mask.sum(1).numpy().astype(np.int32))
-        atomic_save_npy(folder / f"valid_{i:05d}.npy", cond["caption"][mask].float().numpy())  # (sum n, C)
+        arrays = {"valid": cond["caption"][mask].float().numpy(),  # (sum n, C)
+                  "lengths": mask.sum(1).numpy().astype(np.int32)}
     else:
-        atomic_save_npy(folder / f"attention_mask_{i:05d}.npy", cond["attention_mask"].numpy().astype(np.int8))
-        atomic_save_npy(folder / f"input_ids_{i:05d}.npy", cond["input_ids"].numpy().astype(np.int64))
+        arrays = {"attention_mask": cond["attention_mask"].numpy().astype(np.int8),
+                  "input_ids": cond["input_ids"].numpy().astype(np.int64)}
+    for key in SHARD_KEYS[kind_of(cond)]:
+        atomic_save_npy(folder / f"{key}_{i:05d}.npy", arrays[key])
     return {"count": len(next(iter(cond.values())))}
 
 
-def finish(folder: Path, shards: list[dict], sample: Condition, identity: dict, complete: bool) -> None:
-    if "caption" in sample:
-        kind, keys = "caption_features", ["lengths", "valid"]
+def mark_incomplete(folder: Path) -> None:
+    """Before any shard is (re)written: readers refuse the folder until `finish(complete=True)`."""
+    atomic_write_json(folder / MANIFEST, {"complete": False})
+
+
+def finish(folder: Path, shards: list[dict], sample: Condition, identity: dict, codes: dict, complete: bool) -> None:
+    kind = kind_of(sample)
+    if kind == "caption_features":
         shape = {"max_tokens": sample["caption"].shape[1], "dim": sample["caption"].shape[2]}
     else:
-        kind, keys = "prompt_tokens", ["input_ids", "attention_mask"]
         shape = {"max_tokens": sample["input_ids"].shape[1]}
-    atomic_write_json(folder / MANIFEST, {"kind": kind, "keys": keys, **shape, "shards": shards,
+    atomic_write_json(folder / MANIFEST, {"kind": kind, "keys": list(SHARD_KEYS[kind]), **shape, "shards": shards,
                                           "count": sum(s["count"] for s in shards), "encoder": identity,
-                                          "complete": complete})
+                                          "codes": codes_identity(codes), "complete": complete})

@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from tensorar.errors import InputError
+
 MAX_LENGTH = 120  # caption tokens (LlamaGen's t5_feature_max_len, = the t2i GPT's cls_token_num)
 FLAN_T5_XL_HINT = (
     "LlamaGen's text encoder is google/flan-t5-xl: download it from huggingface.co/google/flan-t5-xl "
@@ -200,9 +202,15 @@ class T5TextEncoder:
         from transformers import AutoTokenizer, T5EncoderModel
 
         path = check_model_dir(model_dir)
-        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        # A full flan-t5 checkpoint also holds the decoder: T5EncoderModel loads the encoder only.
-        self.model = T5EncoderModel.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+            # A full flan-t5 checkpoint also holds the decoder: T5EncoderModel loads the encoder only.
+            self.model = T5EncoderModel.from_pretrained(path, dtype=dtype, local_files_only=True).to(device).eval()
+        except Exception as err:  # damaged files surface as many error types inside transformers / safetensors
+            files = ", ".join(sorted(p.name for p in path.iterdir() if p.is_file()))
+            raise InputError(f"{path}: the T5 model folder cannot be loaded ({type(err).__name__}: "
+                             f"{str(err).strip().splitlines()[0][:300] if str(err).strip() else 'no detail'}; files: "
+                             f"{files}). A damaged or partial download: download it again\n  ({FLAN_T5_XL_HINT})") from err
         self.max_length = max_length
         self.clean = clean
 

@@ -49,7 +49,8 @@ from typing import Protocol
 import numpy as np
 from PIL import Image
 
-from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.errors import InputError
+from tensorar.fileio import atomic_path, atomic_write_text, image_errors, read_jsonl
 
 CSV_COLUMNS = ("item_id", "text", "keywords", "proposition_id", "dependency", "category_broad",
                "category_detailed", "tuple", "question_natural_language")
@@ -82,7 +83,15 @@ def load_prompts(folder: str | Path) -> dict[str, str]:
     files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
     if not files:
         raise FileNotFoundError(f"no DPG-Bench prompts (<item_id>.txt) found in {folder}")
-    return {p.stem: p.read_text().strip() for p in files}
+    prompts = {}
+    for p in files:
+        try:
+            prompts[p.stem] = p.read_text(encoding="utf-8").strip()
+        except UnicodeDecodeError as err:
+            raise InputError(f"{p}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+        if not prompts[p.stem]:
+            raise InputError(f"{p} is empty: every DPG-Bench item needs its prompt")
+    return prompts
 
 
 def load_questions(csv_path: str | Path, official_quirks: bool = True) -> dict[str, ItemQuestions]:
@@ -159,7 +168,7 @@ def crop_grid(grid: np.ndarray, resolution: int, pic_num: int = 4) -> list[np.nd
 
 
 def read_grid(path: str | Path) -> np.ndarray:
-    with Image.open(path) as im:
+    with image_errors(path), Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
 
 
@@ -191,13 +200,11 @@ def read_answers(path: str | Path) -> dict[tuple[str, int], dict[str, str]]:
     if not path.is_file():
         raise FileNotFoundError(f"DPG-Bench answers file not found: {path}")
     out: dict[tuple[str, int], dict[str, str]] = {}
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        obj = json.loads(line)
-        if not isinstance(obj, dict) or {"item_id", "crop", "answers"} - set(obj):
-            raise ValueError(f"{path}:{lineno}: need keys 'item_id', 'crop', 'answers'")
-        key = (str(obj["item_id"]), int(obj["crop"]))
+    for lineno, obj in read_jsonl(path):
+        if not isinstance(obj, dict) or {"item_id", "crop", "answers"} - set(obj) or \
+                not isinstance(obj["answers"], dict) or not isinstance(obj["crop"], int):
+            raise InputError(f"{path}:{lineno}: need keys 'item_id', 'crop' (an integer), 'answers' (an object)")
+        key = (str(obj["item_id"]), obj["crop"])
         if key in out:
             raise ValueError(f"{path}:{lineno}: answers for item {key[0]!r} crop {key[1]} given twice")
         out[key] = {str(q): str(a) for q, a in obj["answers"].items()}

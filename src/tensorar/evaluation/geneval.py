@@ -44,7 +44,8 @@ from typing import Any, Protocol
 import numpy as np
 from PIL import Image, ImageOps
 
-from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.errors import InputError
+from tensorar.fileio import atomic_path, atomic_write_text, image_errors, read_json, read_jsonl
 
 TAGS = ("single_object", "two_object", "counting", "colors", "position", "color_attr")
 TABLE_COLUMNS = TAGS + ("overall",)  # paper Table 3, in order
@@ -119,21 +120,22 @@ def load_metadata(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GenEval metadata not found: {path}")
-    out = []
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if line.strip():
-            out.append(_check_metadata(json.loads(line), f"{path}:{lineno}"))
+    out = [_check_metadata(meta, f"{path}:{lineno}") for lineno, meta in read_jsonl(path)]
+    if not out:
+        raise InputError(f"{path} holds no prompts: an empty prompt file would score nothing")
     return out
 
 
 def _check_metadata(meta: Any, where: str) -> dict[str, Any]:
     if not isinstance(meta, dict):
-        raise TypeError(f"{where}: metadata must be a JSON object")
+        raise InputError(f"{where}: metadata must be a JSON object")
     for key in ("tag", "include", "prompt"):
         if key not in meta:
-            raise ValueError(f"{where}: metadata has no {key!r} key")
+            raise InputError(f"{where}: metadata has no {key!r} key")
     if meta["tag"] not in TAGS:
-        raise ValueError(f"{where}: unknown tag {meta['tag']!r}; expected one of {TAGS}")
+        raise InputError(f"{where}: unknown tag {meta['tag']!r}; expected one of {TAGS}")
+    if not isinstance(meta["prompt"], str) or not meta["prompt"].strip():
+        raise InputError(f"{where}: the prompt must be a non-empty string, got {meta['prompt']!r}")
     return meta
 
 
@@ -165,7 +167,7 @@ def list_samples(root: str | Path) -> list[SampleImage]:
         meta_path = folder / "metadata.jsonl"
         if not meta_path.is_file():
             raise FileNotFoundError(f"GenEval prompt folder without metadata: {meta_path}")
-        metadata = _check_metadata(json.loads(meta_path.read_text()), str(meta_path))
+        metadata = _check_metadata(read_json(meta_path), str(meta_path))
         samples = folder / "samples"
         names = sorted(p.name for p in samples.iterdir()) if samples.is_dir() else []
         for name in names:
@@ -184,7 +186,7 @@ def save_png(path: str | Path, image: np.ndarray) -> None:
 
 def load_image(path: str | Path) -> np.ndarray:
     """(H, W, 3) uint8, EXIF-transposed and converted to RGB as the official script reads it."""
-    with Image.open(path) as im:
+    with image_errors(path), Image.open(path) as im:
         return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
 
 
@@ -386,24 +388,25 @@ def read_raw_detections(path: str | Path) -> Iterator[RawImage]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GenEval raw detections file not found: {path}")
-    for lineno, line in enumerate(path.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, obj in read_jsonl(path):
         where = f"{path}:{lineno}"
-        obj = json.loads(line)
+        if not isinstance(obj, dict) or not isinstance(obj.get("detections", {}), dict):
+            raise InputError(f"{where}: expected an object with 'filename', 'metadata' and 'detections' (an object)")
         for key in ("filename", "metadata", "detections"):
             if key not in obj:
-                raise ValueError(f"{where}: no {key!r} key")
+                raise InputError(f"{where}: no {key!r} key")
         dets = {}
         for name, d in obj["detections"].items():
             colors = d.get("colors")
             if colors is not None and (bad := [c for c in colors if c is not None and c not in COLORS]):
                 raise ValueError(f"{where}: class {name!r}: unknown colours {bad}; expected {COLORS}")
+            if not isinstance(d, dict):
+                raise InputError(f"{where}: class {name!r}: detections must be an object")
             try:
                 dets[name] = ClassDetections(np.asarray(d["boxes"], np.float32).reshape(-1, 4), d["scores"],
                                              colors=colors)
-            except (KeyError, ValueError) as e:
-                raise ValueError(f"{where}: class {name!r}: bad detections ({e})") from e
+            except (KeyError, ValueError, TypeError) as e:
+                raise InputError(f"{where}: class {name!r}: bad detections ({type(e).__name__}: {e})") from None
         yield RawImage(obj["filename"], _check_metadata(obj["metadata"], where), dets)
 
 
@@ -426,11 +429,11 @@ def load_results(path: str | Path) -> list[dict[str, Any]]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"GenEval results file not found: {path}")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    for i, r in enumerate(records, 1):
-        if "tag" not in r or "correct" not in r:
-            raise ValueError(f"{path}:{i}: a result needs 'tag' and 'correct'")
-    return records
+    records = read_jsonl(path)
+    for i, r in records:
+        if not isinstance(r, dict) or "tag" not in r or "correct" not in r:
+            raise InputError(f"{path}:{i}: a result needs 'tag' and 'correct'")
+    return [r for _, r in records]
 
 
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, float]:

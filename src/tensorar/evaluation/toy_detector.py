@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from tensorar.checkpoint import read_checkpoint
 from tensorar.data.captioned_digits import (
     CLASSES,
     GRID,
@@ -119,7 +120,7 @@ class ToyDetector:
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs) -> ToyDetector:
         """From train_classifier's CLS.pt; its classes must be the digits "0".."9" in order."""
         model = ToyFeatureExtractor.from_checkpoint(path).model.cpu()  # names the fix when the file is missing
-        classes = torch.load(path, map_location="cpu", weights_only=True).get("classes")
+        classes = read_checkpoint(path).get("classes")
         if classes is not None and tuple(classes) != CLASSES:
             raise ValueError(f"{path}: classifier classes {classes} are not the digits {list(CLASSES)}")
         return cls(model, **kwargs)

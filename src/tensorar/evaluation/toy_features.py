@@ -124,7 +124,9 @@ class ToyFeatureExtractor:
                 "`python -m tensorar.make_digits --out DIR && python -m tensorar.train_classifier "
                 f"--data DIR/train --val-data DIR/val --out {path}`"
             )
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        from tensorar.checkpoint import read_checkpoint  # weights_only; a damaged file is named
+
+        ckpt = read_checkpoint(path)
         model = ToyClassifier(config_from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["model"])
         return cls(model, device)

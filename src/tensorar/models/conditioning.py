@@ -16,13 +16,14 @@ from pathlib import Path
 import torch
 
 from tensorar.data.toy_text import ToyTextEncoder
+from tensorar.fileio import folder_identity
 
 TEXT_ENCODERS = ("toy", "t5", "janus")
 
 
 def _folder_identity(path: Path) -> list:
-    """A model folder's identity without hashing gigabytes: its files' names and sizes."""
-    return sorted([str(p.relative_to(path)), p.stat().st_size] for p in path.rglob("*") if p.is_file())
+    """A model folder's identity (tensorar.fileio.folder_identity: small files hashed, weights by size + mtime)."""
+    return folder_identity(path)
 
 
 class T5Encoder:

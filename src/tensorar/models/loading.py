@@ -8,6 +8,8 @@ plus training state. Files written before families existed have no "family" and 
 """
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch.nn as nn
 
 from tensorar.checkpoint import (
     GENERIC_HINT,
+    CheckpointMismatchError,
     extract_state_dict,
     load_state_dict_strict,
     read_checkpoint,
@@ -44,7 +47,8 @@ def load_model(
     file (name its family and preset, e.g. load_model("c2i_B_256.pt", "llamagen", "GPT-B"), and for
     LlamaGen at 384 px the token count, block_size=576)."""
     if Path(path).is_dir():  # a transformers model directory (Janus-Pro)
-        return _load_official(path, family_name, preset, None, block_size=block_size)
+        with folder_errors(path):
+            return _load_official(path, family_name, preset, None, block_size=block_size)
     hint = family(family_name).weights_hint if family_name else GENERIC_HINT
     contents = read_checkpoint(path, allow_unsafe_pickle, hint=hint)
     if not is_ours(contents):
@@ -61,6 +65,7 @@ def load_model(
         raise InputError(f"{path} has no EMA weights (trained without --ema-decay): drop --ema")
     weights = contents["ema"] if use_ema else contents["model"]
     load_state_dict_strict(model, extract_state_dict(weights), str(path))
+    model.trained_on = contents.get("data")  # the tokenizer / codes / text encoder it was trained on (or None)
     return model
 
 
@@ -68,7 +73,29 @@ def _load_official(path, family_name, preset, contents, **kwargs) -> Backbone:
     if family_name is None or preset is None:
         raise InputError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
                          "(e.g. --family llamagen --gpt-preset GPT-B)")
-    return family(family_name).load_official(path, preset, contents=contents, **kwargs)
+    fam = family(family_name)
+    try:
+        return fam.load_official(path, preset, contents=contents, **kwargs)
+    except KeyError as err:  # a weight the family's official layout must have is absent: another family's file
+        raise InputError(f"{path} is not a {fam.name} checkpoint (it has no {err}): another family's file? "
+                         f"(--family names the file's backbone family)\n  ({fam.weights_hint})") from None
+
+
+@contextlib.contextmanager
+def folder_errors(path):
+    """Around loading a model folder: transformers / safetensors report a damaged or partial download as
+    many error types (SafetensorError, OSError, JSONDecodeError, ...) that name no file; ours name the folder."""
+    try:
+        yield
+    except (InputError, FileNotFoundError, CheckpointMismatchError):
+        raise
+    except Exception as err:
+        if isinstance(err, ValueError) and not isinstance(err, (json.JSONDecodeError, UnicodeDecodeError)):
+            raise  # our own checks (a preset that does not fit the folder) say what is wrong
+        files = ", ".join(sorted(p.name for p in Path(path).iterdir() if p.is_file()))
+        raise InputError(f"{path}: the model folder cannot be loaded ({type(err).__name__}: "
+                         f"{str(err).strip()[:300] or 'no detail'}; files: {files}). A damaged or partial download? "
+                         "Download it again.") from err
 
 
 def model_checkpoint(model: nn.Module, **extra) -> dict:
@@ -93,9 +120,14 @@ def load_tokenizer(path: str | os.PathLike, preset: str | None = None, device="c
     """An image tokenizer (VQ or LFQ) in eval mode: ours (the file names its kind) or a released file
     (name its preset: VQ-16, LFQ-256, ...)."""
     if preset is not None:
-        return tokenizer_family(preset).load(path, preset=preset, device=device)
+        with folder_errors(path) if Path(path).is_dir() else contextlib.nullcontext():
+            return tokenizer_family(preset).load(path, preset=preset, device=device)
     contents = read_checkpoint(path)
-    kind = contents.get("tokenizer", "vq") if isinstance(contents, Mapping) else "vq"
+    if not isinstance(contents, Mapping) or "config" not in contents:  # a released file stores no config
+        raise InputError(f"{path} has no 'config': a released tokenizer file needs its preset, --vq-preset VQ-16 "
+                         "(LlamaGen's vq_ds16_c2i.pt) or --vq-preset LFQ-256 (Open-MAGVIT2's imagenet_256_L.ckpt "
+                         "or AR_256_*.ckpt)")
+    kind = contents.get("tokenizer", "vq")
     if kind not in TOKENIZERS:
         raise ValueError(f"{path}: unknown tokenizer kind {kind!r}; known: {', '.join(TOKENIZERS)}")
     return TOKENIZERS[kind].load(path, device=device)

@@ -38,7 +38,7 @@ from tensorar.evaluation.statistics import (
     timing_difference,
     verdict,
 )
-from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.fileio import atomic_path, atomic_write_text, read_finite_json
 from tensorar.reporting.tables import provenance_lines, read_json
 
 NO_INTERVAL = "inconclusive (no interval)"
@@ -95,7 +95,7 @@ def metric_of(record: dict, metric: str) -> tuple[float, list[float] | None]:
 
 def arm(runs: list[dict], metric: str) -> ArmResults:
     """One arm from its per-seed runs; replicates are kept only when every seed has the same number."""
-    values = [metric_of(read_json(r["metrics"]), metric) for r in runs]
+    values = [metric_of(read_finite_json(r["metrics"]), metric) for r in runs]  # NaN: an error naming the run
     replicates = [v[1] for v in values]
     same = all(r is not None for r in replicates) and len({len(r) for r in replicates}) == 1
     return ArmResults(tuple(r["seed"] for r in runs), np.array([v[0] for v in values]),

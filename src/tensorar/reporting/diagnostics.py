@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.fileio import atomic_path, atomic_write_text, read_finite_json
 from tensorar.reporting.tables import (
     aggregate,
     fmt,
@@ -43,8 +43,8 @@ def write_diagnostics(manifest: dict, out: Path) -> None:
         rows.append(cells)
     noise_rows = []
     for row in manifest["draft_noise"]:
-        ours = aggregate([read_json(run["metrics"])["fid"] for run in row["runs"]])
-        reference = aggregate([read_json(run["metrics"])["fid"] for run in row["reference"]])
+        ours = aggregate([read_finite_json(run["metrics"])["fid"] for run in row["runs"]])
+        reference = aggregate([read_finite_json(run["metrics"])["fid"] for run in row["reference"]])
         noise_rows.append({"Run": row["label"], f"{fid} (draft_noise: schedule)": fmt(*ours[:2]),
                            f"{fid} (draft_noise: none)": fmt(*reference[:2])})
     diag, noise = pd.DataFrame(rows).fillna(""), pd.DataFrame(noise_rows)

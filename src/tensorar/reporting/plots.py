@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tensorar.fileio import atomic_path
+from tensorar.fileio import atomic_path, read_finite_json
 from tensorar.reporting.tables import (
     FALLBACK_MARK,
     aggregate,
@@ -37,7 +37,7 @@ def write_figures(manifest: dict) -> None:
     for row in manifest["table2"]:
         if "runs" not in row:  # pending rows
             continue
-        mean = aggregate([read_json(r["metrics"])["fid"] for r in row["runs"]])[0]
+        mean = aggregate([read_finite_json(r["metrics"])["fid"] for r in row["runs"]])[0]
         stats = [read_json(r["stats"]) for r in row["runs"]]
         rate, rate_std, source = row_throughput(row["runs"], stats)
         params = stats[0]["model"]["parameters"]
@@ -67,7 +67,7 @@ def write_figures(manifest: dict) -> None:
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, points in manifest["fig5"]["curves"].items():
         steps = [p["step"] for p in points]
-        stats = [aggregate([read_json(r["metrics"])["fid"] for r in p["runs"]]) for p in points]
+        stats = [aggregate([read_finite_json(r["metrics"])["fid"] for r in p["runs"]]) for p in points]
         means, stds = np.array([s[0] for s in stats]), np.nan_to_num([s[1] for s in stats])
         ax.errorbar(steps, means, yerr=stds, marker="o", capsize=3, label=label)
     ax.set(xlabel="fine-tuning step", ylabel=fid, title=f"Fig. 5: training {fid}, {manifest['fig5']['backbone']}")

@@ -20,7 +20,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from tensorar.fileio import atomic_path, atomic_write_text
+from tensorar.fileio import atomic_path, atomic_write_text, read_finite_json
 from tensorar.reporting import paper
 
 # METRICS.json key -> column name. The paper reports FID / IS / precision / recall; sFID is ours only.
@@ -277,7 +277,7 @@ def section_metrics(section: dict, toy: bool) -> tuple[dict[str, str], dict[str,
 
 
 def _metric_values(section: dict, run: dict) -> dict:
-    record = read_json(run["metrics"])
+    record = read_finite_json(run["metrics"])  # a NaN metric is an error naming the run's file
     return record["scores"] if "benchmark" in section else record
 
 

@@ -184,8 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     options = from_arguments(p, args, SamplingOptions)
 
-    codes, labels, _ = load_codes(args.codes)  # (N, A, T), (N,)
-    conditions = open_conditions(labels[: args.max_items], args.conditions)  # items beyond max_items unused
+    codes, labels, manifest = load_codes(args.codes)  # (N, A, T), (N,)
+    conditions = open_conditions(labels[: args.max_items], args.conditions, manifest)  # items beyond max_items unused
     codes = torch.as_tensor(codes[: args.max_items, 0]).long()  # (N, T): augmentation 0
     model = load_model(args.ckpt, use_ema=args.ema).to(args.device).eval()
     base = load_model(args.base, args.family, args.base_preset, block_size=args.base_block_size).to(args.device).eval()

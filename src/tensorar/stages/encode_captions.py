@@ -6,15 +6,17 @@
 `--encoder` (tensorar.models.conditioning): "t5" (LlamaGen's flan-t5-xl features, float32, 120 tokens),
 "janus" (Janus-Pro's tokenised chat prompt) or "toy" (ours). Reads `CODES/captions.jsonl` (written by
 extract_codes for a captioned dataset), writes shards of `--shard-size` items (tensorar.data.conditions:
-caption features as valid tokens only) and `conditions.json`. Resumable like extract_codes: shards are
-written atomically and skipped when present, and `identity.json` (the encoder's identity and the
-captions' hash) decides whether existing shards belong to this job; otherwise they are deleted first.
+caption features as valid tokens only) and `conditions.json`. Resumable like extract_codes: shard files
+are written atomically, each shard's marker file last, and a shard is skipped when its marker is present;
+`conditions.json` says "incomplete" while any shard is written. `identity.json` (the encoder's identity,
+the codes' identity and the captions' hash) decides whether existing shards belong to this job;
+otherwise the files it records are deleted first (fileio.claim_for: another stage's folder, or files
+this job did not make, are refused, never deleted).
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 from pathlib import Path
 
@@ -22,25 +24,43 @@ import torch
 from tqdm import tqdm
 
 from tensorar.data.codes import CAPTIONS, read_manifest
-from tensorar.data.conditions import finish, write_shard
+from tensorar.data.conditions import (
+    MANIFEST,
+    SHARD_KEYS,
+    codes_identity,
+    finish,
+    kind_of,
+    mark_incomplete,
+    shard_done,
+    write_shard,
+)
 from tensorar.distributed import get_logger
 from tensorar.errors import InputError, run_stage
 from tensorar.fileio import (
     claim_for,
     exclusive_lock,
     identity_hash,
+    read_jsonl,
     remove_stale_temp_files,
 )
 from tensorar.models.conditioning import TEXT_ENCODERS, text_encoder
 from tensorar.options import positive_int
 
 
-def read_captions(codes: Path) -> list[str]:
+def read_captions(codes: Path) -> tuple[list[str], dict]:
+    """The codes' captions (item i on line i) and their manifest."""
     manifest = read_manifest(codes)
     if manifest.get("condition") != "caption" or not (codes / CAPTIONS).is_file():
         raise InputError(f"{codes} holds codes of a class-conditional dataset (no {CAPTIONS}): extract codes of "
                          "a captioned dataset (captions.jsonl or tar shards) first")
-    return [json.loads(line) for line in (codes / CAPTIONS).read_text().splitlines()]
+    lines = read_jsonl(codes / CAPTIONS)
+    for n, caption in lines:
+        if not isinstance(caption, str):
+            raise InputError(f"{codes / CAPTIONS}:{n}: a caption must be a JSON string, got {caption!r}")
+    if len(lines) != manifest["count"]:
+        raise InputError(f"{codes / CAPTIONS} holds {len(lines)} captions but {codes} {manifest['count']} items: "
+                         "rerun extract_codes")
+    return [caption for _, caption in lines], manifest
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -59,27 +79,33 @@ def main(argv: list[str] | None = None) -> None:
 
     log = get_logger("encode_captions")
     codes, out = Path(args.codes), Path(args.out)
-    captions = read_captions(codes)
+    captions, manifest = read_captions(codes)
     encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
                            prompt_length=args.prompt_length, device=args.device)
     num_shards = math.ceil(len(captions) / args.shard_size)
-    identity = {"encoder": encoder.identity(), "captions": identity_hash(captions), "shard_size": args.shard_size}
+    identity = {"encoder": encoder.identity(), "codes": codes_identity(manifest), "captions": identity_hash(captions),
+                "shard_size": args.shard_size}
+    sample = encoder.encode(captions[:1])  # the kind and shapes, for the manifest
+    kind = kind_of(sample)
     with contextlib.ExitStack() as held:
         held.enter_context(exclusive_lock(out, "encode_captions job"))
         remove_stale_temp_files(out)
-        claim_for(out, identity, [p for p in out.glob("*_[0-9][0-9][0-9][0-9][0-9].npy")], log, "condition shards")
-        shards, sample = [], None
+        outputs = [MANIFEST, *(f"{key}_[0-9][0-9][0-9][0-9][0-9].npy" for keys in SHARD_KEYS.values() for key in keys)]
+        claim_for(out, identity, outputs, log, "encode_captions job")
+        todo = [i for i in range(num_shards) if not shard_done(out, kind, i)]
+        if todo:
+            mark_incomplete(out)
+        shards = []
         for i in tqdm(range(num_shards), desc="encode_captions", unit="shard"):
             chunk = captions[i * args.shard_size:(i + 1) * args.shard_size]
-            done = (out / f"lengths_{i:05d}.npy").is_file() or (out / f"input_ids_{i:05d}.npy").is_file()
-            sample = sample or encoder.encode(chunk[:1])  # shapes for the manifest
-            if done:
+            if i not in todo:
                 shards.append({"count": len(chunk)})
                 continue
             parts = [encoder.encode(chunk[b:b + args.batch_size]) for b in range(0, len(chunk), args.batch_size)]
             cond = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
             shards.append(write_shard(out, i, cond))
-        finish(out, shards, sample, {**encoder.identity(), "identity": identity_hash(identity)}, complete=True)
+        finish(out, shards, sample, {**encoder.identity(), "identity": identity_hash(identity)}, manifest,
+               complete=True)
     log.info(f"encoded {len(captions)} captions with {args.encoder} -> {out}")
 
 

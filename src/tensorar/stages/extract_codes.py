@@ -46,7 +46,7 @@ from torch.utils.data import DataLoader, Subset
 from torchvision import transforms
 from tqdm import tqdm
 
-from tensorar.data.captions import CaptionedImages, is_captioned
+from tensorar.data.captions import CaptionedImages, CaptionReading, is_captioned
 from tensorar.data.codes import CAPTIONS, MANIFEST, shard_names
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import (
@@ -61,14 +61,14 @@ from tensorar.fileio import (
     atomic_write_json,
     atomic_write_text,
     claim_for,
+    content_id,
     exclusive_lock,
     identity_hash,
     remove_stale_temp_files,
-    sha256_file,
 )
 from tensorar.models.loading import load_tokenizer
 from tensorar.models.registry import TOKENIZERS
-from tensorar.options import positive_int
+from tensorar.options import add_arguments, from_arguments, positive_int
 
 TENCROP_CROP_RANGE = 1.1  # LlamaGen's --crop-range: crops of S are taken from a int(1.1*S) centre crop
 VIEW_NAMES = {
@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--shard-size", type=positive_int, default=10_000, help="images per output shard")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per tokenizer call (x A views)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
+    add_arguments(parser.add_argument_group("captioned data (CaptionReading)"), CaptionReading)
     args = parser.parse_args(argv)
 
     dist_info = init_distributed()
@@ -127,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     grid = [args.image_size // tokenizer.config.downsample] * 2
     views_of = Views(args.image_size, args.augment, flip)
     captioned = is_captioned(args.data)  # a text-image set (JSONL or tar shards) rather than class folders
-    dataset = CaptionedImages(args.data, views_of) if captioned else image_folder(args.data, views_of)
+    dataset = CaptionedImages(args.data, views_of, from_arguments(parser, args, CaptionReading)) if captioned \
+        else image_folder(args.data, views_of)
     classes = [] if captioned else dataset.classes
     num_shards = math.ceil(len(dataset) / args.shard_size)
     manifest = {
@@ -157,9 +159,9 @@ def main(argv: list[str] | None = None) -> None:
             remove_stale_temp_files(out)
             # What the codes are made of: the tokenizer's bytes, the images (their list) and every setting
             # that changes a code. Shards of anything else are deleted before a single new one is written.
-            identity = {"tokenizer_sha256": sha256_file(Path(args.vq)), "images": image_list_hash(dataset),
+            identity = {"tokenizer_sha256": content_id(args.vq), "images": image_list_hash(dataset),
                         **{k: v for k, v in manifest.items() if k not in ("data", "tokenizer_path")}}
-            claim_for(out, identity, [*out.glob("codes_*.npy"), *out.glob("labels_*.npy")], log, "code shards")
+            claim_for(out, identity, [MANIFEST, "codes_*.npy", "labels_*.npy", CAPTIONS], log, "code shards")
             manifest.update(tokenizer_sha256=identity["tokenizer_sha256"], images_sha256=identity["images"],
                             identity=identity_hash(identity))
             atomic_write_json(out / MANIFEST, {**manifest, "complete": False})

@@ -46,6 +46,7 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm.auto import tqdm
 
+from tensorar.data.conditions import check_trained_with
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.images import (
     DecodeFn,
@@ -68,14 +69,15 @@ from tensorar.fileio import (
     atomic_save_npz,
     atomic_write_json,
     claim_for,
+    content_id,
     exclusive_lock,
     remove_stale_temp_files,
-    sha256_file,
 )
 from tensorar.models.registry import FAMILIES, family
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.reporting import image_grids
 
+LABELS_VERSION = "per-index"  # how labels are drawn (in the shards' identity: older shards are not resumed)
 GRID_SAMPLES, GRID_COLUMNS = 64, 8  # samples shown in --grid-png
 DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in --drafts-png
 
@@ -83,23 +85,54 @@ DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in --drafts
 # --------------------------------------------------------------------------------------------------
 # Labels and per-sample randomness
 # --------------------------------------------------------------------------------------------------
-def balanced_labels(num_samples: int, num_classes: int, seed: int) -> np.ndarray:
+def balanced_labels(num_samples: int, num_classes: int, seed: int, indices: np.ndarray | None = None) -> np.ndarray:
     """N // C samples per class; the N % C extra ones go to classes spread evenly over the label range
-    (not to the first classes); the whole list shuffled by `seed` -> int64 (N,)."""
+    (not to the first classes); labels shuffled by `seed` -> int64 labels of `indices` (default: all N).
+
+    Computed per index, so a shard needs only its own labels (ours; --num-samples never allocates N
+    labels): sample i takes the class of position pi(i) of the class-sorted list, pi(i) = (a i + b) mod N a
+    permutation of 0..N-1 (a coprime to N; a and b drawn from `seed`)."""
     per_class = np.full(num_classes, num_samples // num_classes)
     extra = num_samples % num_classes
     if extra:
         per_class[np.arange(extra) * num_classes // extra] += 1
-    labels = np.repeat(np.arange(num_classes, dtype=np.int64), per_class)  # (N,) sorted by class
-    return np.random.default_rng(seed).permutation(labels)
+    starts = np.concatenate([[0], np.cumsum(per_class)])  # (C + 1,) position of each class's first sample
+    rng = np.random.default_rng(seed)
+    a = 1
+    if num_samples > 2:
+        a = int(rng.integers(1, num_samples))
+        while math.gcd(a, num_samples) != 1:
+            a = int(rng.integers(1, num_samples))
+    b = int(rng.integers(0, num_samples))
+    indices = np.arange(num_samples) if indices is None else np.asarray(indices)
+    positions = np.array([(a * int(i) + b) % num_samples for i in indices], dtype=np.int64)  # exact big ints
+    return (np.searchsorted(starts, positions, side="right") - 1).astype(np.int64)
 
 
-def class_labels(kind: str, num_samples: int, num_classes: int, seed: int) -> np.ndarray:
-    """The labels of all N samples, identical on every rank -> int64 (N,)."""
+def random_labels(num_samples: int, num_classes: int, seed: int, indices: np.ndarray | None = None) -> np.ndarray:
+    """I.i.d. uniform classes, as LlamaGen's sampler; label i from a hash of (seed, i) (splitmix64), so a
+    shard needs only its own labels -> int64 labels of `indices` (default: all N)."""
+    indices = np.arange(num_samples) if indices is None else np.asarray(indices)
+    with np.errstate(over="ignore"):
+        key = _splitmix64(np.array([seed], dtype=np.uint64))
+        draws = _splitmix64(key ^ _splitmix64(indices.astype(np.uint64)))
+    return (draws % np.uint64(num_classes)).astype(np.int64)
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    z = x + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def class_labels(kind: str, num_samples: int, num_classes: int, seed: int,
+                 indices: np.ndarray | None = None) -> np.ndarray:
+    """The labels of samples `indices` (default: all N), identical on every rank -> int64."""
     if kind == "balanced":
-        return balanced_labels(num_samples, num_classes, seed)
-    if kind == "random":  # i.i.d. uniform classes, as LlamaGen's sampler
-        return np.random.default_rng(seed).integers(0, num_classes, num_samples, dtype=np.int64)
+        return balanced_labels(num_samples, num_classes, seed, indices)
+    if kind == "random":
+        return random_labels(num_samples, num_classes, seed, indices)
     raise ValueError(f"unknown label mode {kind!r}")
 
 
@@ -213,8 +246,9 @@ def run_sampling(
         if info.is_main:  # one sampling job per output: a second one fails at once, naming the first
             held.enter_context(exclusive_lock(shard_dir, "sampling job"))
             remove_stale_temp_files(shard_dir)
-            full_identity = {"samples": asdict(cfg), "options": asdict(options), **(identity or {})}
-            claim_for(shard_dir, full_identity, list(shard_dir.glob("shard_*.npz")), _log(info), "sample shards")
+            full_identity = {"samples": asdict(cfg), "options": asdict(options), "labels": LABELS_VERSION,
+                             **(identity or {})}
+            claim_for(shard_dir, full_identity, ["shard_*.npz"], _log(info), "sample shards")
         barrier()
         return _sample_shards(model, decode, out, shard_dir, cfg, options, info, batch_size, amp_dtype,
                               keep_shards, grid_png, progress)
@@ -226,8 +260,6 @@ def _log(info: DistInfo):
 
 def _sample_shards(model, decode, out, shard_dir, cfg, options, info, batch_size, amp_dtype, keep_shards,
                    grid_png, progress) -> dict:
-    labels = class_labels(cfg.labels, cfg.num_samples, model.backbone.num_classes, cfg.seed)
-
     mine = range(info.rank, cfg.num_shards, info.world_size)
     todo = [j for j in mine if not shard_path(shard_dir, j).exists()]
     timer = StageTimer(info.device)
@@ -238,7 +270,8 @@ def _sample_shards(model, decode, out, shard_dir, cfg, options, info, batch_size
                                           disable=not (progress and info.is_main)) as pbar:
         for j in todo:
             idx = np.arange(cfg.shard_range(j).start, cfg.shard_range(j).stop)
-            shard = generate_images(model, decode, labels[idx], idx, cfg, options, batch_size, info.device,
+            labels = class_labels(cfg.labels, cfg.num_samples, model.backbone.num_classes, cfg.seed, idx)  # this shard's
+            shard = generate_images(model, decode, labels, idx, cfg, options, batch_size, info.device,
                                     amp_dtype, timer, pbar)
             atomic_save_npz(shard_path(shard_dir, j), **shard)
     wall = time.perf_counter() - start
@@ -319,8 +352,9 @@ def write_drafts_png(
 # Command line
 # --------------------------------------------------------------------------------------------------
 def file_sha256(path: str | Path, info: DistInfo) -> str | None:
-    """sha256 of a checkpoint file (a model directory: None; rank 0 hashes, the others need no copy)."""
-    return sha256_file(path) if info.is_main and Path(path).is_file() else None
+    """What a checkpoint file or model folder holds (fileio.content_id: a file's sha256, a folder's files);
+    rank 0 computes it, the others need no copy."""
+    return content_id(path) if info.is_main and Path(path).exists() else None
 
 
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
@@ -351,6 +385,7 @@ def load_class_conditional(args: argparse.Namespace, device: torch.device, optio
         raise SystemExit(f"{args.ckpt} is not class-conditional: sample it from a prompt file "
                          "(tensorar sample_prompts)")
     tokenizer = load_tokenizer(args.vq, args.vq_preset, device=device)
+    check_trained_with(getattr(model, "trained_on", None), args.ckpt, content_id(args.vq), args.vq)
     if tokenizer.config.codebook_size != backbone.vocab_size:
         raise SystemExit(f"tokenizer {args.vq} has {tokenizer.config.codebook_size} codes but the model's "
                          f"vocabulary is {backbone.vocab_size}: they were not trained together")
@@ -417,7 +452,8 @@ def main(argv: list[str] | None = None) -> None:
                          identity, args.keep_shards, args.grid_png)
     if info.is_main:
         if args.drafts_png:
-            labels = class_labels(cfg.labels, cfg.num_samples, backbone.num_classes, cfg.seed)
+            labels = class_labels(cfg.labels, cfg.num_samples, backbone.num_classes, cfg.seed,
+                                  np.arange(min(DRAFT_ROWS, cfg.num_samples)))  # the rows shown only
             stats["drafts_steps"] = write_drafts_png(args.drafts_png, model, tokenizer.decode, labels, cfg,
                                                      options, info.device, amp_dtype)
         if args.stats_json:

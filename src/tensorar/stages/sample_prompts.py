@@ -14,7 +14,9 @@ Sample j of prompt p is sample i = p * n + j: its draws depend on (seed, i) only
 depend on the batch size or the number of processes (under torchrun rank r takes prompts p % world ==
 r). A prompt's folder (or grid) is written atomically once all its images exist, so a killed job resumes
 at the next missing prompt; `OUT/identity.json` (checkpoint, tokenizer and encoder identity, prompts,
-settings) decides whether existing outputs may be kept, as for `tensorar sample`.
+settings) decides whether existing outputs may be kept, as for `tensorar sample`. Once every prompt has
+its images, the folder is checked against the prompt set and `OUT/prompts.json` records the set
+(tensorar.evaluation.prompt_sets; score_benchmark checks the folder against it before scoring).
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tensorar.data.conditions import check_trained_with
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.images import (
     autocast,
@@ -44,10 +47,12 @@ from tensorar.distributed import (
     init_distributed,
 )
 from tensorar.errors import InputError, run_stage
-from tensorar.evaluation import dpg, geneval
+from tensorar.evaluation import dpg, geneval, prompt_sets
+from tensorar.evaluation.prompt_sets import LAYOUTS, SET_MANIFEST, read_prompts
 from tensorar.fileio import (
     atomic_write_json,
     claim_for,
+    content_id,
     exclusive_lock,
     identity_hash,
     remove_stale_temp_files,
@@ -58,16 +63,6 @@ from tensorar.models.loading import load_model, load_tokenizer
 from tensorar.models.registry import FAMILIES, family
 from tensorar.options import add_arguments, from_arguments, positive_int
 from tensorar.stages.sample import file_sha256
-
-LAYOUTS = ("geneval", "dpg")
-
-
-def read_prompts(source: str | Path, layout: str) -> list[tuple[str, str, dict]]:
-    """(key, prompt, metadata) per prompt, in a fixed order: GenEval's line index, DPG's item id."""
-    if layout == "geneval":
-        return [(f"{i:05d}", meta["prompt"], meta) for i, meta in enumerate(geneval.load_metadata(source))]
-    return [(item, prompt, {}) for item, prompt in dpg.load_prompts(source).items()]
-
 
 def is_done(out: Path, layout: str, index: int, key: str) -> bool:
     if layout == "geneval":
@@ -90,21 +85,27 @@ def sample_prompts(model, decode, encoder, prompts, out: Path, layout: str, n: i
     offset = family(model.backbone.family).pixel_offset
     mine = [p for p in range(len(prompts)) if p % info.world_size == info.rank]
     todo = [p for p in mine if not is_done(out, layout, p, prompts[p][0])]
-    per_batch = max(1, batch_size // n)  # whole prompts per batch
+    # (prompt, image) pairs in batches of at most `batch_size` images: a prompt's images may span batches
+    # (draws depend on (seed, p * n + j) only, so the images do not change); a prompt is written once all
+    # its images exist.
+    pairs = [(p, j) for p in todo for j in range(n)]
+    pending: dict[int, list[np.ndarray]] = {}
     start = time.perf_counter()
-    with packed_for_decoding(model), tqdm(total=len(todo) * n, unit="img", desc="sample_prompts",
+    with packed_for_decoding(model), tqdm(total=len(pairs), unit="img", desc="sample_prompts",
                                           disable=not (progress and info.is_main)) as bar:
-        for b in range(0, len(todo), per_batch):
-            chunk = todo[b:b + per_batch]
-            captions = [prompts[p][1] for p in chunk for _ in range(n)]
-            indices = np.array([p * n + j for p in chunk for j in range(n)])
+        for b in range(0, len(pairs), batch_size):
+            chunk = pairs[b:b + batch_size]
+            captions = [prompts[p][1] for p, _ in chunk]
+            indices = np.array([p * n + j for p, j in chunk])
             cond = condition_to(encoder.encode(captions), info.device)
             with autocast(info.device, amp_dtype):
                 tokens = generate_tokens(model, cond, indices, seed, options, info.device)
             images = to_uint8_nhwc(decode_tokens(decode, tokens), image_size, offset)  # (B, S, S, 3)
-            for c, p in enumerate(chunk):
-                key, _, meta = prompts[p]
-                write_prompt(out, layout, p, key, meta, images[c * n:(c + 1) * n])
+            for (p, _), image in zip(chunk, images):
+                pending.setdefault(p, []).append(image)
+                if len(pending[p]) == n:
+                    key, _, meta = prompts[p]
+                    write_prompt(out, layout, p, key, meta, np.stack(pending.pop(p)))
             bar.update(len(captions))
     return {"prompts": len(prompts), "prompts_generated": len(todo), "images_generated": len(todo) * n,
             "wall_seconds": time.perf_counter() - start}
@@ -133,7 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--images-per-prompt", type=positive_int, default=4, help="4 for GenEval and DPG-Bench")
     run.add_argument("--seed", type=int, default=0)
     run.add_argument("--image-size", type=positive_int, default=None, help="resize (bicubic) to this side")
-    run.add_argument("--batch-size", type=positive_int, default=32, help="images per batch (whole prompts)")
+    run.add_argument("--batch-size", type=positive_int, default=32,
+                     help="images per batch (a prompt's images may span batches; the images do not change)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32", help="autocast of the AR model (bf16: CUDA)")
     run.add_argument("--stats-json", default=None)
@@ -159,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     prompt_length = args.prompt_length or getattr(model.backbone.config, "prompt_length", 256)
     encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
                            prompt_length=prompt_length, device=info.device)
+    check_trained_with(getattr(model, "trained_on", None), args.ckpt, content_id(args.vq), args.vq, encoder.identity())
     out = Path(args.out)
     identity = {"model": file_sha256(args.ckpt, info), "tokenizer": file_sha256(args.vq, info),
                 "encoder": encoder.identity(), "prompts": identity_hash(prompts), "layout": args.layout,
@@ -168,8 +171,8 @@ def main(argv: list[str] | None = None) -> None:
         if info.is_main:
             held.enter_context(exclusive_lock(out, "sample_prompts job"))
             remove_stale_temp_files(out)
-            previous = [*out.glob("[0-9]" * 5), *out.glob("*.png")]
-            claim_for(out, identity, previous, log, "prompt samples")
+            outputs = [SET_MANIFEST, "[0-9]" * 5, "*.png"] if args.layout == "geneval" else [SET_MANIFEST, "*.png"]
+            claim_for(out, identity, outputs, log, "sample_prompts job")
         barrier()
         stats = sample_prompts(model, tokenizer.decode, encoder, prompts, out, args.layout, args.images_per_prompt,
                                args.seed, options, info, args.batch_size, args.image_size,
@@ -179,6 +182,10 @@ def main(argv: list[str] | None = None) -> None:
     if info.is_main:
         if missing:
             raise SystemExit(f"{len(missing)} prompts have no images yet (a rank did not finish): rerun to resume")
+        expected = {"layout": args.layout, "prompts": prompts, "prompts_sha256": identity_hash(prompts),
+                    "images_per_prompt": args.images_per_prompt, "image_size": args.image_size}
+        covered = prompt_sets.check_folder(out, expected)  # exactly the set's images, one size
+        prompt_sets.write_set_manifest(out, args.layout, prompts, args.images_per_prompt, covered["image_size"])
         if args.stats_json:
             atomic_write_json(args.stats_json, {
                 **stats, "images_per_prompt": args.images_per_prompt, "layout": args.layout, "seed": args.seed,

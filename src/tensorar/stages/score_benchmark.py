@@ -13,6 +13,12 @@ given, and its raw file is written beside SCORES.json. SCORES.json holds the pap
 overall, percentages) and, for GenEval, the per-image results file beside it. `--bootstrap B` (ours) adds
 the overall score's sampling noise: B replicates with the images (GenEval: within each tag) resampled
 (tensorar.evaluation.statistics.bootstrap_group_means).
+
+Before anything is scored (ours), the image folder is checked against the prompt set
+(tensorar.evaluation.prompt_sets: `--prompts`, or the set sample_prompts recorded in the folder): every
+prompt's images present, none extra, one image size; the raw file must cover exactly those images.
+SCORES.json records what it covered ("covered": prompts, images per prompt, images, size, the prompt
+set's hash).
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from tensorar.errors import InputError, run_stage
-from tensorar.evaluation import dpg, geneval
+from tensorar.evaluation import dpg, geneval, prompt_sets
 from tensorar.evaluation.statistics import bootstrap_group_means
 from tensorar.fileio import atomic_write_json, sha256_file
 
@@ -31,6 +37,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar score_benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=("geneval", "dpg"))
     parser.add_argument("--images", required=True, help="the generated images (tensorar sample_prompts' layout)")
+    parser.add_argument("--prompts", default=None, help="the prompt file the images were generated for (GenEval "
+                        "metadata JSONL, DPG-Bench prompts folder); default: the set recorded in --images")
+    parser.add_argument("--images-per-prompt", type=int, default=None,
+                        help="with --prompts on a folder without a recorded set (default 4, the benchmarks')")
     parser.add_argument("--questions", help="dpg: dpg_bench.csv (from github.com/TencentQQGYLab/ELLA)")
     parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
     parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
@@ -46,6 +56,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.benchmark == "dpg" and not args.questions:
         parser.error("dpg needs --questions dpg_bench.csv")
     out = Path(args.out)
+    images = Path(args.images)
+    expected = prompt_sets.expected_set(images, args.benchmark, args.prompts, args.images_per_prompt)
+    covered = prompt_sets.check_folder(images, expected)
     raw = Path(args.raw) if args.raw else out.with_name(out.stem + ".raw.jsonl")
     if args.toy_classifier:
         from tensorar.evaluation.toy_detector import (
@@ -62,17 +75,21 @@ def main(argv: list[str] | None = None) -> None:
     if not raw.is_file():
         raise FileNotFoundError(f"raw model outputs not found: {raw}")
     result = {"benchmark": args.benchmark, "images": str(args.images), "raw": str(raw), "raw_sha256": sha256_file(raw),
-              "detector": "toy (ours)" if args.toy_classifier else "official"}
+              "detector": "toy (ours)" if args.toy_classifier else "official", "covered": covered}
     if args.benchmark == "geneval":
         records = geneval.score_raw_detections(raw)
-        if not records:
-            raise InputError(f"{raw} holds no images")
+        prompt_sets.check_covered("detections", {r["filename"] for r in records},
+                                  prompt_sets.expected_files(expected), raw)
+        if len(records) != covered["images"]:
+            raise InputError(f"{raw}: {len(records)} detection records for {covered['images']} images (repeats)")
         geneval.write_results(out.with_name(out.stem + ".results.jsonl"), records)
         result.update(scores=geneval.summarize(records), num_images=len(records))
         groups = [[float(r["correct"]) for r in records if r["tag"] == tag] for tag in result["scores"] if
                   tag != "overall"]
     else:
         scored = dpg.score_answers_file(args.questions, raw, official_quirks=not args.no_official_quirks)
+        prompt_sets.check_covered("answered items", set(scored.image_scores) | _failed_items(scored),
+                                  prompt_sets.expected_files(expected), raw)
         result.update(scores=scored.table_row(), num_images=len(scored.image_scores), failed=scored.failed,
                       official_quirks=not args.no_official_quirks)
         groups = [[100.0 * v for v in scored.image_scores.values()]]  # DPG-Bench: a percentage per prompt
@@ -81,6 +98,11 @@ def main(argv: list[str] | None = None) -> None:
         result["overall_bootstrap"] = {"replicates": replicates.tolist(), "seed": args.bootstrap_seed}
     atomic_write_json(out, result)
     print(", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items()))
+
+
+def _failed_items(scored) -> set[str]:
+    """Items whose scoring failed (kept in SCORES.json["failed"] by file name <item_id>.png)."""
+    return {Path(name).stem for name in scored.failed}
 
 
 if __name__ == "__main__":

@@ -19,15 +19,15 @@ from tqdm import tqdm
 
 from tensorar.checkpoint import load_state_dict_strict, read_checkpoint
 from tensorar.data.codes import load_codes
-from tensorar.data.conditions import open_conditions
+from tensorar.data.conditions import open_conditions, training_data
 from tensorar.distributed import DistInfo, all_reduce_mean, barrier, get_logger
 from tensorar.fileio import (
     atomic_write_json,
     claim_for,
+    content_id,
     exclusive_lock,
     identity_hash,
     remove_stale_temp_files,
-    sha256_file,
 )
 from tensorar.models.backbone import Backbone, condition_to
 from tensorar.models.loading import load_model, save_model
@@ -79,7 +79,7 @@ class RunSetup:
                     if k not in (*NOT_IDENTITY, "run_dir", "codes", "init", "conditions")}
         codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
                                                            if k not in ("data", "tokenizer_path")})
-        init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
+        init = content_id(self.init) if self.init and Path(self.init).exists() else self.init
         conditions = None
         if self.conditions is not None:  # the encoder's identity and the captions', recorded by encode_captions
             conditions = json.loads((Path(self.conditions) / "conditions.json").read_text())["encoder"]
@@ -224,7 +224,7 @@ def claim_run_dir(setup: RunSetup, opts: TrainOptions, manifest: dict, run_dir: 
     for tmp in remove_stale_temp_files(run_dir):
         log.info(f"removed {tmp}, a partial file left by a killed save")
     outputs = [run_dir / "checkpoints", run_dir / "final.pt", run_dir / "metrics.jsonl", run_dir / "train_config.json"]
-    claim_for(run_dir, setup.identity(opts, manifest), outputs, log, "training run")
+    claim_for(run_dir, setup.identity(opts, manifest), outputs, log, "training run", logs=("train.log",))
     (run_dir / "checkpoints").mkdir(exist_ok=True)
 
 
@@ -238,7 +238,8 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
     record = setup.record(opts)
 
     codes, labels, manifest = load_codes(setup.codes)  # (N, A, T), (N,)
-    conditions = open_conditions(labels, setup.conditions)  # batch(items) -> Condition
+    conditions = open_conditions(labels, setup.conditions, manifest)  # batch(items) -> Condition
+    data = training_data(manifest, conditions)  # recorded in every checkpoint, compared by the samplers
     if len(conditions) != len(codes):
         raise SystemExit(f"{setup.conditions} holds {len(conditions)} conditions but {setup.codes} {len(codes)} items")
     num_items, num_augmentations, num_tokens = codes.shape
@@ -317,7 +318,7 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
                                       "samples_seen": step * opts.global_batch_size},
                        rng={"seed": opts.seed, "scheme": "every generator is reseeded from (seed, step[, rank])"},
                        elapsed_s=elapsed_before + time.time() - t_start, args=record, mode=setup.mode,
-                       world_size=info.world_size, metrics=history)
+                       world_size=info.world_size, metrics=history, data=data)
             prune_checkpoints(run_dir, keep_steps)
         barrier()
 
