@@ -469,6 +469,16 @@ def consecutive_t_intervals(arms: Sequence[ArmResults], level: float = 0.95) -> 
     return [paired_t_interval(after, before, level) for before, after in pairwise(arms)]
 
 
+def trend_verdict(steps: Sequence[Verdict]) -> Verdict:
+    """A monotonic trend's verdict from its steps' verdicts: supported if every step is, contradicted if any
+    step is (the other direction), else inconclusive."""
+    if not steps:
+        raise ValueError("a trend needs at least one step")
+    if "contradicted" in steps:
+        return "contradicted"
+    return "supported" if all(s == "supported" for s in steps) else "inconclusive"
+
+
 def monotonic_trend(differences: Sequence[Interval], direction: Literal["decreasing", "increasing"]) -> Verdict:
     """Verdict on "the metric changes monotonically in `direction`" from the consecutive differences:
     supported if every step is supported, contradicted if any step is contradicted, else inconclusive."""
@@ -476,7 +486,4 @@ def monotonic_trend(differences: Sequence[Interval], direction: Literal["decreas
         raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
     if not differences:
         raise ValueError("a trend needs at least one difference")
-    steps = [verdict(d, "less" if direction == "decreasing" else "greater") for d in differences]
-    if "contradicted" in steps:
-        return "contradicted"
-    return "supported" if all(s == "supported" for s in steps) else "inconclusive"
+    return trend_verdict([verdict(d, "less" if direction == "decreasing" else "greater") for d in differences])
