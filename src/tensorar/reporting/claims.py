@@ -55,6 +55,7 @@ from tensorar.reporting.gates import (
     NOT_TESTABLE,
     VERDICTS,
     Gates,
+    aa_reason,
     combine,
     floor_reason,
     seeds_reason,
@@ -224,12 +225,12 @@ def _timing(test: dict, settings: dict, gates: Gates, out: dict) -> None:
     record = read_json(test["timing"])
     out.update(side=test["side"], null=test["null"], relative=test["relative"])
     aa_pair = tuple(test["aa"]) if test.get("aa") else None
-    reason = timing_reason(record, (test["a"], test["b"]), aa_pair, None, gates)
+    reason = timing_reason(record, (test["a"], test["b"]), aa_pair, gates)
     if reason is None:
         aa = paired_timing(latencies(record, aa_pair[0]), latencies(record, aa_pair[1]), n_boot, rng, level)
-        out["aa"] = {"pair": list(aa_pair), "tolerance": gates.aa_tolerance, "interval": aa.to_dict(),
-                     "passed": aa_check(aa, gates.aa_tolerance)}
-        reason = timing_reason(record, (test["a"], test["b"]), aa_pair, out["aa"]["passed"], gates)
+        passed = aa_check(aa, gates.aa_tolerance)
+        out["aa"] = {"pair": list(aa_pair), "tolerance": gates.aa_tolerance, "interval": aa.to_dict(), "passed": passed}
+        reason = aa_reason(aa_pair, passed, gates)
     if "models" in record and test["a"] in record["models"] and test["b"] in record["models"]:
         found = paired_timing(latencies(record, test["a"]), latencies(record, test["b"]), n_boot, rng, level,
                               relative=test["relative"])

@@ -51,10 +51,9 @@ def seeds_reason(n_seeds: int, gates: Gates) -> str | None:
     return None
 
 
-def timing_reason(record: dict, models: tuple[str, ...], aa_pair: tuple[str, str] | None, aa_ok: bool | None,
-                  gates: Gates) -> str | None:
-    """Why a timing comparison of `models` from one TIMING.json is invalid, or None when it is valid.
-    `aa_ok`: the A/A check's outcome on `aa_pair` (None: not run)."""
+def timing_reason(record: dict, models: tuple[str, ...], aa_pair: tuple[str, str] | None, gates: Gates) -> str | None:
+    """Why a timing comparison of `models` from one TIMING.json cannot be valid, or None when it can (the
+    A/A check, `aa_reason`, comes next)."""
     if "models" not in record:
         return "the models were timed in separate jobs, one after the other: not paired"
     missing = [m for m in models if m not in record["models"]]
@@ -64,10 +63,15 @@ def timing_reason(record: dict, models: tuple[str, ...], aa_pair: tuple[str, str
         return f"{record['repeats']} repeats, fewer than the {gates.min_repeats} required"
     if aa_pair is None or any(m not in record["models"] for m in aa_pair):
         return "no A/A pair (the base and its equal-steps control) in the job"
-    if not aa_ok:
-        return f"the A/A check failed: {aa_pair[0]} vs {aa_pair[1]} (one architecture) differ beyond " \
-               f"+-{gates.aa_tolerance:.0%}"
     return None
+
+
+def aa_reason(aa_pair: tuple[str, str], passed: bool, gates: Gates) -> str | None:
+    """Why a job whose A/A comparison did not pass cannot compare latencies, or None when it passed."""
+    if passed:
+        return None
+    return (f"the A/A check failed: {aa_pair[0]} and {aa_pair[1]} (one architecture) are not within "
+            f"+-{gates.aa_tolerance:.0%} of each other in this job")
 
 
 def floor_reason(base_score: float, floor_score: float | None, full_scale: float, gates: Gates) -> str | None:
