@@ -22,6 +22,9 @@ LAYERS = {
     "stages": 5,
     "cli": 6, "__init__": 6,
 }
+# Inside the plan package, one question per module, each answered from the ones above it:
+# the typed experiment -> its checks and its file layout -> jobs and manifests -> claims -> Plan.
+PLAN_LAYERS = {"experiment": 0, "checks": 1, "layout": 1, "jobs": 2, "manifests": 2, "claims": 3, "plan": 4}
 
 
 def module_name(path: Path) -> str:
@@ -77,6 +80,19 @@ def test_no_import_from_a_higher_layer():
     upward = [f"{a} -> {b}" for a, targets in graph().items() for b in targets
               if a != "tensorar" and layer(b) > layer(a)]
     assert not upward, upward
+
+
+def test_plan_modules_answer_one_question_each():
+    edges = graph()
+    plan_modules = [m for m in edges if m == "tensorar.plan" or m.startswith("tensorar.plan.")]
+    assert {m.split(".")[-1] for m in plan_modules} == set(PLAN_LAYERS)
+    for module in plan_modules:
+        for target in edges[module]:
+            if target.startswith("tensorar.plan."):
+                assert PLAN_LAYERS[target.split(".")[-1]] < PLAN_LAYERS[module.split(".")[-1]], f"{module} -> {target}"
+        path = PACKAGE / Path(*module.split(".")[1:])
+        source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
+        assert len(source.splitlines()) < 400, module
 
 
 def test_every_stage_is_a_command():
