@@ -286,7 +286,19 @@ def test_the_toy_plan_asks_every_claim_and_names_its_files(workflow_config):
     assert [r["seed"] for r in manifest["claims"][0]["tests"][0]["a"]] == [0, 1, 2]
     inputs = manifest_inputs(manifest)
     assert all(p.startswith(plan.layout.root) for p in inputs)
-    assert plan.layout.timing("GPT-toy-S", "tensorar-depth4") in inputs  # claim 5's latency
+    assert plan.layout.timing("GPT-toy-S") in inputs  # claims 5-6: one interleaved job per backbone
+    by_id = {c["id"]: c for c in manifest["claims"]}
+    latency = by_id["5"]["tests"][-1]
+    assert (latency["a"], latency["b"], latency["aa"]) == ("tensorar-depth4", "tensorar-depth2", ["finetune", "base"])
+    assert [t["timing"] for t in by_id["6"]["tests"]] == [plan.layout.timing(b) for b in ("GPT-toy-S", "GPT-toy-M", "OMV-toy")]
+    # 2b is its own claim; the literal loss weights are claim 3b, not a schedule of claim 3.
+    assert all("control - base" in t["label"] for t in by_id["2"]["tests"])
+    assert [t["label"] for t in by_id["3b"]["tests"]] == ["GPT-toy-S: literal - base", "GPT-toy-S: literal - ours (rdm)"]
+    assert not any("literal" in t["label"] for t in by_id["3"]["tests"])
+    # Claim 7 names what it tests, gates on a floor, and puts TensorAR - control beside it.
+    assert by_id["7"]["scope"] == "tested here: LlamaGen-t2i-toy; not run: Janus-Pro-7B"
+    assert all(t["floor"]["base"] for t in by_id["7"]["tests"])
+    assert [t.get("in_verdict", True) for t in by_id["7"]["tests"]] == [True, False, True, False]
     assert plan.layout.metrics("GPT-toy-S", "finetune-x3", 0) in inputs  # ours: longer fine-tuning
     assert plan.layout.metrics("GPT-toy-S", "tensorar-selfdraft", 0) in inputs
     # The longer runs get three times the steps, the same learning rates.
@@ -303,6 +315,26 @@ def test_the_paper_plan_runs_no_variant_of_ours_unless_asked(workflow_config):
     config["claims"]["ours"]["variants"] = ["selfdraft"]
     with pytest.raises(ValueError, match="claims.ours.backbone"):
         Plan(config)
+
+
+def test_claim_1b_is_decided_at_the_papers_presets_and_the_toy_is_na(workflow_config, tmp_path):
+    plan = Plan(copy.deepcopy(workflow_config("config.yaml")))
+    claim = next(c for c in plan.claims_manifest()["claims"] if c["id"] == "1b")
+    presets = [t for t in claim["tests"] if "parameters" in t]
+    assert [t["label"] for t in presets][:3] == ["Open-MAGVIT2-B (256x256)", "Open-MAGVIT2-L (256x256)",
+                                                 "LlamaGen-B (256x256)"]
+    gpt_b = next(t for t in presets if t["label"] == "LlamaGen-B (256x256)")
+    assert gpt_b["base_parameters"] == 110_888_448 and gpt_b["paper"] == "+4.6%"  # LlamaGen's 111M
+    assert all(t["toy"] for t in claim["tests"] if "stats" in t)
+    # Evaluated: GPT-B's +6.4% is outside the paper's range, so the claim is contradicted at the paper's sizes.
+    toy_stats = tmp_path / "stats.json"
+    toy_stats.write_text(json.dumps({"model": {"parameters": 125, "base_parameters": 100}}))
+    tests = presets + [{**t, "stats": str(toy_stats)} for t in claim["tests"] if "stats" in t]
+    result = verdict_of(*tests)
+    gpt_b = next(t for t in result["tests"] if t["label"] == "LlamaGen-B (256x256)")
+    assert gpt_b["estimate"] == pytest.approx(6.39, abs=0.01) and gpt_b["verdict"] == "contradicted"
+    assert result["verdict"] == "contradicted"
+    assert all(t["verdict"] == "n/a (toy scale)" for t in result["tests"] if "(toy)" in t["label"])
 
 
 def test_with_few_seeds_the_t_interval_must_agree(tmp_path):

@@ -31,7 +31,7 @@ class Manifests:
         runs = [{"seed": s, "metrics": self.layout.metrics(backbone, method, s, tag),
                  "stats": self.layout.sample(backbone, method, s, tag, "json")} for s in self.experiment.seeds]
         if timed and tag == "final" and (backbone, method) in self.experiment.timed_runs():
-            runs[0]["timing"] = self.layout.timing(backbone, method)
+            runs[0]["timing"], runs[0]["timed_model"] = self.layout.timing(backbone), method
         return runs
 
     def bench_runs(self, benchmark, backbone, method) -> list[dict]:

@@ -87,6 +87,10 @@ CLAIMS = {
     "3": ("all four schedules beat the baseline, and exponential is best (Table 5)",
           "FID(schedule) - FID(base) < 0 for each schedule, and FID(exponential) - FID(other) < 0 for each "
           "other schedule."),
+    "3b": ("with Algorithm 1's loss weights read literally, TensorAR still beats the baseline (Appendix B)",
+           "registered reading (docs/method.md §2): Table 1's 1-based positions, so the last draft is pure noise, "
+           "and w_j = (β(j) - β(j-1)) / β(j): FID(literal) - FID(base) < 0; beside it, not in the verdict, "
+           "FID(literal) - FID(our rdm reading)."),
     "4": ("FID decreases monotonically with k (Table 6a)",
           "every step to the next larger k lowers FID (paired consecutive differences < 0); the variants "
           "of Table 6a only (k = 1 is the base model, trained differently)."),

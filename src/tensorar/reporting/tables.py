@@ -31,8 +31,9 @@ CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
 # a row's timing files), one for rows that fall back to the sampling job's own clock.
 LATENCY_NOTE_TIMED = (
     "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding; our reading of "
-    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: a job with the "
-    "machine to itself, every core, warm-up batches discarded; Fig. 4's throughput comes from the same jobs)."
+    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: one job per "
+    "backbone with the machine to itself, every core, its models interleaved round by round, warm-up rounds discarded; Fig. 4's "
+    "throughput comes from the same jobs)."
 )
 LATENCY_NOTE_FALLBACK = (
     "Latency{rows}: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
@@ -191,8 +192,9 @@ def latency_ms(stats: dict) -> float:
 
 
 def timing_records(runs: list[dict]) -> list[dict]:
-    """The TIMING.json files (`tensorar time_sampling`) of a row's runs; typically only the first seed has one."""
-    return [read_json(run["timing"]) for run in runs if run.get("timing")]
+    """A row's model blocks in its timing jobs' TIMING.json (`tensorar time_sampling`, one job per backbone,
+    `models[timed_model]`); typically only the first seed has one."""
+    return [read_json(run["timing"])["models"][run["timed_model"]] for run in runs if run.get("timing")]
 
 
 def row_latency_ms(runs: list[dict], stats: list[dict]) -> tuple[float, float, int, str]:
@@ -206,8 +208,9 @@ def row_latency_ms(runs: list[dict], stats: list[dict]) -> tuple[float, float, i
 
 
 def row_throughput(runs: list[dict], stats: list[dict]) -> tuple[float, float, str]:
-    """(mean, sample std, source) of a row's generation throughput in images/s: the timing files' repeats
-    (`images_per_s` values pooled) when there are any, else the sampling jobs' rate over seeds."""
+    """(mean, sample std, source) of a row's throughput in images/s: the timing files' repeats (`images_per_s`:
+    generation + VQ decoding, as Sec. 3.1.3 measures Fig. 4) when there are any, else the sampling jobs'
+    generation rate over seeds."""
     timings = timing_records(runs)
     if timings:
         mean, std, _ = aggregate([v for t in timings for v in t["images_per_s"]["values"]])
