@@ -72,8 +72,9 @@ def test_toy_table_markdown_and_csv(tmp_path, runs):
     assert "pending (backbone not implemented)" in text and "Open-MAGVIT2-B" in text
     # Parameters come from the sampler's stats, with the plug-in's overhead over its backbone.
     assert "1.2K (+23.4%)" in text
-    # Toy rows never show the paper's numbers, and say why.
-    assert paper.NOT_IN_PAPER in row_of(text, "base", "LlamaGen-B") and "5.46" not in text
+    # Toy rows never show the paper's numbers: no paper columns, and the header says why once.
+    assert "(paper)" not in text and paper.NOT_IN_PAPER not in text and "5.46" not in text
+    assert text.count("No paper columns: the paper ran nothing at this scale") == 1
     assert "other methods" not in text
     csv = pd.read_csv(tmp_path / "table.csv")
     assert list(csv["section"]) == ["table2"] * 6
@@ -168,6 +169,26 @@ def test_latency_column_mixed_sources_mark_the_fallback_rows(tmp_path, runs):
     assert tables.LATENCY_NOTE_TIMED.format(repeats=3) in text
     assert tables.LATENCY_NOTE_FALLBACK.format(rows=f" of the rows marked{tables.FALLBACK_MARK}") in text
     assert list(csv["latency_source"]) == ["timing", "sampler"]
+
+
+def test_benchmark_tables_state_their_own_sample_count(workflow_config):
+    from tensorar.plan import Plan
+
+    plan = Plan(workflow_config("config.yaml"))
+    table3 = plan.manifests.table_manifest("table3")["provenance"]
+    assert table3["samples"] == "samples per model: 4 images per prompt of the toy GenEval prompts"
+    assert "images per prompt" in tables.provenance_lines(table3)[2]
+    assert f"samples per model: {plan.experiment.evaluation.num_samples}" not in tables.provenance_lines(table3)[2]
+    assert "samples" not in plan.manifests.table_manifest("table2")["provenance"]
+
+
+def test_every_diagnostics_row_has_its_own_label(workflow_config):
+    from tensorar.plan import Plan
+
+    labels = [r["label"] for r in Plan(workflow_config("config.yaml")).manifests.diagnostics_manifest()["diagnostics"]]
+    assert len(labels) == len(set(labels))
+    assert any("self-drafting (ours)" in label for label in labels)
+    assert any("literal loss weights" in label for label in labels)
 
 
 def test_diagnostics(tmp_path, runs):

@@ -303,8 +303,10 @@ class Experiment:
 
     def variant_label(self, name: str) -> str:
         v = self.variants[name]
+        # Settings other than the paper's (loss weights, self-drafting) are named, so no two rows share a label.
         weights = "" if v.loss_weighting == "rdm" else f", {v.loss_weighting} loss weights"
-        return f"k={v.k}, d={v.depth}, {v.schedule}{weights}"
+        drafts = ", self-drafting (ours)" if v.draft_source == "self" else ""
+        return f"k={v.k}, d={v.depth}, {v.schedule}{weights}{drafts}"
 
     def longer_methods(self) -> tuple[str, str] | None:
         """(control, TensorAR) methods of our longer fine-tuning, or None when it is off."""

@@ -31,7 +31,8 @@ GATED = (INVALID, NOT_TESTABLE, INDICATIVE, NO_INTERVAL)
 
 @dataclass(frozen=True)
 class Gates:
-    """The gates' thresholds (registered in docs/method.md §6; `claims.*` in the config may set them)."""
+    """The gates' thresholds, registered in docs/method.md §6 before any run (a manifest's `settings` may
+    override them, as the tests do; the workflow's config does not)."""
 
     min_seeds: int = 2  # below this an interval holds sampling noise only
     min_repeats: int = 10  # paired timing rounds

@@ -250,11 +250,13 @@ def git_commit() -> str:
 def provenance_lines(prov: dict) -> list[str]:
     seeds = prov["seeds"]
     spread = f"mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed (no spread)"
+    # A benchmark table says what its rows sampled (prompts x images), a class-to-image one its sample count.
+    samples = prov.get("samples") or f"samples per model: {prov['num_samples']}"
     return [
         f"- config hash: `{prov['config_hash']}` (experiment `{prov['experiment']}`), git commit: "
         f"`{git_commit()}`, generated: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- dataset: {prov['dataset']}; feature network: {prov['feature_network']}",
-        f"- seeds: {seeds} ({spread}); samples per model: {prov['num_samples']}",
+        f"- seeds: {seeds} ({spread}); {samples}",
     ]
 
 
@@ -326,7 +328,7 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
             mean, std, n = aggregate([m[name] for m in metrics])
             cells[column] = fmt(mean, std, digits[name])
             numbers[f"{name}_mean"], numbers[f"{name}_std"], numbers["seeds"] = mean, std, n
-            if name in with_paper:
+            if name in with_paper and not toy:  # the toy's header says once that it has no paper values
                 value = _paper_value(row, name)
                 cells[f"{column} (paper)"] = "-" if value is None else value
                 numbers[f"{name}_paper"] = value
@@ -357,7 +359,8 @@ def write_table(manifest: dict, out: Path) -> None:
     if toy:
         header.append("- toy scale: numbers are reported as they come; TensorAR may lose to its baseline here. "
                       "The fine-tune control gets the same steps, data and base learning rate as TensorAR. "
-                      "Toy rows have no paper values: the paper ran nothing at this scale.")
+                      "No paper columns: the paper ran nothing at this scale (its values are in the paper-scale "
+                      "tables of config/paper.yaml).")
     atomic_write_text(out, "\n".join(header + [""] + md))
     with atomic_path(out.with_suffix(".csv")) as tmp:
         pd.concat(csv, ignore_index=True).to_csv(tmp, index=False)
