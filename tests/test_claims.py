@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from tensorar.plan import Plan, manifest_inputs
-from tensorar.reporting.claims import CLAIMS, evaluate_claims, render, write_claims
+from tensorar.reporting.claim_texts import CLAIMS
+from tensorar.reporting.claims import evaluate_claims, render, write_claims
 from tensorar.reporting.gates import INDICATIVE, INVALID, NO_INTERVAL, NOT_TESTABLE, combine
 from tensorar.stages.tables import main as tables_main
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tensorar.models.overhead import parameter_counts
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.plan.manifests import Manifests
-from tensorar.reporting import claims as reporting_claims
+from tensorar.reporting.claim_texts import CLAIMS
 from tensorar.reporting import paper
 
 FID = {"kind": "paired", "metric": "fid", "unit": "FID"}
@@ -70,9 +70,9 @@ def claims_manifest(manifests: Manifests) -> dict:
     return {"title": "Which of the paper's claims hold", "provenance": manifests.provenance(),
             "settings": e.claims.statistics(),
             "note": "toy scale: a verdict here is about the toy, not about the paper's scale" if e.toy else None,
-            "claims": [{"id": i, "claim": reporting_claims.CLAIMS[i][0], "reading": reporting_claims.CLAIMS[i][1],
+            "claims": [{"id": i, "claim": CLAIMS[i][0], "reading": CLAIMS[i][1],
                         **({"scope": scope[i]} if i in scope else {}), "tests": tests}
-                       for i in reporting_claims.CLAIMS if (tests := claims.get(i))]}
+                       for i in CLAIMS if (tests := claims.get(i))]}
 
 
 def paper_overheads() -> list[dict]:
