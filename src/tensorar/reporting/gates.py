@@ -78,7 +78,8 @@ def aa_reason(aa_pair: tuple[str, str], passed: bool, gates: Gates) -> str | Non
 def floor_reason(base_score: float, floor_score: float | None, full_scale: float, gates: Gates) -> str | None:
     """Why a text-to-image benchmark cannot test the claim, or None when the base beats the floor."""
     if floor_score is None:
-        return "no shuffled-caption floor measured for this benchmark, so it is unknown whether the base follows its prompts"
+        return ("no shuffled-caption floor measured for this benchmark, so it is unknown whether the base "
+                "follows its prompts")
     margin = gates.t2i_floor_margin * full_scale
     if base_score - floor_score <= margin:
         return (f"the base scores {base_score:.3g}, within {margin:.3g} of the shuffled-caption floor "

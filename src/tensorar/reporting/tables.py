@@ -31,9 +31,9 @@ CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
 # a row's timing files), one for rows that fall back to the sampling job's own clock.
 LATENCY_NOTE_TIMED = (
     "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding; our reading of "
-    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: one job per "
-    "backbone with the machine to itself, every core, its models interleaved round by round, warm-up rounds discarded; Fig. 4's "
-    "throughput comes from the same jobs)."
+    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats "
+    "(`tensorar time_sampling`: one job per backbone with the machine to itself, every core, its models "
+    "interleaved round by round, warm-up rounds discarded; Fig. 4's throughput comes from the same jobs)."
 )
 LATENCY_NOTE_FALLBACK = (
     "Latency{rows}: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
