@@ -304,7 +304,7 @@ def test_the_toy_plan_asks_every_claim_and_names_its_files(workflow_config):
     assert plan.layout.metrics("GPT-toy-S", "tensorar-selfdraft", 0) in inputs
     # The longer runs get three times the steps, the same learning rates.
     args = plan.jobs.train_args("GPT-toy-S", "tensorar-default-x3", 0)
-    assert args[args.index("--steps") + 1] == str(3 * plan.experiment.finetuning.steps)
+    assert args[args.index("--steps") + 1] == str(3 * plan.experiment.backbones["GPT-toy-S"].finetuning.steps)
     assert args[args.index("--mode") + 1] == "tensorar"
 
 

@@ -136,7 +136,7 @@ def test_the_config_is_read_once(toy_config):
              plan.manifests.table_manifest("table2"), plan.layout.targets())
     assert after == before
     assert plan.experiment.backbones["GPT-toy-S"].family.name == "llamagen"
-    assert plan.experiment.variants["k2"].k == 2 and plan.experiment.finetuning.steps == 300
+    assert plan.experiment.variants["k2"].k == 2 and plan.experiment.backbones["GPT-toy-S"].finetuning.steps == 300
 
 
 @pytest.mark.parametrize("edit, message", [
@@ -158,3 +158,65 @@ def test_rules_take_their_paths_from_the_layout(repo_root):
     for smk in (repo_root / "workflow" / "rules").glob("*.smk"):
         code = "\n".join(line for line in smk.read_text().splitlines() if not line.lstrip().startswith("#"))
         assert 'f"{R}' not in code and '"results/' not in code, smk.name
+
+
+def test_a_figure_step_past_the_finetuning_fails_when_the_plan_is_made(toy_config):
+    """Fig. 5's checkpoint at a step training never reaches would fail only after training: refuse it now."""
+    config = copy.deepcopy(toy_config)
+    config["tables"]["fig5"]["steps"] = [100, 301]
+    with pytest.raises(ValueError, match=r"tables\.fig5\.steps: step 301 is past the 300 fine-tuning steps"):
+        Plan(config)
+    config["tables"]["fig5"]["steps"] = [100, 300]  # the last step is the final checkpoint: allowed
+    assert Plan(config).jobs.keep_steps("GPT-toy-S", "finetune") == (100, 300)
+
+
+def test_paper_fine_tunes_for_the_papers_epochs(paper, workflow_config):
+    """Appendix A.2: 20 epochs of ImageNet (class-to-image), 1 epoch of the BLIP-3o pretrain set (T2I)."""
+    captions = workflow_config("paper.yaml")["captions"]["train_items"]
+    lengths = {b: int(flag(paper.jobs.train_args(b, "tensorar-default", 0), "--steps"))
+               for b, _ in paper.experiment.tensorar_runs()}
+    assert lengths["LlamaGen-B-256"] == lengths["Open-MAGVIT2-L"] == -(-20 * 1_281_167 // 256) == 100_092
+    assert lengths["LlamaGen-t2i-XL"] == lengths["Janus-Pro-7B"] == -(-captions // 256)
+    # The control gets the same steps; Fig. 5's kept checkpoints lie inside the run.
+    assert flag(paper.jobs.train_args("LlamaGen-B-256", "finetune", 0), "--steps") == "100092"
+    assert max(paper.experiment.tables.fig5.steps) < lengths["LlamaGen-B-256"]
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["dataset"].update(train_items=None), r"dataset\.train_items: the number of training items"),
+    (lambda c: c["captions"].pop("train_items"), r"captions\.train_items"),
+    (lambda c: c["finetuning"]["epochs"].pop("captions"), r"finetuning\.epochs\.captions: needed"),
+    (lambda c: c["finetuning"].update(steps=10), r"finetuning: set steps or epochs, not both"),
+])
+def test_lengths_in_epochs_need_the_data_size(workflow_config, edit, message):
+    config = workflow_config("paper.yaml")
+    edit(config)
+    with pytest.raises(ValueError, match=message):
+        Plan(config)
+
+
+def test_toy_lengths_in_epochs_count_the_canvases(toy_config):
+    config = copy.deepcopy(toy_config)
+    config["finetuning"].pop("steps")
+    config["finetuning"]["epochs"] = {"captions": 2, "images": 1}
+    config["dataset"]["train_items"] = 1437
+    config["tables"]["fig5"]["steps"] = [10, 20]
+    plan = Plan(config)
+    assert plan.experiment.backbones["LlamaGen-t2i-toy"].finetuning.steps == -(-2 * 6000 // 64)  # num_train
+    assert plan.experiment.backbones["GPT-toy-S"].finetuning.steps == -(-1437 // 64)
+
+
+def test_caption_codes_are_centre_cropped_and_never_flipped(paper, toy):
+    """A flip turns "a dog left of a cat" into a wrong caption; LlamaGen's T2I codes are centre crops."""
+    for plan, images, captions in ((paper, "vq16", "vq16_t2i"), (toy, "vq", "canvas")):
+        text = plan.jobs.extract_codes_args(captions, "train", 256)
+        assert flag(text, "--augment") == "center" and "--no-flip" in text
+    ten_crop = paper.jobs.extract_codes_args("vq16", "train", 256)
+    assert flag(ten_crop, "--augment") == "tencrop" and "--no-flip" not in ten_crop
+    assert flag(paper.jobs.extract_codes_args("janus_vq", "train", 384), "--augment") == "center"
+
+
+def test_paper_times_at_the_papers_batch_of_128(paper):
+    """Sec. 3.1.3: throughput at batch 128 (generation and VQ decoding)."""
+    for backbone, method in paper.experiment.timed_runs():
+        assert flag(paper.jobs.timing_args(backbone, method), "--batch-size") == "128"

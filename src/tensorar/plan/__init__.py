@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from tensorar.plan.checks import check_references
 from tensorar.plan.claims import claims_manifest
-from tensorar.plan.experiment import Experiment, parse_experiment, parse_method
-from tensorar.plan.jobs import Jobs
+from tensorar.plan.experiment import Experiment, parse_experiment
+from tensorar.plan.jobs import Jobs, parse_method
 from tensorar.plan.layout import Layout
 from tensorar.plan.manifests import Manifests, manifest_inputs
 

@@ -35,6 +35,12 @@ def check_references(experiment: Experiment) -> None:
         for name in getattr(spec, "variants", (getattr(spec, "variant", None),)):
             variant(name, f"tables.{table}")
     _check_inputs(experiment)
+    fig5 = tables.fig5
+    length = backbones[fig5.backbone].finetuning.steps
+    for step in fig5.steps:
+        if step > length:  # the kept checkpoint would never be written: fail now, not after training
+            raise ValueError(f"tables.fig5.steps: step {step} is past the {length} fine-tuning steps of "
+                             f"{fig5.backbone} (finetuning.steps, or finetuning.epochs in steps)")
     for spec in backbones.values():
         if not spec.pending:
             _check_backbone(experiment, spec)

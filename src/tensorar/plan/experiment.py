@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 
 from tensorar.decoding.sampling import SamplingOptions
@@ -24,21 +23,8 @@ from tensorar.models.backbone import Family
 from tensorar.models.registry import family, tokenizer_family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
+from tensorar.plan.lengths import training_options
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
-
-
-def parse_method(method: str) -> tuple[str, str | None, int]:
-    """A method name -> (mode, variant, steps multiplier): "base" -> ("base", None, 1), "finetune-x3" ->
-    ("finetune", None, 3), "tensorar-default" -> ("tensorar", "default", 1). The -x<N> suffix (ours:
-    the longer fine-tuning of claims.md) multiplies the fine-tuning steps of TensorAR and control alike."""
-    name, _, times = method.rpartition("-x") if re.fullmatch(r".+-x\d+", method) else (method, "", "1")
-    if name in ("base", "finetune"):
-        if name == "base" and times != "1":
-            raise ValueError(f"method {method!r}: only fine-tunes take a -x<N> steps multiplier")
-        return name, None, int(times)
-    if name.startswith("tensorar-"):
-        return "tensorar", name.removeprefix("tensorar-"), int(times)
-    raise ValueError(f"unknown method {method!r}: base, finetune[-x<N>] or tensorar-<variant>[-x<N>]")
 
 
 @dataclass(frozen=True)
@@ -49,6 +35,7 @@ class Dataset:
     split_seed: int
     train_dir: str | None = None  # null paths: the schema's $ref defaults are not filled in
     val_dir: str | None = None
+    train_items: int | None = None  # training images, for lengths in epochs
 
 
 @dataclass(frozen=True)
@@ -59,6 +46,10 @@ class Captions:
     seed: int
     train: str | None = None
     val: str | None = None
+    train_items: int | None = None  # files: training image-caption pairs, for lengths in epochs
+
+    def count(self) -> int | None:
+        return self.num_train if self.name == "captioned_digits" else self.train_items
 
 
 @dataclass(frozen=True)
@@ -85,7 +76,9 @@ class Tokenizer:
 
 
 @dataclass(frozen=True)
-class Codes:
+class Augmentation:
+    """The views extract_codes makes of each training image of one kind of data (images or captions)."""
+
     augment: str  # center | tencrop
     flip: bool
 
@@ -139,6 +132,7 @@ class Backbone:
     image_size: int | None = None
     eval_image_size: int | None = None
     base_training: TrainOptions | None = None
+    finetuning: TrainOptions | None = None  # of its TensorAR runs and control: `finetuning`, steps resolved
     sampling: SamplingOptions | None = None
     resources: dict = field(default_factory=dict)  # stage -> overrides of the stage's resources
 
@@ -149,6 +143,11 @@ class Backbone:
     @property
     def text(self) -> bool:
         return self.family.condition != "class"
+
+    @property
+    def data(self) -> str:
+        """The training data it needs: images (class-conditional) or captions."""
+        return "captions" if self.text else "images"
 
 
 @dataclass(frozen=True)
@@ -235,13 +234,12 @@ class Experiment:
     captions: Captions
     text_encoders: dict[str, TextEncoder]
     tokenizers: dict[str, Tokenizer]
-    codes: Codes
+    codes: dict[str, Augmentation]  # by data: images, captions
     evaluation: Evaluation
     benchmarks: dict[str, Benchmark]
     diagnostics_samples: int
     backbones: dict[str, Backbone]
     variants: dict[str, TensorARConfig]
-    finetuning: TrainOptions
     tables: Tables
     timing: Timing
     claims: ClaimSettings
@@ -326,15 +324,18 @@ def _typed(cls, values: dict | None, where: str):
         raise ValueError(f"{where}: {err}") from None
 
 
-def _backbone(key: str, spec: dict) -> Backbone:
+def _backbone(key: str, spec: dict, finetuning: dict, counts: dict) -> Backbone:
     where = f"backbones.{key}"
     values = dict(spec)
     values["family"] = family(values["family"])
     values["resources"] = dict(values.get("resources") or {})
+    data = "captions" if values["family"].condition != "class" else "images"
     if values.get("sampling") is not None:
         values["sampling"] = from_mapping(SamplingOptions, values["sampling"], f"{where}.sampling")
     if values.get("base_training") is not None:
-        values["base_training"] = from_mapping(TrainOptions, values["base_training"], f"{where}.base_training")
+        values["base_training"] = training_options(values["base_training"], f"{where}.base_training", data, counts)
+    if not values.get("pending"):
+        values["finetuning"] = training_options(finetuning, "finetuning", data, counts)
     return _typed(Backbone, {"key": key, **values}, where)
 
 
@@ -351,25 +352,27 @@ def parse_experiment(config: dict) -> Experiment:
     ev["classifier"] = from_mapping(ClassifierTrainOptions, ev.get("classifier"), "evaluation.classifier")
     claims = dict(config["claims"])
     claims["ours"] = _typed(OurRuns, claims["ours"], "claims.ours")
+    dataset = _typed(Dataset, config["dataset"], "dataset")
+    captions = _typed(Captions, config["captions"], "captions")
+    counts = {"images": dataset.train_items, "captions": captions.count()}
     return Experiment(
         name=config["experiment"],
         config_hash=hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:12],
         seeds=tuple(config["seeds"]),
-        dataset=_typed(Dataset, config["dataset"], "dataset"),
-        captions=_typed(Captions, config["captions"], "captions"),
+        dataset=dataset,
+        captions=captions,
         text_encoders={k: _typed(TextEncoder, {"key": k, **v}, f"text_encoders.{k}")
                        for k, v in (config.get("text_encoders") or {}).items()},
         tokenizers={k: _typed(Tokenizer, {"key": k, **v, "training": from_mapping(
             TokenizerTrainOptions, v.get("training"), f"tokenizers.{k}.training")}, f"tokenizers.{k}")
             for k, v in config["tokenizers"].items()},
-        codes=_typed(Codes, config["codes"], "codes"),
+        codes={data: _typed(Augmentation, config["codes"][data], f"codes.{data}") for data in ("images", "captions")},
         evaluation=_typed(Evaluation, ev, "evaluation"),
         benchmarks={k: _typed(Benchmark, {"key": k, **v}, f"benchmarks.{k}")
                     for k, v in config["benchmarks"].items()},
         diagnostics_samples=config["diagnostics"]["num_samples"],
-        backbones={k: _backbone(k, v) for k, v in config["backbones"].items()},
+        backbones={k: _backbone(k, v, config["finetuning"], counts) for k, v in config["backbones"].items()},
         variants={k: from_mapping(TensorARConfig, v, f"variants.{k}") for k, v in config["variants"].items()},
-        finetuning=from_mapping(TrainOptions, config["finetuning"], "finetuning"),
         tables=_tables(config["tables"]),
         timing=_typed(Timing, config["timing"], "timing"),
         claims=_typed(ClaimSettings, claims, "claims"),

@@ -5,17 +5,33 @@ list (the rules shell-quote it). Run settings reach a stage through its option d
 Config paths to released files (ImageNet, official checkpoints, Inception weights) are arguments, never
 inputs: a dry run needs none of them, and the stages name a missing one and where to get it.
 
-A per-job training setting goes in `Jobs.train_options`, the one place a run's `TrainOptions` are made.
+A per-job training setting (one picked per job, e.g. a sharding strategy) goes in `Jobs.train_options`,
+where every run gets its `TrainOptions` (lengths are resolved earlier, by `tensorar.plan.lengths`).
 """
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.options import to_arguments
-from tensorar.plan.experiment import Experiment, parse_method
+from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
 from tensorar.training.options import TrainOptions
+
+
+def parse_method(method: str) -> tuple[str, str | None, int]:
+    """A method name -> (mode, variant, steps multiplier): "base" -> ("base", None, 1), "finetune-x3" ->
+    ("finetune", None, 3), "tensorar-default" -> ("tensorar", "default", 1). The -x<N> suffix (ours:
+    the longer fine-tuning of claims.md) multiplies the fine-tuning steps of TensorAR and control alike."""
+    name, _, times = method.rpartition("-x") if re.fullmatch(r".+-x\d+", method) else (method, "", "1")
+    if name in ("base", "finetune"):
+        if name == "base" and times != "1":
+            raise ValueError(f"method {method!r}: only fine-tunes take a -x<N> steps multiplier")
+        return name, None, int(times)
+    if name.startswith("tensorar-"):
+        return "tensorar", name.removeprefix("tensorar-"), int(times)
+    raise ValueError(f"unknown method {method!r}: base, finetune[-x<N>] or tensorar-<variant>[-x<N>]")
 
 
 class Jobs:
@@ -127,13 +143,14 @@ class Jobs:
         return args
 
     def extract_codes_args(self, tokenizer, split, size) -> list[str]:
-        """Training codes use the configured augmentation; held-out codes (diagnostics) one plain view."""
+        """Training codes use the augmentation configured for the tokenizer's data (codes.images or
+        codes.captions); held-out codes (diagnostics) one plain view."""
         args = ["--data", self.layout.images_of(tokenizer, split), *self.tokenizer_args(tokenizer),
                 "--image-size", str(size)]
         if split == "val":
             return args + ["--augment", "center", "--no-flip"]
-        codes = self.experiment.codes
-        return args + ["--augment", codes.augment, *([] if codes.flip else ["--no-flip"])]
+        views = self.experiment.codes[self.experiment.tokenizers[tokenizer].data]
+        return args + ["--augment", views.augment, *([] if views.flip else ["--no-flip"])]
 
     def text_encoder_args(self, name: str) -> list[str]:
         """The flags naming a text encoder (encode_captions and sample_prompts take the same)."""
@@ -161,12 +178,12 @@ class Jobs:
         return ()
 
     def train_options(self, backbone, method, seed) -> TrainOptions:
-        """The run's optimisation: the backbone's base training, or the shared fine-tuning (times the
-        method's -x<N>, with Fig. 5's kept checkpoints)."""
+        """The run's optimisation: the backbone's base training, or its fine-tuning (times the method's
+        -x<N>, with Fig. 5's kept checkpoints)."""
         mode, _, times = parse_method(method)
         if mode == "base":
             return replace(self.experiment.backbones[backbone].base_training, seed=int(seed))
-        finetuning = self.experiment.finetuning
+        finetuning = self.experiment.backbones[backbone].finetuning
         return replace(finetuning, steps=finetuning.steps * times, keep_steps=self.keep_steps(backbone, method),
                        seed=int(seed))
 

@@ -107,7 +107,7 @@ class Manifests:
         curves = {}
         for method, label in (("finetune", "fine-tune control"), (f"tensorar-{fig5.variant}", "TensorAR")):
             points = [{"step": s, "runs": self.runs(fig5.backbone, method, f"step{s}")} for s in fig5.steps]
-            points.append({"step": e.finetuning.steps, "runs": self.runs(fig5.backbone, method)})
+            points.append({"step": e.backbones[fig5.backbone].finetuning.steps, "runs": self.runs(fig5.backbone, method)})
             curves[label] = points
         table2 = self.table2_sections(timed=True)[0]["rows"]  # Fig. 4's throughput: the timing jobs
         grids = [{"label": f"{row['cells']['Model']} {row['method']}",
