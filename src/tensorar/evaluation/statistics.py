@@ -106,7 +106,7 @@ class Interval:
     low: float
     high: float
     level: float  # e.g. 0.95
-    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap", "paired t" or "repeat bootstrap"
+    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap", "paired t" or evaluation.timing.METHOD
     n_seeds: int
     n_boot: int  # bootstrap draws behind the interval; 0 for analytic intervals
     standard_error: float  # SD of the bootstrap draws, or the analytic standard error
