@@ -357,3 +357,19 @@ def test_one_step_trains_plugin_and_base(make):
     assert model.q_out.mlp[-1].weight.grad.abs().sum() > 0 and model.base.output.weight.grad.abs().sum() > 0
     opt.step()
     assert model.q_out.mlp[-1].weight.abs().sum() > 0
+
+
+def test_parameter_counts_on_the_meta_device_match_a_real_model():
+    from dataclasses import replace
+
+    from tensorar.models.llamagen import GPT, GPT_MODELS
+    from tensorar.models.overhead import parameter_counts
+
+    plugin = TensorARConfig(k=4, depth=1)
+    total, base = parameter_counts("llamagen", "GPT-toy-S", plugin, vocab_size=64, num_classes=5, block_size=16)
+    real = TensorAR(GPT(replace(GPT_MODELS["GPT-toy-S"], vocab_size=64, num_classes=5, block_size=16)), plugin)
+    assert total == sum(p.numel() for p in real.parameters())
+    assert base == sum(p.numel() for p in real.backbone.parameters())
+    # LlamaGen's GPT-B: 111M as its preset comment says, +7.09M with the plug-in (docs/method.md §1).
+    total, base = parameter_counts("llamagen", "GPT-B", plugin)
+    assert base == 110_888_448 and total - base == 7_090_176

@@ -3,6 +3,7 @@ claim 1b of claims.md at the paper's sizes, whatever size the run itself trains.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 
 import torch
 
@@ -10,6 +11,7 @@ from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 
 
+@cache  # building a multi-billion-parameter model on the meta device still takes ~0.5 s (weight init)
 def parameter_counts(family_name: str, preset: str, plugin: TensorARConfig, **overrides) -> tuple[int, int]:
     """(parameters of base + TensorAR, parameters of the base) for `preset` of a backbone family."""
     fam = family(family_name)

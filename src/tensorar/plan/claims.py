@@ -1,13 +1,13 @@
 """The claims manifest (results/claims.md): which comparison decides which of the paper's claims, with the
-per-seed files of both arms. The claims' texts and readings are `tensorar.reporting.claims`'s; the
-statistics are `tensorar tables claims`'s."""
+per-seed files of both arms. The claims' texts and readings are `tensorar.reporting.claim_texts`'s; the
+statistics and the validity gates are `tensorar tables claims`'s (`tensorar.reporting.claims`)."""
 from __future__ import annotations
 
 from tensorar.models.overhead import parameter_counts
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.plan.manifests import Manifests
-from tensorar.reporting.claim_texts import CLAIMS
 from tensorar.reporting import paper
+from tensorar.reporting.claim_texts import CLAIMS
 
 FID = {"kind": "paired", "metric": "fid", "unit": "FID"}
 OVERHEAD_RANGE = [1.5, 4.6]  # Table 2's printed overheads, +1.5% (XXL) to +4.6% (B)
