@@ -246,6 +246,37 @@ def test_text_to_image_is_not_testable_unless_the_base_beats_its_floor(tmp_path)
                        "floor": {"metrics": str(floor), "base": following, "full_scale": 1.0}})["verdict"] == "supported"
 
 
+def test_the_geneval_floor_is_the_bases_own_detections_against_shuffled_prompts(tmp_path):
+    classes = ("cat", "dog", "car", "bus", "cup")
+
+    def write_raw(path, drawn):  # prompt i asks for classes[i]; the image shows drawn(classes[i])
+        path.write_text("".join(json.dumps({
+            "filename": f"{i:05d}/samples/0000.png",
+            "metadata": {"tag": "single_object", "include": [{"class": n, "count": 1}], "prompt": f"a {n}"},
+            "detections": {drawn(n): {"boxes": [[0, 0, 10, 10]], "scores": [0.99], "colors": ["red"]}}}) + "\n"
+            for i, n in enumerate(classes)))
+        return path
+
+    def runs(name, overall, raws):
+        out = []
+        for s, raw in enumerate(raws):
+            path = tmp_path / f"{name}-{s}.json"
+            path.write_text(json.dumps({"scores": {"overall": overall + 0.01 * s}, "raw": str(raw)}))
+            out.append({"seed": s, "metrics": str(path)})
+        return out
+
+    # The base draws what it is asked (floor 0), or a cat whatever it is asked (floor = its own score).
+    follows = [write_raw(tmp_path / f"f{s}.jsonl", lambda n: n) for s in range(3)]
+    ignores = [write_raw(tmp_path / f"i{s}.jsonl", lambda n: "cat") for s in range(3)]
+    for raws, base_score, expected in ((follows, 0.60, "supported"), (ignores, 0.20, NOT_TESTABLE)):
+        base, tensorar = runs("base", base_score, raws), scores_runs(tmp_path, "tar", base_score + 0.1)
+        test = {"kind": "paired", "metric": "overall", "unit": "score", "side": "greater", "label": "geneval",
+                "a": tensorar, "b": base, "floor": {"shuffled_seed": 0, "base": base, "full_scale": 1.0}}
+        found = verdict_of(test)
+        assert found["verdict"] == expected
+        assert found["tests"][0]["floor"]["score"] == pytest.approx(0.0 if raws is follows else 0.2)
+
+
 def test_combine():
     assert combine(["supported", "supported"]) == "supported"
     assert combine(["supported", "inconclusive"]) == "inconclusive"

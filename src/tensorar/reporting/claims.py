@@ -46,6 +46,7 @@ from tensorar.evaluation.statistics import (
     trend_verdict,
     verdict,
 )
+from tensorar.evaluation.floor import shuffled_caption_overall
 from tensorar.evaluation.timing import aa_check, paired_timing
 from tensorar.fileio import atomic_path, atomic_write_text
 from tensorar.reporting.gates import (
@@ -120,6 +121,18 @@ def _gate(out: dict, reason: str | None, status: str) -> None:
         out["interval_reading"], out["verdict"], out["reason"] = out["verdict"], status, reason
 
 
+def floor_score(floor: dict) -> float | None:
+    """The shuffled-caption floor of a text-to-image test: from a floor's scores file (`metrics`), or
+    (`shuffled_seed`, GenEval) the base's own detections judged against other prompts, averaged over its
+    seeds; None when neither is given (no floor measured)."""
+    if floor.get("metrics"):
+        return float(read_json(floor["metrics"])["scores"]["overall"])
+    if floor.get("shuffled_seed") is not None:
+        return float(np.mean([shuffled_caption_overall(read_json(run["metrics"])["raw"], floor["shuffled_seed"])
+                              for run in floor["base"]]))
+    return None
+
+
 def _paired(test: dict, settings: dict, gates: Gates, out: dict) -> None:
     level, n_boot, rng = settings["level"], settings["bootstrap"], _rng(settings, test["label"])
     (a, b), paired_reps = like_arms([arm(test["a"], test["metric"]), arm(test["b"], test["metric"])])
@@ -136,7 +149,7 @@ def _paired(test: dict, settings: dict, gates: Gates, out: dict) -> None:
     if "floor" in test:
         floor = test["floor"]
         base, _ = arm(floor["base"], test["metric"])
-        score = metric_of(read_json(floor["metrics"]), test["metric"])[0] if floor.get("metrics") else None
+        score = floor_score(floor)
         out["floor"] = {"score": score, "base": float(base.fids.mean()), "full_scale": floor["full_scale"]}
         reason = floor_reason(float(base.fids.mean()), score, floor["full_scale"], gates)
         if reason:
