@@ -23,9 +23,9 @@ LAYERS = {
     "cli": 6, "__init__": 6,
 }
 # Inside the plan package, one question per module, each answered from the ones above it:
-# run lengths -> the typed experiment -> its checks and its file layout -> jobs and manifests -> claims -> Plan.
-PLAN_LAYERS = {"lengths": 0, "experiment": 1, "checks": 2, "layout": 2, "jobs": 3, "manifests": 3, "claims": 4,
-               "plan": 5}
+# inputs and run lengths -> the typed experiment -> its checks and its file layout -> jobs and manifests -> claims -> Plan.
+PLAN_LAYERS = {"inputs": 0, "lengths": 0, "experiment": 1, "checks": 2, "layout": 2, "cluster": 2, "jobs": 3, "manifests": 3,
+               "claims": 4, "plan": 5}
 
 
 def module_name(path: Path) -> str:

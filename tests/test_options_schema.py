@@ -39,7 +39,7 @@ PAIRS = [
 ]
 
 
-# Schema keys the plan (tensorar.plan.experiment) turns into dataclass fields rather than passing them on.
+# Schema keys the plan turns into dataclass fields (tensorar.plan.lengths: epochs -> steps).
 PLAN_KEYS = {TrainOptions: ("epochs",)}
 
 

@@ -4,6 +4,7 @@ decided here, so here it is checked, without Snakemake scheduling anything."""
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -220,3 +221,57 @@ def test_paper_times_at_the_papers_batch_of_128(paper):
     """Sec. 3.1.3: throughput at batch 128 (generation and VQ decoding)."""
     for backbone in paper.experiment.timed_backbones():
         assert flag(paper.jobs.timing_args(backbone), "--batch-size") == "128"
+
+
+# --------------------------------------------------------------------------------------------------
+# Cluster wiring (what a job asks Slurm for; the profile and README that go with it)
+# --------------------------------------------------------------------------------------------------
+def test_training_jobs_are_signalled_before_their_time_limit(paper, toy):
+    lead = paper.experiment.cluster.train_signal_lead
+    assert lead and paper.cluster.job_resources("train", "Janus-Pro-7B")["slurm_extra"] == f"--signal=TERM@{lead}"
+    assert paper.cluster.job_resources("time_sampling")["slurm_extra"] == "--exclusive"  # kept, not signalled
+    assert "slurm_extra" not in toy.cluster.job_resources("train", "GPT-toy-S")  # the toy sets no lead
+
+
+def test_each_job_asks_for_the_gpus_it_uses(paper):
+    assert paper.cluster.job_resources("drafts")["gpu"] == 1  # 4 images, not an 8-GPU sampling job
+    assert paper.cluster.job_resources("geneval_detect")["constraint"] == "a100"  # CUDA 11.3 mmcv: no sm_90
+    assert "constraint" not in paper.cluster.job_resources("dpg_vqa")
+    local = set(paper.cluster.local_rules())
+    assert {"table", "diagnostics", "figures", "claims", "score_benchmark"} <= local
+    assert not local & {"train", "sample", "drafts", "evaluate", "geneval_detect", "dpg_vqa", "time_sampling"}
+
+
+def test_cpu_jobs_go_to_the_configured_partition(workflow_config):
+    config = workflow_config("paper.yaml")
+    config["cluster"].update(cpu_jobs="submit", cpu_partition="cpu")
+    plan = Plan(config)
+    assert plan.cluster.local_rules() == []
+    assert plan.cluster.job_resources("claims")["slurm_partition"] == "cpu"
+    assert "slurm_partition" not in plan.cluster.job_resources("train", "LlamaGen-B-256")
+
+
+def test_every_rule_has_a_resource_stage(repo_root):
+    from tensorar.plan.cluster import RULE_STAGES
+
+    rules = {m for smk in (repo_root / "workflow" / "rules").glob("*.smk")
+             for m in re.findall(r"^rule (\w+):", smk.read_text(), flags=re.M)}
+    assert rules == set(RULE_STAGES)
+
+
+def test_the_slurm_profile_deploys_conda_and_the_readme_lists_every_released_file(repo_root, workflow_config):
+    import yaml
+
+    profile = yaml.safe_load((repo_root / "slurm" / "config.yaml").read_text())
+    assert profile["software-deployment-method"] == "conda"
+    readme = (repo_root / "README.md").read_text()
+    section = readme.split("## Paper scale on SLURM")[1].split("\n## ")[0]
+    assert "snakemake --profile slurm results/table2.md" in section
+
+    def paths(node):
+        if isinstance(node, dict):
+            return [p for v in node.values() for p in paths(v)]
+        return [node] if isinstance(node, str) and node.startswith("pretrained/") else []
+
+    released = {p.removeprefix("pretrained/") for p in paths(workflow_config("paper.yaml"))}
+    assert len(released) >= 15 and not [name for name in released if name not in section]

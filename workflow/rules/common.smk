@@ -24,7 +24,7 @@ validate(config, "../schemas/config.schema.yaml")
 os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 PLAN = Plan(config)
-LAYOUT, JOBS, MANIFESTS = PLAN.layout, PLAN.jobs, PLAN.manifests
+LAYOUT, JOBS, MANIFESTS, CLUSTER = PLAN.layout, PLAN.jobs, PLAN.manifests, PLAN.cluster
 
 
 wildcard_constraints:
@@ -47,24 +47,30 @@ def args(arguments):
 
 
 # --------------------------------------------------------------------------------------------------
-# Resources: config `resources.default` < `resources.<stage>` < `backbones.<b>.resources.<stage>`
+# Resources: config `resources.default` < `resources.<stage>` < `backbones.<b>.resources.<stage>`, plus the
+# `cluster` settings (tensorar.plan.cluster)
 # --------------------------------------------------------------------------------------------------
-def _resource_getter(stage, key):
+def _resource_getter(rule, key):
     def get(wildcards):
-        return PLAN.experiment.stage_resources(stage, getattr(wildcards, "backbone", None))[key]
+        return CLUSTER.job_resources(rule, getattr(wildcards, "backbone", None))[key]
 
-    get.__name__ = f"{stage}_{key}"
+    get.__name__ = f"{rule}_{key}"
     return get
 
 
-def stage_threads(stage):
-    return _resource_getter(stage, "threads")
+def job_threads(rule):
+    return _resource_getter(rule, "threads")
 
 
-def stage_resources(stage):
-    """Resource name -> callable(wildcards), for `resources: **stage_resources("train")`."""
-    keys = set(PLAN.experiment.stage_resources(stage)) - {"threads"}
-    return {key: _resource_getter(stage, key) for key in sorted(keys)}
+def job_resources(rule):
+    """Resource name -> callable(wildcards), for `resources: **job_resources("train")`."""
+    keys = set(CLUSTER.job_resources(rule)) - {"threads"}
+    return {key: _resource_getter(rule, key) for key in sorted(keys)}
+
+
+# Jobs without a GPU that the Snakemake process runs itself (`cluster.cpu_jobs: local`); the call is what
+# a `localrules:` directive compiles to, which cannot take a computed list.
+workflow.localrules(*CLUSTER.local_rules())
 
 
 def launcher(wildcards, resources):

@@ -9,9 +9,9 @@ rule make_digits:
         args=args(JOBS.make_digits_args()),
     log:
         LAYOUT.log("make_digits"),
-    threads: stage_threads("make_digits")
+    threads: job_threads("make_digits")
     resources:
-        **stage_resources("make_digits"),
+        **job_resources("make_digits"),
     shell:
         "python -m tensorar.make_digits --out {output.data:q} {params.args} > {log:q} 2>&1"
 
@@ -25,8 +25,8 @@ rule make_reference:
         args=job_args("make_reference", "split", "size"),
     log:
         LAYOUT.log("make_reference", "{split}-{size}"),
-    threads: stage_threads("make_reference")
+    threads: job_threads("make_reference")
     resources:
-        **stage_resources("make_reference"),
+        **job_resources("make_reference"),
     shell:
         "python -m tensorar.make_reference {params.args} --out {output.ref:q} > {log:q} 2>&1"

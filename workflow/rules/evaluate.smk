@@ -12,9 +12,9 @@ rule train_classifier:
         args=args(JOBS.train_classifier_args()),
     log:
         LAYOUT.log("train_classifier"),
-    threads: stage_threads("train_classifier")
+    threads: job_threads("train_classifier")
     resources:
-        **stage_resources("train_classifier"),
+        **job_resources("train_classifier"),
     shell:
         "python -m tensorar.train_classifier {params.args} --out {output.ckpt:q} > {log:q} 2>&1"
 
@@ -30,9 +30,9 @@ rule evaluate:
         LAYOUT.log("evaluate", "{backbone}", "{method}", "seed{seed}", "{tag}"),
     benchmark:
         LAYOUT.benchmark("evaluate", "{backbone}", "{method}", "seed{seed}", "{tag}")
-    threads: stage_threads("evaluate")
+    threads: job_threads("evaluate")
     resources:
-        **stage_resources("evaluate"),
+        **job_resources("evaluate"),
     shell:
         "python -m tensorar.evaluate {params.args} --out {output.metrics:q} > {log:q} 2>&1"
 
@@ -46,8 +46,8 @@ rule diagnose:
         args=job_args("diagnose", "backbone", "variant", "seed"),
     log:
         LAYOUT.log("diagnose", "{backbone}", "tensorar-{variant}", "seed{seed}"),
-    threads: stage_threads("diagnose")
+    threads: job_threads("diagnose")
     resources:
-        **stage_resources("diagnose"),
+        **job_resources("diagnose"),
     shell:
         "python -m tensorar.diagnose {params.args} --out {output.diagnostics:q} > {log:q} 2>&1"

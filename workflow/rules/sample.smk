@@ -22,9 +22,9 @@ rule sample:
         LAYOUT.log("sample", "{backbone}", "{method}", "seed{seed}", "{tag}"),
     benchmark:
         LAYOUT.benchmark("sample", "{backbone}", "{method}", "seed{seed}", "{tag}")
-    threads: stage_threads("sample")
+    threads: job_threads("sample")
     resources:
-        **stage_resources("sample"),
+        **job_resources("sample"),
     shell:
         "{params.launcher} -m tensorar.sample {params.args} --out {output.samples:q} "
         "--stats-json {output.stats:q} --grid-png {output.grid:q} > {log:q} 2>&1"
@@ -45,9 +45,9 @@ rule time_sampling:
         args=job_args("timing", "backbone"),
     log:
         LAYOUT.log("time_sampling", "{backbone}"),
-    threads: stage_threads("time_sampling")
+    threads: job_threads("time_sampling")
     resources:
-        **stage_resources("time_sampling"),
+        **job_resources("time_sampling"),
     shell:
         "python -m tensorar.time_sampling {params.args} --threads {threads} --out {output.timing:q} > {log:q} 2>&1"
 
@@ -68,9 +68,9 @@ rule drafts:
         args=job_args("drafts", "backbone", "method", "seed"),
     log:
         LAYOUT.log("drafts", "{backbone}", "{method}", "seed{seed}"),
-    threads: stage_threads("sample")
+    threads: job_threads("drafts")
     resources:
-        **stage_resources("sample"),
+        **job_resources("drafts"),
     shell:
         "python -m tensorar.sample {params.args} --out {output.samples:q} --drafts-png {output.strip:q} "
         "> {log:q} 2>&1"

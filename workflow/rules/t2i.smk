@@ -11,9 +11,9 @@ rule make_captions:
         args=args(JOBS.make_captions_args()),
     log:
         LAYOUT.log("make_captions"),
-    threads: stage_threads("make_captions")
+    threads: job_threads("make_captions")
     resources:
-        **stage_resources("make_captions"),
+        **job_resources("make_captions"),
     shell:
         "python -m tensorar.make_captions --out {output.data:q} {params.args} > {log:q} 2>&1"
 
@@ -22,15 +22,15 @@ rule encode_captions:
     input:
         codes=LAYOUT.codes_manifest("{tokenizer}", "{split}", "{size}"),
     output:
-        conditions=LAYOUT.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}") + "/conditions.json",
+        conditions=LAYOUT.conditions_manifest("{tokenizer}", "{split}", "{size}", "{encoder}"),
     params:
         args=job_args("encode_captions", "tokenizer", "split", "size", "encoder"),
         out=LAYOUT.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}"),
     log:
         LAYOUT.log("encode_captions", "{tokenizer}", "{split}-{size}-{encoder}"),
-    threads: stage_threads("encode_captions")
+    threads: job_threads("encode_captions")
     resources:
-        **stage_resources("encode_captions"),
+        **job_resources("encode_captions"),
     shell:
         "python -m tensorar.encode_captions {params.args} --out {params.out:q} > {log:q} 2>&1"
 
@@ -46,9 +46,9 @@ rule sample_prompts:
         launcher=launcher,
     log:
         LAYOUT.log("sample_prompts", "{benchmark}", "{backbone}", "{method}", "seed{seed}"),
-    threads: stage_threads("sample_prompts")
+    threads: job_threads("sample_prompts")
     resources:
-        **stage_resources("sample_prompts"),
+        **job_resources("sample_prompts"),
     shell:
         "{params.launcher} -m tensorar.sample_prompts {params.args} --out {params.images:q} "
         "--stats-json {output.stats:q} > {log:q} 2>&1"
@@ -67,9 +67,9 @@ rule geneval_detect:
         "../envs/geneval.yaml"
     log:
         LAYOUT.log("geneval_detect", "{backbone}", "{method}", "seed{seed}"),
-    threads: stage_threads("benchmark_model")
+    threads: job_threads("geneval_detect")
     resources:
-        **stage_resources("benchmark_model"),
+        **job_resources("geneval_detect"),
     shell:
         "{params.python:q} workflow/scripts/geneval_detect.py {params.args} --out {output.raw:q} > {log:q} 2>&1"
 
@@ -87,9 +87,9 @@ rule dpg_vqa:
         "../envs/dpg.yaml"
     log:
         LAYOUT.log("dpg_vqa", "{backbone}", "{method}", "seed{seed}"),
-    threads: stage_threads("benchmark_model")
+    threads: job_threads("dpg_vqa")
     resources:
-        **stage_resources("benchmark_model"),
+        **job_resources("dpg_vqa"),
     shell:
         "{params.python:q} workflow/scripts/dpg_vqa.py {params.args} --out {output.raw:q} > {log:q} 2>&1"
 
@@ -107,8 +107,8 @@ rule score_benchmark:
         args=job_args("score", "benchmark", "backbone", "method", "seed"),
     log:
         LAYOUT.log("score_benchmark", "{benchmark}", "{backbone}", "{method}", "seed{seed}"),
-    threads: stage_threads("score_benchmark")
+    threads: job_threads("score_benchmark")
     resources:
-        **stage_resources("score_benchmark"),
+        **job_resources("score_benchmark"),
     shell:
         "python -m tensorar.score_benchmark {params.args} --out {output.scores:q} > {log:q} 2>&1"

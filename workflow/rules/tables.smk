@@ -13,9 +13,9 @@ rule table:
         manifest=table_manifest,
     log:
         LAYOUT.log("tables", "{table}"),
-    threads: stage_threads("tables")
+    threads: job_threads("table")
     resources:
-        **stage_resources("tables"),
+        **job_resources("table"),
     shell:
         "python -m tensorar.tables table --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
 
@@ -30,9 +30,9 @@ rule diagnostics:
         manifest=json.dumps(MANIFESTS.diagnostics_manifest()),
     log:
         LAYOUT.log("tables", "diagnostics"),
-    threads: stage_threads("tables")
+    threads: job_threads("diagnostics")
     resources:
-        **stage_resources("tables"),
+        **job_resources("diagnostics"),
     shell:
         "python -m tensorar.tables diagnostics --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
 
@@ -46,9 +46,9 @@ rule figures:
         manifest=json.dumps(MANIFESTS.figures_manifest()),
     log:
         LAYOUT.log("tables", "figures"),
-    threads: stage_threads("tables")
+    threads: job_threads("figures")
     resources:
-        **stage_resources("tables"),
+        **job_resources("figures"),
     shell:
         "python -m tensorar.tables figures --manifest {params.manifest:q} > {log:q} 2>&1"
 
@@ -64,8 +64,8 @@ rule claims:
         manifest=json.dumps(PLAN.claims_manifest()),
     log:
         LAYOUT.log("tables", "claims"),
-    threads: stage_threads("tables")
+    threads: job_threads("claims")
     resources:
-        **stage_resources("tables"),
+        **job_resources("claims"),
     shell:
         "python -m tensorar.tables claims --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"

@@ -14,9 +14,9 @@ rule train_tokenizer:
         LAYOUT.log("train_tokenizer", "{tokenizer}"),
     benchmark:
         LAYOUT.benchmark("train_tokenizer", "{tokenizer}")
-    threads: stage_threads("train_tokenizer")
+    threads: job_threads("train_tokenizer")
     resources:
-        **stage_resources("train_tokenizer"),
+        **job_resources("train_tokenizer"),
     shell:
         "python -m tensorar.train_tokenizer {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
 
@@ -34,8 +34,8 @@ rule extract_codes:
         LAYOUT.log("extract_codes", "{tokenizer}", "{split}-{size}"),
     benchmark:
         LAYOUT.benchmark("extract_codes", "{tokenizer}", "{split}-{size}")
-    threads: stage_threads("extract_codes")
+    threads: job_threads("extract_codes")
     resources:
-        **stage_resources("extract_codes"),
+        **job_resources("extract_codes"),
     shell:
         "{params.launcher} -m tensorar.extract_codes {params.args} --out {params.out:q} > {log:q} 2>&1"

@@ -17,8 +17,8 @@ rule train:
         LAYOUT.log("train", "{backbone}", "{method}", "seed{seed}"),
     benchmark:
         LAYOUT.benchmark("train", "{backbone}", "{method}", "seed{seed}")
-    threads: stage_threads("train")
+    threads: job_threads("train")
     resources:
-        **stage_resources("train"),
+        **job_resources("train"),
     shell:
         "{params.launcher} -m tensorar.train {params.args} > {log:q} 2>&1"

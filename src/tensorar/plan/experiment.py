@@ -8,8 +8,10 @@ here, naming its key, not hours later in a job.
 
 Run settings are the library's own option dataclasses (`SamplingOptions`, `TrainOptions`,
 `TensorARConfig`, `TokenizerTrainOptions`, `ClassifierTrainOptions`); the workflow's other settings
-(datasets, tables, benchmarks) are the small dataclasses below, whose defaults are the schema's (the
-schema fills every default before parsing, so none is restated here). Cross references the schema cannot
+are small dataclasses (the data and released files read: `tensorar.plan.inputs`; tables, timing, claims,
+cluster: below), whose defaults are the schema's (the
+schema fills them before parsing, so none is restated here; only optional paths default to None, because
+the validator does not fill defaults that sit in a shared `$ref`). Cross references the schema cannot
 express are checked by `tensorar.plan.checks`. Lists become tuples (the dataclasses are frozen).
 """
 from __future__ import annotations
@@ -20,97 +22,12 @@ from dataclasses import dataclass, field
 
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import Family
-from tensorar.models.registry import family, tokenizer_family
+from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
+from tensorar.plan.inputs import Augmentation, Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
 from tensorar.plan.lengths import training_options
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
-
-
-@dataclass(frozen=True)
-class Dataset:
-    name: str  # digits (made here) or imagenet (the folders below)
-    image_size: int
-    val_fraction: float
-    split_seed: int
-    train_dir: str | None = None  # null paths: the schema's $ref defaults are not filled in
-    val_dir: str | None = None
-    train_items: int | None = None  # training images, for lengths in epochs
-
-
-@dataclass(frozen=True)
-class Captions:
-    name: str  # captioned_digits (made here) or files (the paths below)
-    num_train: int
-    num_val: int
-    seed: int
-    train: str | None = None
-    val: str | None = None
-    train_items: int | None = None  # files: training image-caption pairs, for lengths in epochs
-
-    def count(self) -> int | None:
-        return self.num_train if self.name == "captioned_digits" else self.train_items
-
-
-@dataclass(frozen=True)
-class TextEncoder:
-    key: str
-    kind: str  # toy | t5 | janus
-    dim: int
-    max_tokens: int
-    prompt_length: int
-    path: str | None = None
-
-
-@dataclass(frozen=True)
-class Tokenizer:
-    key: str
-    preset: str
-    data: str  # images | captions
-    training: TokenizerTrainOptions
-    checkpoint: str | None = None  # a released file; None: trained here with `training`
-
-    @property
-    def downsample(self) -> int:
-        return tokenizer_family(self.preset).presets[self.preset].downsample
-
-
-@dataclass(frozen=True)
-class Augmentation:
-    """The views extract_codes makes of each training image of one kind of data (images or captions)."""
-
-    augment: str  # center | tencrop
-    flip: bool
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    features: str  # inception | toy
-    reference_split: str
-    reference_max_images: int | None
-    classifier: ClassifierTrainOptions
-    num_samples: int
-    sample_batch_size: int
-    feature_batch_size: int
-    bootstrap_replicates: int
-    inception_weights: str | None = None
-    reference: str | None = None  # a released reference batch; None: built here
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """GenEval or DPG-Bench: the prompt set and the model that answers it (toy or official)."""
-
-    key: str
-    detector: str  # toy | official
-    images_per_prompt: int
-    prompts: str | None = None  # None: the toy's, made by make_captions
-    questions: str | None = None  # dpg
-    detector_config: str | None = None  # geneval
-    detector_checkpoint: str | None = None
-    clip_weights: str | None = None
-    model_dir: str | None = None  # dpg
-    python: str | None = None
 
 
 @dataclass(frozen=True)
@@ -226,6 +143,16 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class ClusterSettings:
+    """How jobs use a Slurm cluster (tensorar.plan.cluster); local runs ignore them."""
+
+    train_signal_lead: int | None  # seconds before the time limit a training job gets SIGTERM
+    cpu_jobs: str  # submit | local: where jobs without a GPU run
+    cpu_partition: str | None = None
+    geneval_constraint: str | None = None  # Slurm node feature of the GenEval detector's GPU
+
+
+@dataclass(frozen=True)
 class Experiment:
     name: str
     config_hash: str  # of the validated config: the tables' provenance
@@ -244,17 +171,11 @@ class Experiment:
     timing: Timing
     claims: ClaimSettings
     resources: Resources
+    cluster: ClusterSettings
 
     @property
     def toy(self) -> bool:
         return self.dataset.name == "digits"
-
-    def stage_resources(self, stage: str, backbone: str | None = None) -> dict:
-        spec = dict(self.resources.default)
-        spec.update(self.resources.stages.get(stage) or {})
-        if backbone is not None:
-            spec.update(self.backbones[backbone].resources.get(stage) or {})
-        return spec
 
     # ----- which runs exist -----
     def run_backbones(self) -> list[str]:
@@ -378,4 +299,5 @@ def parse_experiment(config: dict) -> Experiment:
         claims=_typed(ClaimSettings, claims, "claims"),
         resources=Resources(default=dict(config["resources"]["default"]),
                             stages={k: dict(v) for k, v in config["resources"].items() if k != "default"}),
+        cluster=_typed(ClusterSettings, config["cluster"], "cluster"),
     )

@@ -60,8 +60,10 @@ class Jobs:
         return {**self.images_inputs(tokenizer), **self.tokenizer_inputs(tokenizer)}
 
     def conditions_inputs(self, backbone: str, split: str) -> dict:
-        folder = self.layout.conditions_dir(backbone, split)
-        return {"conditions": f"{folder}/conditions.json"} if folder else {}
+        spec = self.experiment.backbones[backbone]
+        if not spec.text_encoder:
+            return {}
+        return {"conditions": self.layout.conditions_manifest(spec.tokenizer, split, spec.image_size, spec.text_encoder)}
 
     def train_inputs(self, backbone, method, seed) -> dict:
         inputs = {"codes": self.layout.backbone_codes_manifest(backbone, "train"),

@@ -103,6 +103,9 @@ class Layout:
     def conditions_folder(self, tokenizer, split, size, encoder) -> str:
         return f"{self.codes_dir(tokenizer, split, size)}/conditions-{encoder}"
 
+    def conditions_manifest(self, tokenizer, split, size, encoder) -> str:
+        return f"{self.conditions_folder(tokenizer, split, size, encoder)}/conditions.json"
+
     def conditions_dir(self, backbone: str, split: str) -> str | None:
         """A text backbone's stored conditions (tensorar encode_captions); None for class labels."""
         spec = self.experiment.backbones[backbone]
