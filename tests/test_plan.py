@@ -100,18 +100,27 @@ def test_cross_references_name_the_bad_key(toy_config, edit, message):
         Plan(config)
 
 
-def test_timing_jobs_time_the_sampled_models_with_their_settings(toy, paper):
-    from tensorar.stages.time_sampling import build_parser
+def test_timing_jobs_time_each_backbones_models_together_with_their_settings(toy, paper):
+    from tensorar.stages.time_sampling import build_parser, named_checkpoints
 
     for plan in (toy, paper):
-        for backbone, method in plan.experiment.timed_runs():
-            args = build_parser().parse_args([*plan.jobs.timing_args(backbone, method), "--out", "t.json"])
-            assert args.ckpt == plan.layout.checkpoint(backbone, method, plan.experiment.seeds[0])
+        seed = plan.experiment.seeds[0]
+        for backbone in plan.experiment.timed_backbones():
+            args = build_parser().parse_args([*plan.jobs.timing_args(backbone), "--out", "t.json"])
+            methods = plan.experiment.timed_models(backbone)
+            assert methods[:2] == ["base", "finetune"]  # claims.md's A/A pair, base first (the reference)
+            assert named_checkpoints(args.ckpt) == {m: plan.layout.checkpoint(backbone, m, seed) for m in methods}
             assert args.image_size == plan.experiment.backbones[backbone].eval_image_size
             assert args.cfg_scale == plan.experiment.backbones[backbone].sampling.cfg_scale
-    # Table 2's rows and Table 6b's deeper plug-ins, first seed only.
-    assert ("GPT-toy-S", "tensorar-depth4") in toy.experiment.timed_runs()
-    assert toy.manifests.runs("GPT-toy-S", "base", timed=True)[0]["timing"] == toy.layout.timing("GPT-toy-S", "base")
+            assert args.repeats >= 10
+            ckpts = {k for k in plan.jobs.timing_inputs(backbone) if k.startswith("ckpt_")}
+            assert ckpts == {f"ckpt_{m}" for m in methods if m != "base" or not
+                             plan.experiment.backbones[backbone].official_base}
+    # Table 2's rows and Table 6b's deeper plug-ins, first seed only, in one job per backbone.
+    assert toy.experiment.timed_models("GPT-toy-S") == ["base", "finetune", "tensorar-default", "tensorar-depth2",
+                                                        "tensorar-depth4"]
+    timed = toy.manifests.runs("GPT-toy-S", "tensorar-depth4", timed=True)[0]
+    assert (timed["timing"], timed["timed_model"]) == (toy.layout.timing("GPT-toy-S"), "tensorar-depth4")
     assert "timing" not in toy.manifests.runs("GPT-toy-S", "base")[0]
 
 
@@ -210,8 +219,8 @@ def test_caption_codes_are_centre_cropped_and_never_flipped(paper, toy):
 
 def test_paper_times_at_the_papers_batch_of_128(paper):
     """Sec. 3.1.3: throughput at batch 128 (generation and VQ decoding)."""
-    for backbone, method in paper.experiment.timed_runs():
-        assert flag(paper.jobs.timing_args(backbone, method), "--batch-size") == "128"
+    for backbone in paper.experiment.timed_backbones():
+        assert flag(paper.jobs.timing_args(backbone), "--batch-size") == "128"
 
 
 # --------------------------------------------------------------------------------------------------

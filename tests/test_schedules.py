@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
+from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, noise_levels, slot_weights
 
 
 @pytest.mark.parametrize("name", list(SCHEDULES))
@@ -56,3 +56,34 @@ def test_unknown_names_fail_listing_known_ones():
         beta("cosine", 4)
     with pytest.raises(KeyError, match="rdm"):
         slot_weights("linear", 4, "elbo")
+
+
+def test_literal_reading_k4_linear_by_hand():
+    # Table 1's β(j) = j/4 at j = 0..4: 0, .25, .5, .75, 1. Algorithm 1 noises positions 2..4 (1-based) with
+    # β(2..4), so 0-based positions get 0, .5, .75, 1: the last draft is pure noise.
+    torch.testing.assert_close(noise_levels("linear", 4, "literal"),
+                               torch.tensor([0, 0.5, 0.75, 1.0], dtype=torch.float64))
+    # Slot j weight (β(j) - β(j-1)) / β(j): j=1 (.25 - 0) / .25 = 1, j=2 (.5 - .25) / .5 = 1/2, j=3 (.75 - .5) / .75 = 1/3.
+    torch.testing.assert_close(slot_weights("linear", 4, "literal"),
+                               torch.tensor([1, 1, 1 / 2, 1 / 3], dtype=torch.float64))
+    # Ours on the same schedule: 0-based positions, 1, 1/2, 1/3, 1/4, and the last draft at .75.
+    torch.testing.assert_close(noise_levels("linear", 4), torch.tensor([0, 0.25, 0.5, 0.75], dtype=torch.float64))
+
+
+def test_literal_reading_k4_exponential_by_hand():
+    # β(j) = (j/4)^(1/8): β(1) = .8409, β(2) = .9170, β(3) = .9647, β(4) = 1.
+    b1, b2, b3 = 0.25**0.125, 0.5**0.125, 0.75**0.125
+    literal = slot_weights("exponential", 4, "literal")
+    torch.testing.assert_close(literal, torch.tensor([1, 1, (b2 - b1) / b2, (b3 - b2) / b3], dtype=torch.float64))
+    assert literal.tolist() == pytest.approx([1, 1, 0.0830, 0.0494], abs=1e-4)
+    # Ours gives the first draft slot 0.083: the drafts train ~12x weaker than under the literal reading.
+    assert slot_weights("exponential", 4, "rdm").tolist() == pytest.approx([1, 0.0830, 0.0494, 0.0353], abs=1e-4)
+    torch.testing.assert_close(noise_levels("exponential", 4, "literal"),
+                               torch.tensor([0, b2, b3, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_literal_is_ours_shifted_by_one_slot(name):
+    # Both apply the same RDM formula, 1-based against 0-based: literal slot j+1 is ours slot j.
+    torch.testing.assert_close(slot_weights(name, 6, "literal")[1:], slot_weights(name, 6, "rdm")[:-1])
+    assert noise_levels(name, 1, "literal").tolist() == [0.0]  # k = 1: nothing to noise either way

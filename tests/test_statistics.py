@@ -19,6 +19,7 @@ from tensorar.evaluation.statistics import (
     bootstrap_fid,
     bootstrap_group_means,
     consecutive_differences,
+    consecutive_t_intervals,
     frechet_distance_eig,
     mean_over_seeds,
     monotonic_trend,
@@ -26,7 +27,7 @@ from tensorar.evaluation.statistics import (
     paired_t_interval,
     resample_counts,
     symmetric_sqrt,
-    timing_difference,
+    trend_verdict,
     verdict,
 )
 
@@ -260,6 +261,26 @@ def test_paired_t_interval_matches_scipy():
     assert interval.n_seeds == 3
 
 
+def test_pairing_replicates_narrows_the_interval_when_arms_share_sampling_noise():
+    """Arms whose samples share labels and uniforms, resampled with the same indices: replicate j of A and of
+    B carry the same shared deviation (SD 1) plus their own (SD 0.3). Paired, the shared part cancels and the
+    difference's SD is sqrt(2) * 0.3; drawn independently it is sqrt(2) * sqrt(1 + 0.09)."""
+    rng = np.random.default_rng(30)
+    shared = rng.normal(0, 1.0, (1, 4000))  # (S=1, B)
+    a = ArmResults((0,), [10.0], 10.0 + shared + rng.normal(0, 0.3, (1, 4000)))
+    b = ArmResults((0,), [11.0], 11.0 + shared + rng.normal(0, 0.3, (1, 4000)))
+    paired = paired_difference(a, b, 4000, np.random.default_rng(31), paired_replicates=True)
+    independent = paired_difference(a, b, 4000, np.random.default_rng(31))
+    assert paired.standard_error == pytest.approx(np.sqrt(2) * 0.3, rel=0.1)
+    assert independent.standard_error == pytest.approx(np.sqrt(2 * 1.09), rel=0.1)
+    assert paired.high - paired.low < 0.35 * (independent.high - independent.low)
+    assert paired.estimate == independent.estimate == pytest.approx(-1.0)
+    assert verdict(paired, "less") == "supported" and verdict(independent, "less") == "inconclusive"
+    with pytest.raises(ValueError, match="same number of replicates"):
+        paired_difference(a, ArmResults((0,), [11.0], np.ones((1, 5))), 10, np.random.default_rng(0),
+                          paired_replicates=True)
+
+
 def test_paired_difference_is_deterministic_given_a_seed():
     a, b = _paired_arms(np.random.default_rng(23), n_seeds=3, shift=-0.2, seed_sd=0.3, sampling_sd=0.1)
     first = paired_difference(a, b, 500, np.random.default_rng(24)).to_dict()
@@ -318,6 +339,17 @@ def test_monotonic_trend():
     assert monotonic_trend([above, below], "increasing") == "contradicted"
 
 
+def test_trend_verdict_and_consecutive_t_intervals():
+    assert trend_verdict(["supported", "supported"]) == "supported"
+    assert trend_verdict(["supported", "inconclusive"]) == "inconclusive"
+    assert trend_verdict(["inconclusive", "contradicted"]) == "contradicted"
+    seeds = (0, 1, 2)
+    arms = [ArmResults(seeds, [10.0, 10.5, 9.5]), ArmResults(seeds, [9.0, 9.4, 8.6]), ArmResults(seeds, [8.0, 8.5, 7.4])]
+    checks = consecutive_t_intervals(arms)
+    assert [c.method for c in checks] == ["paired t", "paired t"]
+    assert [c.estimate for c in checks] == pytest.approx([np.mean([-1.0, -1.1, -0.9]), np.mean([-1.0, -0.9, -1.2])])
+
+
 def test_consecutive_differences_follow_arm_order():
     # FID falls by 1 per step with tiny noise: every difference (next minus previous) is about -1.
     rng = np.random.default_rng(26)
@@ -353,19 +385,3 @@ def test_group_mean_of_constant_groups_has_no_spread_and_keeps_group_weights():
     assert np.all(reps == 0.5)  # a mean of group means, not of the pooled values (0.25)
     with pytest.raises(ValueError):
         bootstrap_group_means([[]], 10, np.random.default_rng(0))
-
-
-def test_timing_difference_absolute_and_relative():
-    rng = np.random.default_rng(0)
-    slow, fast = 0.12 + 0.002 * rng.standard_normal(20), 0.10 + 0.002 * rng.standard_normal(20)
-    diff = timing_difference(slow, fast, 2000, np.random.default_rng(1))
-    assert diff.estimate == pytest.approx(slow.mean() - fast.mean())
-    # two independent means of 20 repeats: the plug-in SE sqrt(var_a / 20 + var_b / 20)
-    assert diff.standard_error == pytest.approx(np.sqrt(slow.var() / 20 + fast.var() / 20), rel=0.1)
-    assert diff.low > 0.01 and verdict(diff, "greater") == "supported"
-    rel = timing_difference(slow, fast, 2000, np.random.default_rng(1), relative=True)
-    assert rel.estimate == pytest.approx(slow.mean() / fast.mean() - 1) and rel.contains(0.2)
-    same = timing_difference([1.0, 1.0], [1.0, 1.0], 10, np.random.default_rng(0))
-    assert (same.low, same.high) == (0.0, 0.0) and same.method == "repeat bootstrap"
-    with pytest.raises(ValueError):
-        timing_difference([1.0], [1.0, 2.0], 10, np.random.default_rng(0))

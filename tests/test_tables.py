@@ -72,8 +72,9 @@ def test_toy_table_markdown_and_csv(tmp_path, runs):
     assert "pending (backbone not implemented)" in text and "Open-MAGVIT2-B" in text
     # Parameters come from the sampler's stats, with the plug-in's overhead over its backbone.
     assert "1.2K (+23.4%)" in text
-    # Toy rows never show the paper's numbers, and say why.
-    assert paper.NOT_IN_PAPER in row_of(text, "base", "LlamaGen-B") and "5.46" not in text
+    # Toy rows never show the paper's numbers: no paper columns, and the header says why once.
+    assert "(paper)" not in text and paper.NOT_IN_PAPER not in text and "5.46" not in text
+    assert text.count("No paper columns: the paper ran nothing at this scale") == 1
     assert "other methods" not in text
     csv = pd.read_csv(tmp_path / "table.csv")
     assert list(csv["section"]) == ["table2"] * 6
@@ -113,13 +114,17 @@ def test_ablation_rows_get_paper_values_only_in_the_papers_setting(tmp_path, run
     assert all(row["paper"] == paper.NO_PAPER_ROW for row in other["rows"][::2])  # not the ablation backbone
 
 
-def timing_file(tmp_path, name, latency_s, images_per_s):
-    """A TIMING.json as `tensorar time_sampling` writes it (only the fields the tables read are real)."""
+def timing_file(tmp_path, name, latency_s, images_per_s) -> dict:
+    """A run's timing keys: a TIMING.json as `tensorar time_sampling` writes it (one job, several models; only
+    the fields the tables read are real) and which of its models the run is."""
     path = tmp_path / f"{name}.json"
+    block = {"latency_s": {"mean": float(np.mean(latency_s)), "values": latency_s},
+             "images_per_s": {"mean": float(np.mean(images_per_s)), "values": images_per_s}}
+    other = {"latency_s": {"mean": 1.0, "values": [1.0] * len(latency_s)},
+             "images_per_s": {"mean": 1.0, "values": [1.0] * len(latency_s)}}
     path.write_text(json.dumps({"batch_size": 4, "warmup": 1, "repeats": len(latency_s),
-                                "latency_s": {"mean": float(np.mean(latency_s)), "values": latency_s},
-                                "images_per_s": {"mean": float(np.mean(images_per_s)), "values": images_per_s}}))
-    return str(path)
+                                "models": {"base": other, "timed": block}}))
+    return {"timing": str(path), "timed_model": "timed"}
 
 
 def latency_table(tmp_path, *rows):
@@ -140,8 +145,8 @@ def test_latency_column_falls_back_to_the_sampler_stats(tmp_path, runs):
 
 def test_latency_column_from_the_timing_jobs(tmp_path, runs):
     # The first seed has a timing job (3 repeats), the second a second one (2 repeats): values pooled.
-    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
-             {**runs[1], "timing": timing_file(tmp_path, "t1", [0.011, 0.013], [90.0, 110.0])}]
+    timed = [{**runs[0], **timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+             {**runs[1], **timing_file(tmp_path, "t1", [0.011, 0.013], [90.0, 110.0])}]
     text, csv = latency_table(tmp_path, timed)
     ms = np.array([10.0, 12.0, 14.0, 11.0, 13.0])
     assert f"{ms.mean():.2f} ± {ms.std(ddof=1):.2f}" in row_of(text, "1")  # not the stats' 15.00 ± 7.07
@@ -157,13 +162,33 @@ def test_latency_column_from_the_timing_jobs(tmp_path, runs):
 
 
 def test_latency_column_mixed_sources_mark_the_fallback_rows(tmp_path, runs):
-    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+    timed = [{**runs[0], **timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
              runs[1]]
     text, csv = latency_table(tmp_path, timed, runs)
     assert "12.00 ± 2.00" in row_of(text, "1") and f"15.00 ± 7.07{tables.FALLBACK_MARK}" in row_of(text, "2")
     assert tables.LATENCY_NOTE_TIMED.format(repeats=3) in text
     assert tables.LATENCY_NOTE_FALLBACK.format(rows=f" of the rows marked{tables.FALLBACK_MARK}") in text
     assert list(csv["latency_source"]) == ["timing", "sampler"]
+
+
+def test_benchmark_tables_state_their_own_sample_count(workflow_config):
+    from tensorar.plan import Plan
+
+    plan = Plan(workflow_config("config.yaml"))
+    table3 = plan.manifests.table_manifest("table3")["provenance"]
+    assert table3["samples"] == "samples per model: 4 images per prompt of the toy GenEval prompts"
+    assert "images per prompt" in tables.provenance_lines(table3)[2]
+    assert f"samples per model: {plan.experiment.evaluation.num_samples}" not in tables.provenance_lines(table3)[2]
+    assert "samples" not in plan.manifests.table_manifest("table2")["provenance"]
+
+
+def test_every_diagnostics_row_has_its_own_label(workflow_config):
+    from tensorar.plan import Plan
+
+    labels = [r["label"] for r in Plan(workflow_config("config.yaml")).manifests.diagnostics_manifest()["diagnostics"]]
+    assert len(labels) == len(set(labels))
+    assert any("self-drafting (ours)" in label for label in labels)
+    assert any("literal loss weights" in label for label in labels)
 
 
 def test_diagnostics(tmp_path, runs):
@@ -214,7 +239,7 @@ def test_figures_plot_the_runs_numbers(tmp_path, runs, monkeypatch):
 
 
 def test_fig4_throughput_from_the_timing_jobs(tmp_path, runs, monkeypatch):
-    timed = [{**runs[0], "timing": timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
+    timed = [{**runs[0], **timing_file(tmp_path, "t0", [0.010, 0.012, 0.014], [120.0, 100.0, 80.0])},
              runs[1]]
     outputs, plotted, xlabels = draw_figures(tmp_path, runs, monkeypatch, table2_runs=timed)
     lines = plotted[outputs["fig4"]]

@@ -116,6 +116,19 @@ def test_noise_applied_at_rate_beta(make):
         assert noised[rows, j].unique().numel() == V
 
 
+def test_literal_weighting_noises_at_table1_positions_and_uses_its_weights(make):
+    # loss_weighting="literal" (Algorithm 1 with Table 1's 1-based positions): the last draft is pure noise.
+    model = make(k=4, schedule="linear", loss_weighting="literal")
+    assert model.beta.tolist() == pytest.approx([0.0, 0.5, 0.75, 1.0])
+    assert model.slot_weight.tolist() == pytest.approx([1.0, 1.0, 0.5, 1 / 3])
+    windows = torch.full((4000, 4), 7)
+    noised = model.noise_windows(windows, torch.Generator().manual_seed(0))
+    assert torch.equal(noised[:, 0], windows[:, 0])
+    assert abs((noised[:, 3] != 7).double().mean().item() - (1 - 1 / V)) < 0.01  # always resampled
+    # The default is unchanged: our reading, 0-based positions.
+    assert make(k=4, schedule="linear").beta.tolist() == pytest.approx([0.0, 0.25, 0.5, 0.75])
+
+
 def test_training_loss_is_weighted_slot_ce_on_noised_non_pad_targets(make):
     k = 4
     model = make(k=k, trained=True, schedule="linear")
@@ -344,3 +357,19 @@ def test_one_step_trains_plugin_and_base(make):
     assert model.q_out.mlp[-1].weight.grad.abs().sum() > 0 and model.base.output.weight.grad.abs().sum() > 0
     opt.step()
     assert model.q_out.mlp[-1].weight.abs().sum() > 0
+
+
+def test_parameter_counts_on_the_meta_device_match_a_real_model():
+    from dataclasses import replace
+
+    from tensorar.models.llamagen import GPT, GPT_MODELS
+    from tensorar.models.overhead import parameter_counts
+
+    plugin = TensorARConfig(k=4, depth=1)
+    total, base = parameter_counts("llamagen", "GPT-toy-S", plugin, vocab_size=64, num_classes=5, block_size=16)
+    real = TensorAR(GPT(replace(GPT_MODELS["GPT-toy-S"], vocab_size=64, num_classes=5, block_size=16)), plugin)
+    assert total == sum(p.numel() for p in real.parameters())
+    assert base == sum(p.numel() for p in real.backbone.parameters())
+    # LlamaGen's GPT-B: 111M as its preset comment says, +7.09M with the plug-in (docs/method.md §1).
+    total, base = parameter_counts("llamagen", "GPT-B", plugin)
+    assert base == 110_888_448 and total - base == 7_090_176

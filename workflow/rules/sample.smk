@@ -30,20 +30,21 @@ rule sample:
         "--stats-json {output.stats:q} --grid-png {output.grid:q} > {log:q} 2>&1"
 
 
-# Latency and throughput (Table 6b, Fig. 4, claims 5-6) of the first seed's model, in a job that holds
-# resources.time_sampling: give it more threads than the machine has (Snakemake then runs it alone) or,
-# on Slurm, a whole node (slurm_extra: --exclusive). Jobs that share cores measure the contention.
+# Latency and throughput (Table 6b, Fig. 4, claims 5-6) of the first seed's models: every timed model of one
+# backbone in one job, interleaved round by round (the pairs claims.md compares, with its A/A check), in a
+# job that holds resources.time_sampling: give it more threads than the machine has (Snakemake then runs it
+# alone) or, on Slurm, a whole node (slurm_extra: --exclusive). Jobs that share cores measure the contention.
 
 
 rule time_sampling:
     input:
-        unpack(job_inputs("timing", "backbone", "method")),
+        unpack(job_inputs("timing", "backbone")),
     output:
-        timing=LAYOUT.timing("{backbone}", "{method}"),
+        timing=LAYOUT.timing("{backbone}"),
     params:
-        args=job_args("timing", "backbone", "method"),
+        args=job_args("timing", "backbone"),
     log:
-        LAYOUT.log("time_sampling", "{backbone}", "{method}"),
+        LAYOUT.log("time_sampling", "{backbone}"),
     threads: job_threads("time_sampling")
     resources:
         **job_resources("time_sampling"),

@@ -2,7 +2,7 @@
 KV cache, then one backbone step per image token (LlamaGen's `generate.py`: prefill / decode_one_token /
 generate).
 
-A model generates windows of k tokens (paper Algorithm 2, "commit and refine"): step i samples the k
+A model generates windows of k tokens (paper Sec. 2.2.2, "commit and refine"): step i samples the k
 slots of window i (x̂_i .. x̂_{i+k-1}; PAD past the end) from the hidden state of the window fed at step
 i-1, commits slot 0 as token i and feeds the whole window back. A plain backbone is the case k = 1, so
 the base and the plug-in share every line here. The model offers:

@@ -21,16 +21,17 @@ Estimates
   88% of the time recentred, 47% raw.
 `paired_difference(a, b)`: d = mean_s (FID_A(s) - FID_B(s)) over seeds s that are paired (same base model
   and sampling seed), with a two-level bootstrap interval: resample seeds with replacement, then for each
-  drawn seed add one sample-bootstrap deviation of each arm, drawn independently (the two arms' sample sets
-  are separate draws; what they share through the seed is already in the paired per-seed FIDs).
+  drawn seed add one sample-bootstrap deviation of each arm. With `paired_replicates` the two arms'
+  replicate j is drawn together: their samples share labels and sampling uniforms (sample i of every arm
+  has the same class and the same seed stream) and their bootstraps the same resampling seed, so replicate
+  j resamples the same sample indices in both and the noise the arms share cancels in A_j - B_j. Drawn
+  independently (the default) the shared part is counted twice and the interval is too wide.
 `mean_over_seeds(arm)`: the same two-level bootstrap for one arm's mean FID.
 `bootstrap_group_means(groups)`: sampling noise of a benchmark score that is a mean of per-group means
   (GenEval: mean over tags of the fraction of correct images; DPG-Bench: one group, the mean per-prompt
   score): replicates resample each group's values with replacement. They enter `ArmResults` as FID's
   replicates do, so every comparison below works on benchmark scores too.
-`timing_difference(a, b)`: latency of A against B from two independent sets of timed repeats (the
-  same machine, one after the other), as an absolute or a relative difference, with a bootstrap over
-  the repeats: the spread of the timer, not of seeds (the weights do not change a forward's cost).
+Timings are compared in `tensorar.evaluation.timing` (paired repeats of one interleaved job).
 `paired_t_interval(a, b)`: the classical paired t interval over seeds; a cross-check for few seeds.
 `verdict` / `monotonic_trend`: "supported" when every interval lies strictly on the claimed side of 0,
   "contradicted" when one lies strictly on the other side, else "inconclusive".
@@ -105,7 +106,7 @@ class Interval:
     low: float
     high: float
     level: float  # e.g. 0.95
-    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap", "paired t" or "repeat bootstrap"
+    method: str  # "sample bootstrap", "two-level bootstrap", "seed bootstrap", "paired t" or evaluation.timing.METHOD
     n_seeds: int
     n_boot: int  # bootstrap draws behind the interval; 0 for analytic intervals
     standard_error: float  # SD of the bootstrap draws, or the analytic standard error
@@ -146,7 +147,7 @@ class FIDBootstrap:
         return self.replicates - np.mean(self.replicates)
 
     def interval(self, level: float = 0.95) -> Interval:
-        low, high = self.fid + _percentiles(self.deviations, level)
+        low, high = self.fid + percentiles(self.deviations, level)
         return Interval(self.fid, float(low), float(high), level, "sample bootstrap", n_seeds=1,
                         n_boot=len(self.replicates), standard_error=float(np.std(self.replicates, ddof=1)))
 
@@ -351,31 +352,11 @@ def bootstrap_group_means(groups: Sequence[Sequence[float]], n_replicates: int,
     return means.mean(axis=0)
 
 
-def timing_difference(a: Sequence[float], b: Sequence[float], n_boot: int, rng: np.random.Generator,
-                      level: float = 0.95, relative: bool = False) -> Interval:
-    """mean(a) - mean(b), or mean(a) / mean(b) - 1 with `relative`, of two independent sets of timed
-    repeats, with a percentile bootstrap interval (each set resampled on its own)."""
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    if a.ndim != 1 or b.ndim != 1 or len(a) < 2 or len(b) < 2:
-        raise ValueError(f"need at least 2 repeats on each side, got {a.shape} and {b.shape}")
-    if n_boot < 2:
-        raise ValueError(f"n_boot must be >= 2, got {n_boot}")
-
-    def contrast(x, y):
-        return x / y - 1 if relative else x - y
-
-    draws = contrast(a[rng.integers(0, len(a), size=(n_boot, len(a)))].mean(axis=1),
-                     b[rng.integers(0, len(b), size=(n_boot, len(b)))].mean(axis=1))  # (n_boot,)
-    low, high = _percentiles(draws, level)
-    return Interval(float(contrast(a.mean(), b.mean())), float(low), float(high), level, "repeat bootstrap",
-                    n_seeds=1, n_boot=n_boot, standard_error=float(np.std(draws, ddof=1)))
-
-
 # --------------------------------------------------------------------------------------------------------
 # Comparisons over seeds
 
 
-def _percentiles(draws: np.ndarray, level: float) -> np.ndarray:
+def percentiles(draws: np.ndarray, level: float) -> np.ndarray:
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level}")
     alpha = 1 - level
@@ -390,29 +371,33 @@ def _check_paired(a: ArmResults, b: ArmResults) -> None:
 
 
 def two_level_bootstrap(per_seed: np.ndarray, deviations: Sequence[tuple[float, np.ndarray]], n_boot: int,
-                        rng: np.random.Generator) -> np.ndarray:
+                        rng: np.random.Generator, paired_replicates: bool = False) -> np.ndarray:
     """(n_boot,) bootstrap means of `per_seed` (S,): seeds drawn with replacement, and for each drawn seed
-    one deviation from each (sign, (S, B) array) in `deviations`, drawn independently, added with its sign.
+    one deviation from each (sign, (S, B) array) in `deviations`, added with its sign: drawn independently,
+    or with `paired_replicates` the same replicate index j for every array (they must have the same B).
     """
     if n_boot < 2:
         raise ValueError(f"n_boot must be >= 2, got {n_boot}")
+    if paired_replicates and len({dev.shape[1] for _, dev in deviations}) > 1:
+        raise ValueError("paired replicates need the same number of replicates in every arm")
     n_seeds = len(per_seed)
     drawn = rng.integers(0, n_seeds, size=(n_boot, n_seeds))  # (n_boot, S)
     values = per_seed[drawn]  # (n_boot, S)
+    shared = rng.integers(0, deviations[0][1].shape[1], size=(n_boot, n_seeds)) if paired_replicates else None
     for sign, dev in deviations:
-        pick = rng.integers(0, dev.shape[1], size=(n_boot, n_seeds))  # (n_boot, S)
+        pick = shared if shared is not None else rng.integers(0, dev.shape[1], size=(n_boot, n_seeds))  # (n_boot, S)
         values = values + sign * dev[drawn, pick]
     return values.mean(axis=1)
 
 
 def _bootstrap_interval(per_seed: np.ndarray, deviations: Sequence[tuple[float, np.ndarray]], n_boot: int,
-                        rng: np.random.Generator, level: float) -> Interval:
+                        rng: np.random.Generator, level: float, paired_replicates: bool = False) -> Interval:
     n_seeds = len(per_seed)
     if not deviations and n_seeds < 2:
         raise ValueError("one seed without bootstrap replicates has no interval; run bootstrap_fid on its samples")
     method = "seed bootstrap" if not deviations else ("sample bootstrap" if n_seeds == 1 else "two-level bootstrap")
-    draws = two_level_bootstrap(per_seed, deviations, n_boot, rng)
-    low, high = _percentiles(draws, level)
+    draws = two_level_bootstrap(per_seed, deviations, n_boot, rng, paired_replicates and bool(deviations))
+    low, high = percentiles(draws, level)
     return Interval(float(per_seed.mean()), float(low), float(high), level, method, n_seeds, n_boot,
                     float(np.std(draws, ddof=1)))
 
@@ -424,14 +409,15 @@ def mean_over_seeds(arm: ArmResults, n_boot: int, rng: np.random.Generator, leve
 
 
 def paired_difference(a: ArmResults, b: ArmResults, n_boot: int, rng: np.random.Generator,
-                      level: float = 0.95) -> Interval:
-    """d = mean_s (FID_A(s) - FID_B(s)), with a two-level bootstrap interval (module docstring).
+                      level: float = 0.95, paired_replicates: bool = False) -> Interval:
+    """d = mean_s (FID_A(s) - FID_B(s)), with a two-level bootstrap interval (module docstring);
+    `paired_replicates`: replicate j of A goes with replicate j of B (same resampled sample indices).
 
     "A has lower FID than B" is then `verdict(paired_difference(a, b, ...), "less")`.
     """
     _check_paired(a, b)
     deviations = [] if a.deviations is None else [(1.0, a.deviations), (-1.0, b.deviations)]
-    return _bootstrap_interval(a.fids - b.fids, deviations, n_boot, rng, level)
+    return _bootstrap_interval(a.fids - b.fids, deviations, n_boot, rng, level, paired_replicates)
 
 
 def paired_t_interval(a: ArmResults, b: ArmResults, level: float = 0.95) -> Interval:
@@ -469,11 +455,28 @@ def verdict(interval: Interval, claimed: Side, null: float = 0.0) -> Verdict:
 
 
 def consecutive_differences(arms: Sequence[ArmResults], n_boot: int, rng: np.random.Generator,
-                            level: float = 0.95) -> list[Interval]:
+                            level: float = 0.95, paired_replicates: bool = False) -> list[Interval]:
     """Paired differences arms[i+1] - arms[i] (e.g. FID at k = 2 minus FID at k = 1, and so on)."""
     if len(arms) < 2:
         raise ValueError("a trend needs at least 2 arms")
-    return [paired_difference(after, before, n_boot, rng, level) for before, after in pairwise(arms)]
+    return [paired_difference(after, before, n_boot, rng, level, paired_replicates) for before, after in pairwise(arms)]
+
+
+def consecutive_t_intervals(arms: Sequence[ArmResults], level: float = 0.95) -> list[Interval]:
+    """Paired t intervals of arms[i+1] - arms[i]: the cross-check of `consecutive_differences` (>= 2 seeds)."""
+    if len(arms) < 2:
+        raise ValueError("a trend needs at least 2 arms")
+    return [paired_t_interval(after, before, level) for before, after in pairwise(arms)]
+
+
+def trend_verdict(steps: Sequence[Verdict]) -> Verdict:
+    """A monotonic trend's verdict from its steps' verdicts: supported if every step is, contradicted if any
+    step is (the other direction), else inconclusive."""
+    if not steps:
+        raise ValueError("a trend needs at least one step")
+    if "contradicted" in steps:
+        return "contradicted"
+    return "supported" if all(s == "supported" for s in steps) else "inconclusive"
 
 
 def monotonic_trend(differences: Sequence[Interval], direction: Literal["decreasing", "increasing"]) -> Verdict:
@@ -483,7 +486,4 @@ def monotonic_trend(differences: Sequence[Interval], direction: Literal["decreas
         raise ValueError(f"direction must be 'decreasing' or 'increasing', got {direction!r}")
     if not differences:
         raise ValueError("a trend needs at least one difference")
-    steps = [verdict(d, "less" if direction == "decreasing" else "greater") for d in differences]
-    if "contradicted" in steps:
-        return "contradicted"
-    return "supported" if all(s == "supported" for s in steps) else "inconclusive"
+    return trend_verdict([verdict(d, "less" if direction == "decreasing" else "greater") for d in differences])

@@ -180,7 +180,7 @@ class Backbone(nn.Module, abc.ABC):
         return condition_rows(cond, self.null_condition(cond) if use_cfg else None)
 
     def drop_condition(self, cond: Condition, drop: torch.Tensor) -> Condition:
-        """Rows with drop[i] replaced by the null condition (CFG training, paper Sec. 3)."""
+        """Rows with drop[i] replaced by the null condition (CFG training, paper Appendix A.2)."""
         return condition_where(drop, self.null_condition(cond), cond)
 
     def hidden_states(self, inputs: torch.Tensor, cond: Condition) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """TensorAR: next-tensor prediction as a plug-in around a decoder-only AR image model.
 
-Paper: arXiv:2505.16324 (TensorAR, "next-tensor prediction"), Sec. 2.2-2.3, Algorithms 1-2. Tokens x_1..x_T are regrouped into overlapping windows x_{t,k} = [x_t, ..., x_{t+k-1}];
+Paper: ../shared/reference/paper/paper.txt, Sec. 2.2 (2.2.1 framework, 2.2.2 refinement, 2.2.3 noise,
+Eq. 3-5, Table 1), Appendix A.1 (query transformers) and Appendix B (Algorithm 1, training). Tokens
+x_1..x_T are regrouped into overlapping windows x_{t,k} = [x_t, ..., x_{t+k-1}];
 at step t the model reads x_{t,k} (its first token committed, the others drafts) and predicts the whole
 next window x_{t+1,k}. The base transformer is untouched -- one backbone position per token, T steps:
 
@@ -11,7 +13,7 @@ next window x_{t+1,k}. The base transformer is untouched -- one backbone positio
 Both query transformers end in a zero-initialised projection, so at initialisation the wrapper is the
 base model exactly (slot-0 logits are the base logits; k = 1 is bit-identical). Training resamples
 position j of every input window with probability β(j) (`tensorar.models.schedules`) and weights slot s of the
-cross-entropy by the RDM weight w_s. Sampling commits slot 0 of every step and feeds the whole sampled
+cross-entropy by w_s (`loss_weighting`: our RDM reading, or Algorithm 1's literal one). Sampling commits slot 0 of every step and feeds the whole sampled
 window back as the next input ("commit and refine").
 
 Conventions: a window position past the last token holds PAD (-1). PAD positions are embedded with a
@@ -38,7 +40,7 @@ from tensorar.decoding.generate import generate
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition
 from tensorar.models.layers import RMSNorm
-from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
+from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, noise_levels, slot_weights
 from tensorar.options import check_fields, option
 
 DRAFT_SOURCES = ("noise", "self")
@@ -51,8 +53,10 @@ class TensorARConfig:
     k: int = option(4, "tokens per input/output tensor (window size)", min=1)
     depth: int = option(1, "cross-attention layers in each query transformer", min=1)
     schedule: str = option("exponential", "input noise schedule (tensorar.models.schedules)", choices=tuple(SCHEDULES))
-    loss_weighting: str = option("rdm", "per-slot loss weights: rdm (Algorithm 1) or uniform",
-                                 choices=LOSS_WEIGHTINGS)
+    loss_weighting: str = option("rdm", "reading of Algorithm 1's loss weights (tensorar.models.schedules): rdm "
+                                 "(ours: 0-based positions, w_s = (β(s+1) - β(s)) / β(s+1)), literal (Table 1's "
+                                 "1-based positions, the last draft pure noise, w_j = (β(j) - β(j-1)) / β(j)) or "
+                                 "uniform", choices=LOSS_WEIGHTINGS)
     n_head: int | None = option(None, "query-transformer heads (default: the backbone's)", min=1)
     draft_source: str = option("noise", "drafts of the training inputs: noise (the paper: noised ground truth) "
                                "or self (ours: sampled by the model in a no-grad pass, as the sampler makes them)",
@@ -155,7 +159,8 @@ class TensorAR(nn.Module):
         self.q_in = QueryTransformer(base.dim, 1, n_head, cfg.depth, base.norm_eps)
         self.q_out = QueryTransformer(base.dim, cfg.k, n_head, cfg.depth, base.norm_eps)
         # Derived from the config, so not saved in the state dict.
-        self.register_buffer("beta", beta(cfg.schedule, cfg.k).float(), persistent=False)  # (k,)
+        self.register_buffer("beta", noise_levels(cfg.schedule, cfg.k, cfg.loss_weighting).float(),
+                             persistent=False)  # (k,)
         self.register_buffer(
             "slot_weight", slot_weights(cfg.schedule, cfg.k, cfg.loss_weighting).float(), persistent=False
         )  # (k,)

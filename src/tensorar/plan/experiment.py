@@ -201,20 +201,31 @@ class Experiment:
         return list(dict.fromkeys(runs))
 
     def timed_runs(self) -> list[tuple[str, str]]:
-        """(backbone, method) of every model timed alone (Fig. 4 and claim 6: Table 2's rows; Table 6b
-        and claim 5: its rows), first seed only: the weights do not change a forward's cost."""
+        """(backbone, method) of every timed model (Fig. 4 and claim 6: Table 2's rows; Table 6b and claim 5:
+        its rows), first seed only: the weights do not change a forward's cost. The base comes first and the
+        equal-steps control second on every backbone: claims.md's A/A check compares them."""
         variant = self.tables.table2.variant
         runs = [(b, m) for b in self.run_backbones() for m in ("base", "finetune", f"tensorar-{variant}")]
         t6b = self.tables.table6b
         runs += [(t6b.backbone, m) for m in ("base", "finetune", *(f"tensorar-{v}" for v in t6b.variants))]
         return list(dict.fromkeys(runs))
 
+    def timed_models(self, backbone: str) -> list[str]:
+        """The methods of one backbone timed together, interleaved, in its one timing job (base first)."""
+        return [m for b, m in self.timed_runs() if b == backbone]
+
+    def timed_backbones(self) -> list[str]:
+        return list(dict.fromkeys(b for b, _ in self.timed_runs()))
+
     def variants_of(self, backbone: str) -> list[str]:
         return [v for b, v in self.tensorar_runs() if b == backbone]
 
     def variant_label(self, name: str) -> str:
         v = self.variants[name]
-        return f"k={v.k}, d={v.depth}, {v.schedule}"
+        # Settings other than the paper's (loss weights, self-drafting) are named, so no two rows share a label.
+        weights = "" if v.loss_weighting == "rdm" else f", {v.loss_weighting} loss weights"
+        drafts = ", self-drafting (ours)" if v.draft_source == "self" else ""
+        return f"k={v.k}, d={v.depth}, {v.schedule}{weights}{drafts}"
 
     def longer_methods(self) -> tuple[str, str] | None:
         """(control, TensorAR) methods of our longer fine-tuning, or None when it is off."""

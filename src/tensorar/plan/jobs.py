@@ -80,8 +80,15 @@ class Jobs:
             inputs["ckpt"] = self.layout.checkpoint(backbone, method, seed)
         return inputs
 
-    def timing_inputs(self, backbone, method) -> dict:
-        return self.sample_inputs(backbone, method, self.experiment.seeds[0])
+    def timing_inputs(self, backbone) -> dict:
+        """Every timed model's checkpoint (keyed by method) and the tokenizer."""
+        inputs = {}
+        for method in self.experiment.timed_models(backbone):
+            found = self.sample_inputs(backbone, method, self.experiment.seeds[0])
+            if "ckpt" in found:
+                found[f"ckpt_{method}"] = found.pop("ckpt")
+            inputs.update(found)
+        return inputs
 
     def evaluate_inputs(self, backbone, method, seed, tag) -> dict:
         inputs = {"samples": self.layout.sample(backbone, method, seed, tag)}
@@ -234,12 +241,16 @@ class Jobs:
         return [*self.model_args(backbone, method, seed), *to_arguments(cfg),
                 *to_arguments(self.sampling_options(backbone)), "--batch-size", "4"]
 
-    def timing_args(self, backbone, method) -> list[str]:
-        """A model of the first seed, sampled as its Table 2 / 6b runs are, timed batch by batch."""
-        t, seed = self.experiment.timing, self.experiment.seeds[0]
-        cfg = SamplingConfig(num_samples=t.batch_size, seed=seed,
-                             image_size=self.experiment.backbones[backbone].eval_image_size)
-        return [*self.model_args(backbone, method, seed), *to_arguments(self.sampling_options(backbone)),
+    def timing_args(self, backbone) -> list[str]:
+        """The backbone's timed models of the first seed (`--ckpt METHOD=CKPT`, base first), sampled as their
+        Table 2 / 6b runs are, timed together in interleaved rounds (tensorar time_sampling)."""
+        t, seed, spec = self.experiment.timing, self.experiment.seeds[0], self.experiment.backbones[backbone]
+        cfg = SamplingConfig(num_samples=t.batch_size, seed=seed, image_size=spec.eval_image_size)
+        ckpts = [a for m in self.experiment.timed_models(backbone)
+                 for a in ("--ckpt", f"{m}={self.layout.checkpoint(backbone, m, seed)}")]
+        # An official base file needs its family and preset; our checkpoints record theirs and accept the same.
+        official = self.official_model_args(backbone, "--gpt-preset", "--block-size") if spec.official_base else []
+        return [*ckpts, *self.tokenizer_args(spec.tokenizer), *official, *to_arguments(self.sampling_options(backbone)),
                 *to_arguments(cfg, skip=("num_samples", "shard_size")), "--batch-size", str(t.batch_size),
                 "--warmup", str(t.warmup), "--repeats", str(t.repeats)]
 

@@ -14,7 +14,8 @@ Layout (R = results/<experiment>):
     R/metrics/<backbone>/<method>/seed<s>/<tag>.json
     R/diagnostics/<backbone>/tensorar-<variant>/seed<s>.json
     R/bench/<benchmark>/<backbone>/<method>/seed<s>/  images/ (sample_prompts), raw.jsonl, scores.json
-    R/timing/<backbone>/<method>.json                 latency / throughput in a job that holds every core
+    R/timing/<backbone>.json                          latency / throughput of the backbone's timed models, one
+                                                      interleaved job that holds every core
     R/logs/<stage>/...log, R/benchmarks/<stage>/...tsv   every job's log and Snakemake benchmark
     results/table{2..6}.md (+ .csv), results/diagnostics.md, results/claims.md, results/figures/*.png
 Released inputs (ImageNet, official checkpoints and prompt sets) are config paths, returned as given.
@@ -144,8 +145,8 @@ class Layout:
     def diagnostics(self, backbone, variant, seed) -> str:
         return f"{self.root}/diagnostics/{backbone}/tensorar-{variant}/seed{seed}.json"
 
-    def timing(self, backbone, method) -> str:
-        return f"{self.root}/timing/{backbone}/{method}.json"
+    def timing(self, backbone) -> str:
+        return f"{self.root}/timing/{backbone}.json"
 
     # ----- evaluation -----
     def reference(self, backbone: str) -> str:

@@ -31,7 +31,7 @@ class Manifests:
         runs = [{"seed": s, "metrics": self.layout.metrics(backbone, method, s, tag),
                  "stats": self.layout.sample(backbone, method, s, tag, "json")} for s in self.experiment.seeds]
         if timed and tag == "final" and (backbone, method) in self.experiment.timed_runs():
-            runs[0]["timing"] = self.layout.timing(backbone, method)
+            runs[0]["timing"], runs[0]["timed_model"] = self.layout.timing(backbone), method
         return runs
 
     def bench_runs(self, benchmark, backbone, method) -> list[dict]:
@@ -77,8 +77,12 @@ class Manifests:
         else:
             raise ValueError(f"unknown table {name!r}")
         titles = [s["title"].split(": ", 1)[1] for s in sections if s["name"] != "table2_other"]
-        return {"title": f"Table {name[5:]}: " + "; ".join(titles), "provenance": self.provenance(),
-                "sections": sections}
+        provenance = self.provenance()
+        if name in ("table3", "table4"):  # not the class-to-image sample count
+            bench = e.benchmarks["geneval" if name == "table3" else "dpg"]
+            provenance["samples"] = (f"samples per model: {bench.images_per_prompt} images per prompt of the "
+                                     f"{'toy ' if e.toy else ''}{'GenEval' if name == 'table3' else 'DPG-Bench'} prompts")
+        return {"title": f"Table {name[5:]}: " + "; ".join(titles), "provenance": provenance, "sections": sections}
 
     # ----- diagnostics, figures -----
     def diagnostics_manifest(self) -> dict:

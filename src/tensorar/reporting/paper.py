@@ -1,4 +1,4 @@
-"""The TensorAR paper's published numbers (arXiv:2505.16324, Tables 2-6), shown beside ours.
+"""The TensorAR paper's published numbers (../shared/reference/paper/paper.txt, Tables 2-6), shown beside ours.
 
 Transcribed as printed; None where the paper prints "-". FID / IS / precision / recall are ImageNet
 256x256 class-conditional (50k samples, ADM protocol); precision and recall are fractions; GenEval
@@ -85,6 +85,27 @@ TABLE2: dict[str, dict[str, ImageNetRow]] = {
     },
 }
 PAPER_ROWS = tuple(TABLE2)  # the values a backbone's `paper_row` may take (the schema's enum)
+
+# The backbone behind each Table 2 row (family, preset, config overrides), for claim 1b's parameter counts
+# at the paper's sizes; TensorAR as the paper configures it: k = 4, depth 1 (Appendix A.1).
+TABLE2_PRESETS: dict[str, tuple[str, str, dict]] = {
+    "open-magvit2-b": ("open_magvit2", "AR-B", {}),
+    "open-magvit2-l": ("open_magvit2", "AR-L", {}),
+    "llamagen-b-256": ("llamagen", "GPT-B", {}),
+    "llamagen-l-256": ("llamagen", "GPT-L", {}),
+    "llamagen-l-384": ("llamagen", "GPT-L", {"block_size": 576}),
+    "llamagen-xl-384": ("llamagen", "GPT-XL", {"block_size": 576}),
+    "llamagen-xxl-384": ("llamagen", "GPT-XXL", {"block_size": 576}),
+}
+PAPER_PLUGIN = {"k": 4, "depth": 1}
+# The paper's text-to-image backbones (Appendix A.1), by our family names: claim 7 says "both".
+T2I_BACKBONES = {"llamagen_t2i": "LlamaGen", "janus": "Janus-Pro-7B"}
+
+
+def printed_overhead(paper_row: str) -> str:
+    """The overhead Table 2 prints for a row's +TensorAR model, e.g. "+4.6%"."""
+    params = TABLE2[paper_row]["tensorar"].params
+    return params[params.index("(") + 1:params.index(")")] if "(" in params else params
 
 # --------------------------------------------------------------------------------------------------
 # Tables 5 and 6: ablations on LlamaGen-B (the baseline row is Table 2's LlamaGen-B)

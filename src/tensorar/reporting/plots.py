@@ -43,7 +43,8 @@ def write_figures(manifest: dict) -> None:
         params = stats[0]["model"]["parameters"]
         by_method.setdefault(row["method"], []).append((params, rate, rate_std, mean, row["cells"]["Model"], source))
     sources = {p[5] for points in by_method.values() for p in points}
-    rate_label = ("generation throughput (images/s; timing jobs, mean ± SD over repeats)" if sources == {"timing"}
+    rate_label = ("throughput (images/s, generation + VQ decoding; timing jobs, mean ± SD over repeats)"
+                  if sources == {"timing"}
                   else "generation throughput (images/s; the sampling jobs' own clock)" if sources <= {"sampler"}
                   else f"generation throughput (images/s; timing jobs, or{FALLBACK_MARK}: sampling jobs)")
 

@@ -31,8 +31,9 @@ CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
 # a row's timing files), one for rows that fall back to the sampling job's own clock.
 LATENCY_NOTE_TIMED = (
     "Latency: milliseconds per image, generation + decoding (AR steps and tokenizer decoding; our reading of "
-    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats (`tensorar time_sampling`: a job with the "
-    "machine to itself, every core, warm-up batches discarded; Fig. 4's throughput comes from the same jobs)."
+    "the paper's Table 6b, which does not say), dedicated timing job: mean ± SD over {repeats} repeats "
+    "(`tensorar time_sampling`: one job per backbone with the machine to itself, every core, its models "
+    "interleaved round by round, warm-up rounds discarded; Fig. 4's throughput comes from the same jobs)."
 )
 LATENCY_NOTE_FALLBACK = (
     "Latency{rows}: generation time per image (tokenizer decoding excluded) as the sampling job measured it, while "
@@ -191,8 +192,9 @@ def latency_ms(stats: dict) -> float:
 
 
 def timing_records(runs: list[dict]) -> list[dict]:
-    """The TIMING.json files (`tensorar time_sampling`) of a row's runs; typically only the first seed has one."""
-    return [read_json(run["timing"]) for run in runs if run.get("timing")]
+    """A row's model blocks in its timing jobs' TIMING.json (`tensorar time_sampling`, one job per backbone,
+    `models[timed_model]`); typically only the first seed has one."""
+    return [read_json(run["timing"])["models"][run["timed_model"]] for run in runs if run.get("timing")]
 
 
 def row_latency_ms(runs: list[dict], stats: list[dict]) -> tuple[float, float, int, str]:
@@ -206,8 +208,9 @@ def row_latency_ms(runs: list[dict], stats: list[dict]) -> tuple[float, float, i
 
 
 def row_throughput(runs: list[dict], stats: list[dict]) -> tuple[float, float, str]:
-    """(mean, sample std, source) of a row's generation throughput in images/s: the timing files' repeats
-    (`images_per_s` values pooled) when there are any, else the sampling jobs' rate over seeds."""
+    """(mean, sample std, source) of a row's throughput in images/s: the timing files' repeats (`images_per_s`:
+    generation + VQ decoding, as Sec. 3.1.3 measures Fig. 4) when there are any, else the sampling jobs'
+    generation rate over seeds."""
     timings = timing_records(runs)
     if timings:
         mean, std, _ = aggregate([v for t in timings for v in t["images_per_s"]["values"]])
@@ -247,11 +250,13 @@ def git_commit() -> str:
 def provenance_lines(prov: dict) -> list[str]:
     seeds = prov["seeds"]
     spread = f"mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed (no spread)"
+    # A benchmark table says what its rows sampled (prompts x images), a class-to-image one its sample count.
+    samples = prov.get("samples") or f"samples per model: {prov['num_samples']}"
     return [
         f"- config hash: `{prov['config_hash']}` (experiment `{prov['experiment']}`), git commit: "
         f"`{git_commit()}`, generated: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- dataset: {prov['dataset']}; feature network: {prov['feature_network']}",
-        f"- seeds: {seeds} ({spread}); samples per model: {prov['num_samples']}",
+        f"- seeds: {seeds} ({spread}); {samples}",
     ]
 
 
@@ -323,7 +328,7 @@ def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]
             mean, std, n = aggregate([m[name] for m in metrics])
             cells[column] = fmt(mean, std, digits[name])
             numbers[f"{name}_mean"], numbers[f"{name}_std"], numbers["seeds"] = mean, std, n
-            if name in with_paper:
+            if name in with_paper and not toy:  # the toy's header says once that it has no paper values
                 value = _paper_value(row, name)
                 cells[f"{column} (paper)"] = "-" if value is None else value
                 numbers[f"{name}_paper"] = value
@@ -354,7 +359,8 @@ def write_table(manifest: dict, out: Path) -> None:
     if toy:
         header.append("- toy scale: numbers are reported as they come; TensorAR may lose to its baseline here. "
                       "The fine-tune control gets the same steps, data and base learning rate as TensorAR. "
-                      "Toy rows have no paper values: the paper ran nothing at this scale.")
+                      "No paper columns: the paper ran nothing at this scale (its values are in the paper-scale "
+                      "tables of config/paper.yaml).")
     atomic_write_text(out, "\n".join(header + [""] + md))
     with atomic_path(out.with_suffix(".csv")) as tmp:
         pd.concat(csv, ignore_index=True).to_csv(tmp, index=False)

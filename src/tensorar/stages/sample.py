@@ -357,10 +357,15 @@ def file_sha256(path: str | Path, info: DistInfo) -> str | None:
     return content_id(path) if info.is_main and Path(path).exists() else None
 
 
-def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """The flags naming a class-conditional model and its tokenizer (tensorar sample, time_sampling)."""
+def add_model_arguments(p: argparse.ArgumentParser, several: bool = False) -> None:
+    """The flags naming a class-conditional model and its tokenizer (tensorar sample, time_sampling);
+    `several`: --ckpt NAME=CKPT, repeated (models of one backbone sharing the other flags)."""
     model = p.add_argument_group("model and tokenizer")
-    model.add_argument("--ckpt", required=True, help="backbone or TensorAR checkpoint (ours, or an official file)")
+    if several:
+        model.add_argument("--ckpt", required=True, action="append", metavar="NAME=CKPT",
+                           help="a model to time, named (repeat for each; ours, or an official file)")
+    else:
+        model.add_argument("--ckpt", required=True, help="backbone or TensorAR checkpoint (ours, or an official file)")
     model.add_argument("--family", default=None, choices=sorted(FAMILIES),
                        help="backbone family of an official --ckpt (ours record theirs)")
     model.add_argument("--gpt-preset", default=None, help="preset of an official --ckpt, e.g. GPT-B")

@@ -1,30 +1,37 @@
-"""Time class-conditional sampling on a machine the job has to itself: seconds per image (Table 6b's
-latency) and generation throughput (Fig. 4), with warm-up and repeats, so the spread is reported too.
+"""Time the class-conditional samplers of one backbone together, interleaved, on a machine the job has
+to itself: seconds per image (Table 6b's latency) and throughput (Fig. 4), with warm-up and repeats.
 
-    python -m tensorar.time_sampling --ckpt RUN/final.pt --vq VQ.pt --out TIMING.json \
-        [--batch-size 64] [--warmup 2] [--repeats 5] [--threads N] [--device auto|cpu|cuda] [--dtype fp32|bf16] \
-        [--seed 0] [--cfg-scale 1.5] [--top-k 0] ...      # the model and sampling flags of `tensorar sample`
+    python -m tensorar.time_sampling --ckpt base=BASE.pt --ckpt finetune=CONTROL.pt --ckpt tensorar=TAR.pt \
+        --vq VQ.pt --out TIMING.json [--batch-size 128] [--warmup 2] [--repeats 10] [--order-seed 0] \
+        [--threads N] [--device auto|cpu|cuda] [--dtype fp32|bf16] [--seed 0] [--cfg-scale 1.5] ...
+        # --family / --gpt-preset / --block-size apply to the official files among them, as in `tensorar sample`
 
-Why a stage of its own: the sampling jobs time themselves, but the workflow runs them beside other jobs,
-so their seconds measure contention for cores and memory bandwidth as much as the model (a fresh toy run
-timed one architecture at 110 images/s as the base and 450 images/s as the control). This job is meant
-to run alone, holding every core (the workflow gives its rule all of them); it loads the model and
-tokenizer as `tensorar sample` does (same flags), packs CPU weights once as `sample` does, and runs
-`warmup + repeats` batches with `sample`'s batch loop (`generate_images`): repeat r generates samples
-r*B .. (r+1)*B-1 of `--seed` (labels drawn from the seed, as `sample` draws them) and decodes them to
-uint8 pixels, the tokenizer decode and the eval post-processing included. Generation and decoding are
-timed separately (`StageTimer`: wall clock, after torch.cuda.synchronize on CUDA); the warm-up batches
-(kernel selection, torch.compile, caches) are run and discarded.
+Why one job for several models, interleaved (ours): timed in separate jobs, anything else on the machine
+(another job, the OS, a clock limit) lands in one model's repeats only; a fresh toy run put a base and its
+equal-steps control (the same network) 23 % apart that way. Here round r runs batch r of every model, in
+an order shuffled per round by `--order-seed` (A B C, C A B, ...), so a slow spell touches every model of
+its round, and repeat r of two models forms a pair (`tensorar.evaluation.timing.paired_timing`; claims.md
+also checks that the base and its control time alike, the A/A check). Each batch generates samples
+r*B .. (r+1)*B-1 of `--seed` (labels drawn from the seed as `sample` draws them; the same for every model)
+and decodes them to uint8 pixels, the tokenizer decode and the eval post-processing included, with
+`sample`'s batch loop (`generate_images`); CPU weights are packed once per model as `sample` packs them.
+Generation and decoding are timed separately (`StageTimer`: wall clock, after torch.cuda.synchronize on
+CUDA); the warm-up rounds (kernel selection, torch.compile, caches) are run and discarded.
 
 TIMING.json:
     batch_size, warmup, repeats, threads (torch's intra-op threads), device, dtype, torch (version),
-    model {kind, family, parameters, base_parameters, k, num_tokens, num_classes}  (as `sample`'s stats),
-    config, options, ckpt, vq                     (what was timed),
-    generate_s, decode_s                          [seconds of each timed repeat's batch],
-    latency_s {mean, std, values}                 (generate_s + decode_s) / batch_size: seconds per image,
+    order_seed, order [[model names of round r] for every round, warm-up included], reference (first model),
+    config, options, vq                           (what was timed, shared by every model),
+    models {NAME: {
+        ckpt, model {kind, family, parameters, base_parameters, k, num_tokens, num_classes} (as `sample`'s stats),
+        generate_s, decode_s                      [seconds of each timed round's batch],
+        latency_s {mean, std, values}             (generate_s + decode_s) / batch_size: seconds per image,
                                                   AR steps + tokenizer decoding (our reading of Table 6b's latency),
-    generate_latency_s {mean, std, values}        generate_s / batch_size: generation only, per image,
-    images_per_s {mean, std, values}              batch_size / generate_s (generation throughput, Fig. 4).
+        generate_latency_s {mean, std, values}    generate_s / batch_size: generation only, per image,
+        images_per_s {mean, std, values}          batch_size / (generate_s + decode_s): throughput including VQ
+                                                  decoding, as the paper measures Fig. 4 (Sec. 3.1.3, batch 128),
+        generation_images_per_s {...}             batch_size / generate_s: generation alone}},
+    paired {NAME: {latency_ratio [per round: latency / reference's latency], median}} for every other model.
 `std` is the sample SD (ddof=1) over the repeats; with one repeat there is no spread to estimate and it is
 null (JSON's NaN; 0.0 would claim there is none).
 """
@@ -32,7 +39,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
+from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
 
@@ -59,6 +68,7 @@ from tensorar.stages.sample import (
 # SamplingConfig fields that make no sense for a timing job (how many samples, how they are sharded):
 # the batches timed are fixed by --batch-size, --warmup and --repeats.
 SKIPPED_CONFIG = ("num_samples", "shard_size")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 
 
 def non_negative_int(text: str) -> int:
@@ -66,6 +76,26 @@ def non_negative_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
+
+
+def named_checkpoints(values: list[str]) -> dict[str, str]:
+    """["NAME=CKPT", ...] -> {NAME: CKPT} in the order given; names unique and plain."""
+    found: dict[str, str] = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not path or not MODEL_NAME.fullmatch(name):
+            raise SystemExit(f"--ckpt {value!r}: expected NAME=CKPT with NAME of letters, digits, '_.+-'")
+        if name in found:
+            raise SystemExit(f"--ckpt: the name {name!r} is given twice")
+        found[name] = path
+    return found
+
+
+def round_orders(names: list[str], rounds: int, seed: int) -> list[list[str]]:
+    """The order the models run in, per round: a fresh permutation each round from `seed`, so no model is
+    always first (or always right after another one)."""
+    rng = np.random.default_rng(seed)
+    return [[names[i] for i in rng.permutation(len(names))] for _ in range(rounds)]
 
 
 def spread(values: list[float]) -> dict:
@@ -76,60 +106,80 @@ def spread(values: list[float]) -> dict:
 
 
 @torch.no_grad()
-def time_batches(
-    model: nn.Module,
+def time_rounds(
+    models: dict[str, nn.Module],
     decode: DecodeFn,
     cfg: SamplingConfig,
     options: SamplingOptions,
     batch_size: int,
     warmup: int,
-    repeats: int,
+    orders: list[list[str]],
     device: torch.device,
     amp_dtype: torch.dtype | None = None,
     progress: bool = True,
-) -> dict:
-    """Generate and decode `warmup + repeats` batches of `batch_size` samples; returns the timed repeats'
-    {"generate_s", "decode_s"} (the warm-up batches are discarded)."""
-    total = warmup + repeats
-    labels = class_labels(cfg.labels, total * batch_size, model.backbone.num_classes, cfg.seed)
-    times: dict[str, list[float]] = {"generate_s": [], "decode_s": []}
-    with packed_for_decoding(model), tqdm(total=total, unit="batch", desc="timing", disable=not progress) as pbar:
-        for r in range(total):
+) -> dict[str, dict[str, list[float]]]:
+    """Run round r of `orders` (batch r of every model, in that round's order); returns each model's timed
+    rounds' {"generate_s", "decode_s"} (the first `warmup` rounds are discarded)."""
+    num_classes = {m.backbone.num_classes for m in models.values()}
+    if len(num_classes) > 1:
+        raise SystemExit(f"the models timed together must share their classes, got {sorted(num_classes)}")
+    labels = class_labels(cfg.labels, len(orders) * batch_size, num_classes.pop(), cfg.seed)
+    times = {name: {"generate_s": [], "decode_s": []} for name in models}
+    steps = len(orders) * len(models)
+    with ExitStack() as stack, tqdm(total=steps, unit="batch", desc="timing", disable=not progress) as pbar:
+        for model in models.values():
+            stack.enter_context(packed_for_decoding(model))
+        for r, order in enumerate(orders):
             indices = np.arange(r * batch_size, (r + 1) * batch_size)
-            timer = StageTimer(device)  # synchronises CUDA before and after each stage
-            generate_images(model, decode, labels[indices], indices, cfg, options, batch_size, device, amp_dtype,
-                            timer)
-            if r >= warmup:
-                times["generate_s"].append(timer.seconds["generate"])
-                times["decode_s"].append(timer.seconds["decode"])
-            pbar.set_postfix(phase="warm-up" if r < warmup else "timed",
-                             img_per_s=f"{batch_size / max(timer.seconds['generate'], 1e-9):.1f}")
-            pbar.update()
+            for name in order:
+                timer = StageTimer(device)  # synchronises CUDA before and after each stage
+                generate_images(models[name], decode, labels[indices], indices, cfg, options, batch_size, device,
+                                amp_dtype, timer)
+                if r >= warmup:
+                    times[name]["generate_s"].append(timer.seconds["generate"])
+                    times[name]["decode_s"].append(timer.seconds["decode"])
+                pbar.set_postfix(phase="warm-up" if r < warmup else "timed", model=name)
+                pbar.update()
     return times
 
 
 def summarise(generate_s: list[float], decode_s: list[float], batch_size: int) -> dict:
-    """Per-repeat seconds -> the latency and throughput blocks of TIMING.json."""
+    """Per-repeat seconds of one model -> its latency and throughput blocks of TIMING.json."""
+    total = [g + d for g, d in zip(generate_s, decode_s)]
     return {
         "generate_s": list(generate_s),
         "decode_s": list(decode_s),
-        "latency_s": spread([(g + d) / batch_size for g, d in zip(generate_s, decode_s)]),
+        "latency_s": spread([t / batch_size for t in total]),
         "generate_latency_s": spread([g / batch_size for g in generate_s]),
-        "images_per_s": spread([batch_size / g for g in generate_s]),
+        "images_per_s": spread([batch_size / t for t in total]),
+        "generation_images_per_s": spread([batch_size / g for g in generate_s]),
     }
+
+
+def paired_ratios(blocks: dict[str, dict], reference: str) -> dict[str, dict]:
+    """Per round, each model's latency over the reference model's in the same round, and the median."""
+    ref = blocks[reference]["latency_s"]["values"]
+    out = {}
+    for name, block in blocks.items():
+        if name != reference:
+            ratios = [v / r for v, r in zip(block["latency_s"]["values"], ref)]
+            out[name] = {"reference": reference, "latency_ratio": ratios, "median": statistics.median(ratios)}
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensorar time_sampling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p)
+    add_model_arguments(p, several=True)
     add_arguments(p.add_argument_group("samples (SamplingConfig)"), SamplingConfig, skip=SKIPPED_CONFIG)
     add_arguments(p.add_argument_group("token sampling (SamplingOptions)"), SamplingOptions)
     run = p.add_argument_group("timing")
     run.add_argument("--out", required=True, help="TIMING.json")
-    run.add_argument("--batch-size", type=positive_int, default=64, help="images per timed batch (default: 64)")
-    run.add_argument("--warmup", type=non_negative_int, default=2, help="batches run first and discarded (default: 2)")
-    run.add_argument("--repeats", type=positive_int, default=5, help="timed batches (default: 5)")
+    run.add_argument("--batch-size", type=positive_int, default=128,
+                     help="images per timed batch (default: 128, the paper's Fig. 4 batch, Sec. 3.1.3)")
+    run.add_argument("--warmup", type=non_negative_int, default=2, help="rounds run first and discarded (default: 2)")
+    run.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (default: 10)")
+    run.add_argument("--order-seed", type=int, default=0, help="seed of the per-round model order (default: 0)")
     run.add_argument("--threads", type=positive_int, default=None,
                      help="torch intra-op threads (default: torch's, i.e. every core it sees)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -139,12 +189,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def load_models(args: argparse.Namespace, checkpoints: dict[str, str], device: torch.device,
+                options: SamplingOptions) -> tuple[dict[str, nn.Module], object]:
+    """{name: model} and the tokenizer (loaded once; every model must fit it, as `sample` checks)."""
+    models, tokenizer = {}, None
+    for name, path in checkpoints.items():
+        models[name], tokenizer = load_class_conditional(argparse.Namespace(**{**vars(args), "ckpt": path}),
+                                                         device, options)
+    return models, tokenizer
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
     args = parser.parse_args(argv)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("time_sampling times one process on a machine of its own: run it without torchrun")
-    cfg = from_arguments(parser, args, SamplingConfig, num_samples=(args.warmup + args.repeats) * args.batch_size)
+    checkpoints = named_checkpoints(args.ckpt)
+    rounds = args.warmup + args.repeats
+    cfg = from_arguments(parser, args, SamplingConfig, num_samples=rounds * args.batch_size)
     options = from_arguments(parser, args, SamplingOptions)
     device = init_distributed(args.device).device
     logger = get_logger("time_sampling")
@@ -154,13 +216,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
 
-    model, tokenizer = load_class_conditional(args, device, options)
-    summary = model_summary(model)
-    logger.info(f"{'TensorAR' if summary['kind'] == 'tensorar' else summary['family']} {args.ckpt}: "
-                f"{args.warmup} warm-up + {args.repeats} timed batches of {args.batch_size}, {device}, "
-                f"{torch.get_num_threads()} threads")
-    times = time_batches(model, tokenizer.decode, cfg, options, args.batch_size, args.warmup, args.repeats, device,
-                         amp_dtype, progress=not args.no_progress)
+    models, tokenizer = load_models(args, checkpoints, device, options)
+    orders = round_orders(list(models), rounds, args.order_seed)
+    logger.info(f"{', '.join(models)}: {args.warmup} warm-up + {args.repeats} timed rounds of {args.batch_size} "
+                f"images each, interleaved; {device}, {torch.get_num_threads()} threads")
+    times = time_rounds(models, tokenizer.decode, cfg, options, args.batch_size, args.warmup, orders, device,
+                        amp_dtype, progress=not args.no_progress)
+    blocks = {name: {"ckpt": str(Path(checkpoints[name]).resolve()), "model": model_summary(model),
+                     **summarise(times[name]["generate_s"], times[name]["decode_s"], args.batch_size)}
+              for name, model in models.items()}
+    reference = next(iter(models))
     record = {
         "batch_size": args.batch_size,
         "warmup": args.warmup,
@@ -169,17 +234,23 @@ def main(argv: list[str] | None = None) -> None:
         "device": str(device),
         "dtype": args.dtype,
         "torch": torch.__version__,
-        "model": summary,
+        "order_seed": args.order_seed,
+        "order": orders,
+        "reference": reference,
         "config": {k: v for k, v in asdict(cfg).items() if k not in SKIPPED_CONFIG},
         "options": asdict(options),
-        "ckpt": str(Path(args.ckpt).resolve()),
         "vq": str(Path(args.vq).resolve()),
-        **summarise(times["generate_s"], times["decode_s"], args.batch_size),
+        "models": blocks,
+        "paired": paired_ratios(blocks, reference),
     }
     atomic_write_json(args.out, record)
-    latency, rate = record["latency_s"], record["images_per_s"]
-    logger.info(f"wrote {args.out}: {1000 * latency['mean']:.2f} ms/img (generation + decoding), "
-                f"{rate['mean']:.1f} img/s generation (means of {args.repeats} repeats)")
+    for name, block in blocks.items():
+        ratio = record["paired"].get(name)
+        logger.info(f"{name}: {1000 * block['latency_s']['mean']:.2f} ms/img (generation + decoding), "
+                    f"{block['images_per_s']['mean']:.1f} img/s with decoding, "
+                    f"{block['generation_images_per_s']['mean']:.1f} img/s generation"
+                    + (f"; median latency ratio to {reference} {ratio['median']:.3f}" if ratio else ""))
+    logger.info(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
