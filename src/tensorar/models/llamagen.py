@@ -275,7 +275,7 @@ GPT_T2I_MODELS: dict[str, GPTConfig] = {
     # t2i_XL_stage1_256.pt (16x16 tokens; block_size=1024 for t2i_XL_stage2_512.pt): 777,678,080 parameters.
     "GPT-XL": replace(GPT_MODELS["GPT-XL"], **_T2I),
     # Ours, for the embedded toy's captioned canvases: 16 caption positions of the toy text encoder's
-    # 32-d features (tensorar.data.toy_text) instead of 120 T5 tokens of 2048.
+    # 32-d features (tensorar.toy.text) instead of 120 T5 tokens of 2048.
     "GPT-toy-t2i": replace(GPT_MODELS["GPT-toy-S"], model_type="t2i", cls_token_num=16, caption_dim=32),
 }
 
