@@ -21,7 +21,7 @@ from tensorar.decoding.compiled_step import make_decoder
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.sampling import SamplingOptions
 
-PAD = -1
+PAD = -1  # token id of positions with no token (past the end of the sequence, in TensorAR windows)
 
 
 def decode_step(model, window: torch.Tensor, position: int | torch.Tensor, cache, rows: int = 1) -> torch.Tensor:

@@ -27,11 +27,10 @@ from typing import Any, Callable, ClassVar
 import torch
 import torch.nn as nn
 
-from tensorar.decoding.generate import generate
+from tensorar.decoding.generate import PAD, generate
 from tensorar.decoding.sampling import SamplingOptions
 
 Condition = dict[str, torch.Tensor]
-PAD = -1  # token id of positions with no token (past the end of the sequence, in TensorAR windows)
 
 
 # --------------------------------------------------------------------------------------------------
