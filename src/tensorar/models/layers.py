@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 
 
 class BlockConfig(Protocol):
@@ -98,9 +98,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: BlockConfig):
         super().__init__()
         hidden = ffn_hidden_dim(cfg.dim, cfg.multiple_of, cfg.ffn_dim_multiplier)
-        self.w1 = Linear(cfg.dim, hidden, bias=False)
-        self.w3 = Linear(cfg.dim, hidden, bias=False)
-        self.w2 = Linear(hidden, cfg.dim, bias=False)
+        self.w1 = PackableLinear(cfg.dim, hidden, bias=False)
+        self.w3 = PackableLinear(cfg.dim, hidden, bias=False)
+        self.w2 = PackableLinear(hidden, cfg.dim, bias=False)
         self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -206,8 +206,8 @@ class Attention(nn.Module):
         self.n_head = cfg.n_head
         self.n_kv_head = cfg.n_kv_head or cfg.n_head
         self.head_dim = cfg.dim // cfg.n_head
-        self.wqkv = Linear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
-        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
+        self.wqkv = PackableLinear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.wo = PackableLinear(cfg.dim, cfg.dim, bias=False)
         self.attn_dropout_p = cfg.attn_dropout_p
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 

@@ -15,7 +15,7 @@ Differences from the official code, none of which changes a number:
 - the KV cache is an explicit object, not module buffers, so it never ends up in `state_dict()`;
 - condition dropout (for CFG training) is applied by the trainer (`Backbone.drop_condition`), not drawn
   inside the embedder;
-- `Linear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
+- `PackableLinear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
 
 Reading order: config -> condition embedders -> GPT -> presets -> official checkpoints.
 """
@@ -33,7 +33,7 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
 from tensorar.models.layers import (
@@ -103,9 +103,9 @@ class LabelEmbedder(nn.Module):
 class CaptionMLP(nn.Module):
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.fc1 = Linear(in_dim, dim, bias=False)
+        self.fc1 = PackableLinear(in_dim, dim, bias=False)
         self.act = nn.GELU(approximate="tanh")
-        self.fc2 = Linear(dim, dim, bias=False)
+        self.fc2 = PackableLinear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -145,7 +145,7 @@ class GPT(Backbone):
         rates = [cfg.drop_path_rate * i / max(cfg.n_layer - 1, 1) for i in range(cfg.n_layer)]  # linear, as LlamaGen
         self.layers = nn.ModuleList(TransformerBlock(cfg, r) for r in rates)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = PackableLinear(cfg.dim, cfg.vocab_size, bias=False)
         rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, cfg.cls_token_num)
         self.register_buffer("rope", rope, persistent=False)  # (cls + T, Dh/2, 2)
         self.initialize_weights()

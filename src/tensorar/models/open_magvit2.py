@@ -23,7 +23,7 @@ Differences from the official code, none of which changes a number:
   inside the embedder;
 - the teacher-forced loss is computed here (`forward`), as `Net2NetTransformer` does (§2.6): the
   official `GPT.forward(targets=...)` branch is broken;
-- `Linear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
+- `PackableLinear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
 
 Reading order: config -> the model -> presets -> official checkpoints.
 """
@@ -42,7 +42,7 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
 from tensorar.models.layers import (
@@ -149,7 +149,8 @@ class OpenMAGVIT2(Backbone):
         self.factorized_blocks = nn.ModuleList(
             TransformerBlock(cfg, r) for r in drop_path_rates(cfg, cfg.factorized_n_layer))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)  # shared by both sub-positions (§2.5.5)
-        self.head = nn.ModuleList([Linear(cfg.dim, 2**b0, bias=False), Linear(cfg.dim, 2**b1, bias=False)])
+        self.head = nn.ModuleList([PackableLinear(cfg.dim, 2**b0, bias=False),
+                                   PackableLinear(cfg.dim, 2**b1, bias=False)])
         rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, 1)  # row 0: the class slot
         self.register_buffer("rope", rope, persistent=False)  # (1 + T, Dh/2, 2)
         self.initialize_weights()

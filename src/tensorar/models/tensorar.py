@@ -33,7 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.generate import generate
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition
@@ -84,9 +84,9 @@ class CrossAttention(nn.Module):
         self.n_head = n_head
         self.query_norm = RMSNorm(dim, eps)
         self.context_norm = RMSNorm(dim, eps)
-        self.wq = Linear(dim, dim, bias=False)
-        self.wkv = Linear(dim, 2 * dim, bias=False)
-        self.wo = Linear(dim, dim, bias=False)
+        self.wq = PackableLinear(dim, dim, bias=False)
+        self.wkv = PackableLinear(dim, 2 * dim, bias=False)
+        self.wo = PackableLinear(dim, dim, bias=False)
 
     def forward(self, q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """q (N, Q, D), context (N, C, D) -> (N, Q, D)."""
@@ -112,7 +112,7 @@ class QueryTransformer(nn.Module):
         self.queries = nn.Parameter(torch.empty(n_queries, dim))
         self.layers = nn.ModuleList(CrossAttention(dim, n_head, eps) for _ in range(depth))
         self.mlp_norm = RMSNorm(dim, eps)
-        self.mlp = nn.Sequential(Linear(dim, dim, bias=False), nn.GELU(), Linear(dim, dim, bias=False))
+        self.mlp = nn.Sequential(PackableLinear(dim, dim, bias=False), nn.GELU(), PackableLinear(dim, dim, bias=False))
 
     def initialize_weights(self, std: float):
         for m in self.modules():
