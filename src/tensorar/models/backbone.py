@@ -201,8 +201,9 @@ class Backbone(nn.Module, abc.ABC):
         loss = self.token_loss(hidden, tokens)
         return loss, loss.detach()[None]
 
-    # The generation contract (`tensorar.decoding.generate`): a base model is a window of one token.
-    window_size: ClassVar[int] = 1
+    # The generation contract (`tensorar.decoding.generate`): a base model is a window of k = 1 token
+    # (TensorAR's k, the paper's window size, is the same attribute).
+    k: ClassVar[int] = 1
 
     @property
     def backbone(self) -> "Backbone":

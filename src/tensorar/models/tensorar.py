@@ -147,7 +147,7 @@ class TensorAR(nn.Module):
             raise ValueError(f"dim {base.dim} is not divisible by the query-transformer heads {n_head}")
         self.base = base
         self.plugin_config = cfg
-        self.k = cfg.k
+        self.k = cfg.k  # the window size (the generation contract reads it, as Backbone.k = 1)
         # Where each token sits in the window: Q_in's cross-attention is otherwise order-blind.
         self.window_pos = nn.Parameter(torch.empty(cfg.k, base.dim))
         # k = 1 windows never reach past the sequence; an unused parameter would break DDP.
@@ -173,10 +173,6 @@ class TensorAR(nn.Module):
     @property
     def backbone(self) -> Backbone:
         return self.base
-
-    @property
-    def window_size(self) -> int:
-        return self.k
 
     def plugin_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("base.")]

@@ -304,7 +304,7 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
         loss_module = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                           broadcast_buffers=False)
     loss_kwargs = {}
-    tensor_size = model.window_size  # tokens per TensorAR input tensor (1 for a plain backbone)
+    k = model.k  # tokens per TensorAR window (1 for a plain backbone)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -338,10 +338,10 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
             # Dropout layers use the global RNG, reseeded from (seed, step, rank).
             torch.manual_seed(derive_seed(opts.seed, "dropout", step, info.rank))
             if setup.mode == "tensorar":
-                noise = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size)
+                noise = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], k)
                 loss_kwargs["noise_uniforms"] = noise[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, 2)
                 if model.plugin_config.draft_source == "self":
-                    drafts = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size,
+                    drafts = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], k,
                                           backbone.token_parts, "drafts")
                     loss_kwargs["draft_uniforms"] = drafts[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, P)
             warmup = min(1.0, (step + 1) / opts.warmup_steps) if opts.warmup_steps else 1.0
