@@ -310,7 +310,7 @@ def test_registry_entries():
 def test_config_is_strict_and_validated():
     cfg = JANUS_MODELS["Janus-Pro-1B"]
     assert JanusBackboneConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="unknown JanusBackboneConfig keys"):
+    with pytest.raises(ValueError, match="JanusBackboneConfig: unknown keys"):
         JanusBackboneConfig.from_dict({**cfg.to_dict(), "prompt_len": 3})
     with pytest.raises(ValueError, match="square"):
         JanusBackboneConfig(num_image_tokens=575)

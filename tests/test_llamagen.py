@@ -129,6 +129,6 @@ def test_rope_class_rows_zero_and_presets_registry():
     assert model.rope.shape == (1 + 16, model.config.head_dim // 2, 2)
     with pytest.raises(KeyError, match="unknown GPT preset"):
         gpt_config("GPT-Z")
-    with pytest.raises(ValueError, match="unknown GPTConfig keys"):
+    with pytest.raises(ValueError, match="GPTConfig: unknown keys"):
         GPTConfig.from_dict({"dim": 8, "n_layers": 2})
     assert {"GPT-B", "GPT-L", "GPT-XL", "GPT-XXL", "GPT-3B"} <= set(GPT_MODELS)

@@ -69,7 +69,7 @@ def test_config_from_official_and_strict(ref):
     assert (cfg.head_dim, cfg.ffn_hidden_dim, cfg.grid_size) == (32, 256, 4)
     assert (cfg.token_dropout_p, cfg.ffn_dropout_p, cfg.attn_dropout_p) == (0.1, 0.1, 0.0)  # official defaults
     assert OpenMAGVIT2Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="unknown OpenMAGVIT2Config keys: \\['n_layer'\\]"):
+    with pytest.raises(ValueError, match="OpenMAGVIT2Config: unknown keys \\['n_layer'\\]"):
         OpenMAGVIT2Config.from_dict({**cfg.to_dict(), "n_layer": 2})
     with pytest.raises(ValueError, match="unknown Open-MAGVIT2 GPT arguments: \\['class_nums'\\]"):
         OpenMAGVIT2Config.from_official({**ref["config"], "class_nums": 10})

@@ -49,7 +49,7 @@ Reading order: config -> prompts -> cache -> backbone -> VQ tokenizer -> presets
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -60,13 +60,14 @@ import torch.nn.functional as F
 from tensorar.checkpoint import load_state_dict_strict
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
+from tensorar.options import DictForm
 
 # transformers is imported inside functions: importing its Janus modules costs seconds, and the model
 # registry (imported by every command) imports this module.
 
 
 @dataclass(frozen=True)
-class JanusBackboneConfig:
+class JanusBackboneConfig(DictForm):
     """What rebuilds a JanusBackbone: saved in our checkpoints (`to_dict`), read back by `from_dict`."""
 
     hf_config: dict = field(default_factory=dict)  # transformers JanusConfig(**hf_config); sub-configs as dicts
@@ -86,17 +87,6 @@ class JanusBackboneConfig:
             raise ValueError(f"num_image_tokens {self.num_image_tokens} is not a square token grid")
         if not 0.0 <= self.condition_dropout_prob < 1.0:
             raise ValueError(f"condition_dropout_prob {self.condition_dropout_prob} is not in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "JanusBackboneConfig":
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown JanusBackboneConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ Blocks read their sizes from any config object with the attributes of `BlockConf
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Optional, Protocol
 
 import torch
@@ -19,6 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tensorar.decoding.cpu_packing import PackableLinear
+from tensorar.options import DictForm
 
 
 class BlockConfig(Protocol):
@@ -45,7 +45,7 @@ def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None 
     return round_up(hidden, multiple_of)
 
 
-class TransformerShape:
+class TransformerShape(DictForm):
     """What a backbone config with `dim`, `n_head`, `block_size`, `multiple_of` and `ffn_dim_multiplier`
     fields derives from them (LlamaGen's GPT and Open-MAGVIT2's AR share these), and its strict dict form."""
 
@@ -66,17 +66,6 @@ class TransformerShape:
     @property
     def ffn_hidden_dim(self) -> int:
         return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 class RMSNorm(nn.Module):

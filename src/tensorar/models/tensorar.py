@@ -26,7 +26,7 @@ Reading order: config -> query transformer -> TensorAR (encoder, decoder, traini
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -39,13 +39,13 @@ from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition
 from tensorar.models.layers import RMSNorm
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, beta, slot_weights
-from tensorar.options import check_fields, option
+from tensorar.options import DictForm, check_fields, option
 
 DRAFT_SOURCES = ("noise", "self")
 
 
 @dataclass(frozen=True)
-class TensorARConfig:
+class TensorARConfig(DictForm):
     """The plug-in's settings (saved in every TensorAR checkpoint; the workflow's `variants`)."""
 
     k: int = option(4, "tokens per input/output tensor (window size)", min=1)
@@ -60,17 +60,6 @@ class TensorARConfig:
 
     def __post_init__(self):
         check_fields(self)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TensorARConfig":
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown TensorARConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------------

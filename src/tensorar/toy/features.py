@@ -26,6 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tensorar.evaluation import features
+from tensorar.options import from_mapping
 
 
 @dataclass(frozen=True)
@@ -134,8 +135,10 @@ class ToyFeatureExtractor:
 
 
 def config_from_dict(d: dict) -> ToyClassifierConfig:
-    # Checkpoints store the config as a plain dict (weights_only-loadable); tuples come back as lists.
-    return ToyClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    """Strict (an unknown key raises). Checkpoints store the config as a plain dict (weights_only-loadable);
+    tuples come back as lists."""
+    return from_mapping(ToyClassifierConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
+                        "ToyClassifierConfig")
 
 
 FEATURE_NETWORKS = ("inception", "toy")
