@@ -187,7 +187,7 @@ def test_autocast_bf16_keeps_one_cache_dtype_and_fp32_logits(model, ref):
         cache = model.new_cache(2)
         prefix = model.embed_condition(cond)
         hidden = model.transformer(prefix.embeddings, 0, cache, key_mask=prefix.key_mask)
-        assert model.head(hidden).dtype == torch.float32
+        assert model.logits(hidden).dtype == torch.float32
     assert cache.hf.layers[0].keys.dtype == torch.bfloat16
     assert tokens.shape == (2, 16) and next(model.parameters()).dtype == torch.float32
 

@@ -70,7 +70,7 @@ def test_kv_cache_parity_and_cache_equals_uncached(tiny):
         for i in range(16):
             steps.append(model.transformer(model.embed_tokens(tokens[:, i : i + 1]), 1 + i, cache)[:, -1])
         full, _ = model(tokens, labels)
-    cached = model.head(torch.stack(steps, dim=1))  # (B, 17, V)
+    cached = model.logits(torch.stack(steps, dim=1))  # (B, 17, V)
     torch.testing.assert_close(cached, ref["logits_kvcache"], atol=1e-4, rtol=0)
     torch.testing.assert_close(cached, full, atol=1e-4, rtol=0)
 

@@ -159,7 +159,7 @@ def test_train_path_gives_the_eval_logits_and_loss(ref):
     model = build(ref, token_dropout_p=0.0, resid_dropout_p=0.0, ffn_dropout_p=0.0).train()
     tokens, cond = ref["tokens"], condition(ref)
     with torch.no_grad():
-        logits = model.head(model.hidden_states(model.embed_tokens(tokens[:, :-1]), cond))
+        logits = model.logits(model.hidden_states(model.embed_tokens(tokens[:, :-1]), cond))
         loss, _ = model.training_loss(tokens, cond)
     torch.testing.assert_close(logits, ref["logits"], rtol=1e-4, atol=1e-4)
     expected = F.cross_entropy(ref["logits"].flatten(0, 1), tokens.flatten())
@@ -390,7 +390,7 @@ def test_tensorar_k1_is_bit_identical_to_the_t2i_base(tiny_ref):
     tokens, cond = tiny_ref["tokens"], condition(tiny_ref)
     with torch.no_grad():
         base_logits, base_loss = base(tokens[:, :-1], cond, targets=tokens)
-        slot_logits = base.head(model.slot_hidden_states(model.windows(tokens)[:, :-1], cond))  # (B, T, 1, V)
+        slot_logits = base.logits(model.slot_hidden_states(model.windows(tokens)[:, :-1], cond))  # (B, T, 1, V)
         loss, per_slot = model.training_loss(tokens, cond)
     assert torch.equal(slot_logits[:, :, 0], base_logits)
     assert torch.equal(loss, base_loss) and torch.equal(per_slot, base_loss[None])
@@ -418,7 +418,7 @@ def test_tensorar_k4_at_init_generates_the_base_tokens(tiny_ref):
     model = TensorAR(base, TensorARConfig(k=4)).eval()
     tokens, cond = tiny_ref["tokens"], condition(tiny_ref)
     with torch.no_grad():
-        slot_logits = base.head(model.slot_hidden_states(model.windows(tokens)[:, :-1], cond))  # (B, T, 4, V)
+        slot_logits = base.logits(model.slot_hidden_states(model.windows(tokens)[:, :-1], cond))  # (B, T, 4, V)
     torch.testing.assert_close(slot_logits[:, :, 0], tiny_ref["logits"], rtol=1e-4, atol=1e-4)
     for cfg_scale in (1.0, 4.0):
         options = SamplingOptions(cfg_scale=cfg_scale, greedy=True)

@@ -35,7 +35,7 @@ def data(B: int = 3, seed: int = 1):
 
 def slot_logits(model: TensorAR, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Teacher-forced logits of every slot: input windows (B, L, k) -> (B, L + 1, k, V)."""
-    return model.base.head(model.slot_hidden_states(inputs, {"labels": labels}))
+    return model.base.logits(model.slot_hidden_states(inputs, {"labels": labels}))
 
 
 # ----- identity at initialisation -----
@@ -177,7 +177,7 @@ def test_cached_decoding_matches_uncached_forward_on_the_same_drafts(make):
         for i in range(1, T):
             cached.append(decode_step(model, drafts[:, i - 1], cache.length, cache))
             cache.length += 1
-    torch.testing.assert_close(model.base.head(torch.stack(cached, 1)), logits, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(model.base.logits(torch.stack(cached, 1)), logits, atol=1e-5, rtol=1e-5)
     resampled = sample_from_logits(logits, uniforms=u[..., 0])  # (B, T, k)
     real = drafts != PAD
     assert torch.equal(resampled[real], drafts[real])
@@ -195,12 +195,12 @@ def test_cfg_batches_cond_and_null_rows(make, cfg_interval):
     null = torch.full_like(labels, NUM_CLASSES)
 
     def first_window(rows: torch.Tensor, cache) -> torch.Tensor:
-        return model.base.head(prefill(model, {"labels": rows}, cache))  # (rows, k, V)
+        return model.base.logits(prefill(model, {"labels": rows}, cache))  # (rows, k, V)
 
     def next_window(window: torch.Tensor, cache) -> torch.Tensor:
         hidden = decode_step(model, window, cache.length, cache)
         cache.length += 1
-        return model.base.head(hidden)
+        return model.base.logits(hidden)
 
     with torch.no_grad():
         both = first_window(torch.cat([labels, null]), model.base.new_cache(4))

@@ -114,6 +114,15 @@ def precompute_rope_2d(grid_size: int, head_dim: int, base: float, prefix_len: i
     return torch.cat([torch.zeros(prefix_len, half, 2), table])
 
 
+def rope_rows(table: torch.Tensor, start: int | torch.Tensor, length: int) -> torch.Tensor:
+    """The RoPE rows of positions [start, start+length) -> (length, Dh/2, 2). `start` a 0-d long tensor
+    (one token, the compiled static-shape step): indexed on the device, so the step's graph is the same
+    at every position."""
+    if isinstance(start, torch.Tensor):
+        return table[start.view(1)]  # (1, Dh/2, 2)
+    return table[start : start + length]
+
+
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
     """x (B, L, H, Dh), rope (L, Dh/2, 2) -> rotated x, computed in fp32."""
     xp = x.float().reshape(*x.shape[:-1], -1, 2)  # (B, L, H, Dh/2, 2)

@@ -34,14 +34,14 @@ from tensorar.checkpoint import (
     read_checkpoint,
 )
 from tensorar.decoding.cpu_packing import PackableLinear
-from tensorar.decoding.sampling import SamplingOptions
-from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
+from tensorar.models.backbone import Backbone, Condition, Prefix
 from tensorar.models.layers import (
     KVCache,
     RMSNorm,
     TransformerBlock,
     TransformerShape,
     precompute_rope_2d,
+    rope_rows,
 )
 
 MODEL_TYPES = ("c2i", "t2i")
@@ -133,6 +133,10 @@ class GPT(Backbone):
     """LlamaGen's GPT. Conditions: {"labels": (B,)} (c2i) or {"caption": (B, 120, C) left-padded and
     masked, "caption_mask": (B, 120) bool} (t2i)."""
 
+    data_fields = {"vocab_size": "vocab_size", "num_tokens": "block_size", "num_classes": "num_classes",
+                   "caption_dim": "caption_dim"}
+    dropout_fields = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
@@ -164,30 +168,15 @@ class GPT(Backbone):
                     nn.init.zeros_(m.bias)
         nn.init.zeros_(self.output.weight)
 
-    # ----- sizes -----
-    dim = property(lambda self: self.config.dim)
-    num_heads = property(lambda self: self.config.n_head)
-    norm_eps = property(lambda self: self.config.norm_eps)
-    initializer_range = property(lambda self: self.config.initializer_range)
-    num_tokens = property(lambda self: self.config.block_size)
-    vocab_size = property(lambda self: self.config.vocab_size)
+    # ----- sizes (the rest: Backbone's defaults) -----
     prefix_length = property(lambda self: self.config.cls_token_num)
     condition_dropout_prob = property(lambda self: self.config.class_dropout_prob)
     num_classes = property(lambda self: self.config.num_classes if self.config.model_type == "c2i" else None)
 
-    # ----- conditions -----
-    def as_condition(self, cond) -> Condition:
-        if isinstance(cond, torch.Tensor):
-            if self.config.model_type != "c2i":
-                raise TypeError("a t2i model's condition is {'caption': ..., 'caption_mask': ...}")
-            return {"labels": cond}
-        return cond
-
+    # ----- conditions (c2i: Backbone's label defaults) -----
     def null_condition(self, cond: Condition) -> Condition:
         if self.config.model_type == "c2i":
-            if self.config.class_dropout_prob <= 0:
-                raise ValueError("this model has no null class (class_dropout_prob = 0): no guidance possible")
-            return {"labels": torch.full_like(cond["labels"], self.config.num_classes)}
+            return super().null_condition(cond)
         # The stored null caption, with the conditional rows' mask (LlamaGen's sampler and training
         # dropout both keep the mask). For a caption of T < 120 tokens (cls_token_num < 120) we take the
         # buffer's first T rows: what LlamaGen's training dropout gives after its [:, :cls_token_num]
@@ -195,6 +184,15 @@ class GPT(Backbone):
         caption = cond["caption"]
         null = self.cls_embedding.uncond_embedding[: caption.size(1)].to(caption.dtype).expand_as(caption)
         return {"caption": null, "caption_mask": cond["caption_mask"]}
+
+    def example_condition(self, batch_size: int, generator: torch.Generator | None = None) -> Condition:
+        if self.config.model_type == "c2i":
+            return super().example_condition(batch_size, generator)
+        # Random caption features, left-padded as the text encoders pad them: row i has i padded positions.
+        n, device = self.config.cls_token_num, self.tok_embeddings.weight.device
+        caption = torch.randn(batch_size, n, self.config.caption_dim, generator=generator)
+        mask = torch.arange(n)[None] >= torch.arange(batch_size).clamp(max=n - 1)[:, None]  # (B, n)
+        return {"caption": (caption * mask[..., None]).to(device), "caption_mask": mask.to(device)}
 
     def embed_condition(self, cond: Condition) -> Prefix:
         if self.config.model_type == "c2i":
@@ -218,10 +216,7 @@ class GPT(Backbone):
 
     def transformer(self, h: torch.Tensor, start: int | torch.Tensor = 0, cache: KVCache | None = None,
                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(start, torch.Tensor):
-            rope = self.rope[start.view(1)]  # (1, Dh/2, 2)
-        else:
-            rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
+        rope = rope_rows(self.rope, start, h.size(1))  # (L, Dh/2, 2)
         if cache is not None and key_mask is not None:
             cache.mask_keys(start, key_mask)  # later steps read the padding from the cache
             key_mask = None
@@ -230,25 +225,16 @@ class GPT(Backbone):
             h = layer(h, rope, cache, i, start, key_mask)
         return self.norm(h)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The bias-free output head, fp32 logits (Backbone's token loss and sampler use it)."""
         return self.output(hidden).float()
-
-    def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = self.head(hidden)  # (..., V)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD,
-                               reduction=reduction)
-
-    def sample_tokens(self, hidden: torch.Tensor, options: SamplingOptions, step: int,
-                      generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-        logits = options.guide(self.head(hidden), step)  # (B, ..., V)
-        return options.sample(logits, generator, None if uniforms is None else uniforms[..., 0])
 
     # ----- LlamaGen's teacher-forced call (parity tests, diagnostics) -----
     def forward(self, idx: torch.Tensor, cond, targets: torch.Tensor | None = None):
         """idx (B, L) tokens after the condition -> logits (B, L + 1, V), loss. As in LlamaGen training,
         call with idx = tokens[:, :-1] and targets = tokens: position j of the logits predicts token j."""
         hidden = self.hidden_states(self.embed_tokens(idx), self.as_condition(cond))
-        logits = self.head(hidden)
+        logits = self.logits(hidden)
         loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
