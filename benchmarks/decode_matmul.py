@@ -1,5 +1,6 @@
-"""The matmuls of one decode step on CPU: F.linear vs oneDNN-packed weights (what `tensorar.decoding.cpu_packing.Linear`
-uses during generate()) and two rewrites of the same product measured before it.
+"""The matmuls of one decode step on CPU: F.linear vs oneDNN-packed weights (what
+`tensorar.decoding.cpu_packing.PackableLinear` uses during generate()) and two rewrites of the same product
+measured before it.
 
     python benchmarks/decode_matmul.py --preset GPT-B --threads 2
 
@@ -9,9 +10,9 @@ prints the weight bytes streamed per second, next to a plain read of the same by
 machine's memory bandwidth for comparison:
 - `F.linear`: x @ W.T, what nn.Linear does (MKL);
 - `oneDNN packed`: the weight reordered once into oneDNN's blocked layout (`packed_for_decoding`), then
-  oneDNN's matmul: Linear's path in generate();
+  oneDNN's matmul: PackableLinear's path in generate();
 - `W @ x.T`: the matrix-vector form over the long output axis, and
-- `chunked bmm`: output features cut into 8 chunks, one bmm: Linear's paths up to 4 and 64 rows before the
+- `chunked bmm`: output features cut into 8 chunks, one bmm: PackableLinear's paths up to 4 and 64 rows before the
   packed weights replaced them (kept here as the record of what was tried).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tensorar.decoding.cpu_packing import (
-    Linear,
+    PackableLinear,
     linear_by_packed_weight,
     packed_for_decoding,
 )
@@ -75,7 +76,7 @@ def main(argv=None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    layers = nn.ModuleList(Linear(n_in, n_out, bias=False) for n_out, n_in in weight_shapes(args.preset))
+    layers = nn.ModuleList(PackableLinear(n_in, n_out, bias=False) for n_out, n_in in weight_shapes(args.preset))
     weights = [layer.weight for layer in layers]
     for w in weights:
         nn.init.normal_(w)

@@ -144,7 +144,7 @@ def decode_step_flops(base: Backbone, tensorar: TensorAR, cond, rows: int, posit
         for model in (base, tensorar):
             cache = base.new_cache(rows)
             prefill(model, base.condition_rows(base.as_condition(cond), options.use_cfg), cache)
-            window = torch.zeros(len(cond), model.window_size, dtype=torch.long, device=cond.device)
+            window = torch.zeros(len(cond), model.k, dtype=torch.long, device=cond.device)
 
             def step():
                 slots = decode_step(model, window, position, cache, rows // len(cond))
@@ -197,7 +197,7 @@ def syncs_in_decoding(base: Backbone, tensorar: TensorAR, cond: torch.Tensor, ar
     way of drawing tokens."""
     out = {}
     for name, model in (("base", base), ("tensorar", tensorar)):
-        shape = (len(cond), 8, model.window_size, base.token_parts)
+        shape = (len(cond), 8, model.k, base.token_parts)
         for draws, uniforms in (("uniforms", torch.rand(shape, device=cond.device)), ("multinomial", None)):
             torch.cuda.set_sync_debug_mode("error")
             try:

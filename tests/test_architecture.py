@@ -16,7 +16,7 @@ PACKAGE = ROOT / "src" / "tensorar"
 LAYERS = {
     "errors": 0, "options": 0, "fileio": 0, "checkpoint": 0, "distributed": 0,
     "decoding": 1, "data": 1, "evaluation": 1, "reporting": 1,
-    "models": 2,
+    "models": 2, "toy": 2,
     "training": 3,
     "plan": 4,
     "stages": 5,
@@ -75,6 +75,21 @@ def test_no_import_circles():
     for start in edges:
         if start not in state:
             visit(start, [start])
+
+
+def test_no_circles_between_packages():
+    """Packages of one layer may import each other one way only (data and evaluation: not at all; the toy
+    reads both and neither reads the toy)."""
+    edges: dict[str, set[str]] = {}
+    for a, targets in graph().items():
+        for b in targets:
+            pa, pb = a.split(".")[:2], b.split(".")[:2]
+            if len(pa) > 1 and len(pb) > 1 and pa[1] != pb[1]:
+                edges.setdefault(pa[1], set()).add(pb[1])
+    both_ways = sorted(f"{a} <-> {b}" for a, targets in edges.items() for b in targets
+                       if a < b and a in edges.get(b, set()))
+    assert not both_ways, both_ways
+    assert "evaluation" not in edges.get("data", set()) and "data" not in edges.get("evaluation", set())
 
 
 def test_no_import_from_a_higher_layer():

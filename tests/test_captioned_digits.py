@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tensorar.data import captioned_digits as cd
+from tensorar.toy import captioned_digits as cd
 from tensorar.data.captions import CaptionedImages
-from tensorar.data.digits import load_digits_rgb, split_indices
+from tensorar.toy.digits import load_digits_rgb, split_indices
 from tensorar.evaluation import dpg, geneval
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

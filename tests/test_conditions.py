@@ -8,9 +8,9 @@ import json
 import pytest
 import torch
 
-from tensorar.data import captioned_digits
+from tensorar.toy import captioned_digits
 from tensorar.data.conditions import FolderStore
-from tensorar.data.toy_text import ToyTextEncoder
+from tensorar.toy.text import ToyTextEncoder
 from tensorar.models.llamagen import GPT
 from tensorar.models.loading import load_model
 from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from tensorar.data import digits as make_digits
+from tensorar.toy import digits as make_digits
 from tensorar.stages.make_digits import main
 
 

@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 
 from tensorar.errors import InputError
-from tensorar.evaluation.features import build_feature_extractor
 from tensorar.evaluation.inception import WEIGHTS_NAME, InceptionFeatureExtractor
 from tensorar.fileio import atomic_save_npz
 from tensorar.stages import evaluate, make_reference
+from tensorar.toy.features import build_feature_extractor
 
 
 class RandomConvFeatures:
@@ -126,7 +126,7 @@ def test_precomputed_reference_statistics_are_used(tmp_path):
 
 @pytest.mark.slow
 def test_cli_prints_adm_lines_and_writes_json(tmp_path, capsys):
-    from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig
+    from tensorar.toy.features import ToyClassifier, ToyClassifierConfig
 
     config = ToyClassifierConfig(image_size=8, widths=(8, 16))
     torch.manual_seed(0)

@@ -1,4 +1,4 @@
-"""The fast decoding paths give the plain path's results: packed CPU weights (`Linear`), the
+"""The fast decoding paths give the plain path's results: packed CPU weights (`PackableLinear`), the
 static-shape step over a masked full cache, and the compiled step (`compile_step=True`)."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from tensorar.decoding import cpu_packing
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.generate import decode_step, prefill
 from tensorar.decoding.sampling import SamplingOptions
 
@@ -36,13 +36,13 @@ needs_onednn = pytest.mark.skipif(not cpu_packing.onednn_packing_available(),
                                   reason="this torch build cannot pack weights with oneDNN")
 
 
-# ----- Linear with packed weights -----
+# ----- PackableLinear with packed weights -----
 @needs_onednn
 @pytest.mark.parametrize("rows", [1, 2, 5, 16, 64, 513])
 @pytest.mark.parametrize("out_features, bias", [(96, False), (100, True)])
 def test_packed_linear_equals_f_linear(rows, out_features, bias):
     torch.manual_seed(rows)
-    layer = Linear(48, out_features, bias=bias)
+    layer = PackableLinear(48, out_features, bias=bias)
     x = torch.randn(rows, 1, 48)  # (rows, 1, in): a decode step's shape
     with torch.no_grad():
         with cpu_packing.packed_for_decoding(layer):
@@ -72,7 +72,7 @@ def test_packed_weights_live_only_inside_the_block_and_never_under_autograd(mode
 
 @needs_onednn
 def test_packed_weights_leave_cpu_autocast_to_f_linear():
-    layer = Linear(48, 96)
+    layer = PackableLinear(48, 96)
     x = torch.randn(4, 48)
     with torch.no_grad(), cpu_packing.packed_for_decoding(layer), torch.autocast("cpu", torch.bfloat16):
         out = layer(x)

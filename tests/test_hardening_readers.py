@@ -144,7 +144,7 @@ def test_a_code_executing_pickle_is_named_as_such_not_as_truncated(tmp_path, mon
 
 def test_the_toy_classifier_goes_through_the_checkpoint_reader(tmp_path):
     from tensorar.checkpoint import UnreadableCheckpoint
-    from tensorar.evaluation.toy_features import ToyFeatureExtractor
+    from tensorar.toy.features import ToyFeatureExtractor
 
     path = tmp_path / "cls.pt"
     path.write_bytes(b"PK\x03\x04 half a zip")

@@ -232,7 +232,7 @@ def test_config_validation():
         LFQConfig(factorized_bits=(9, 8))
     with pytest.raises(ValueError, match="GroupNorm"):
         LFQConfig(base_channels=24)
-    with pytest.raises(ValueError, match="unknown LFQConfig fields"):
+    with pytest.raises(ValueError, match="LFQConfig: unknown keys"):
         LFQConfig.from_dict({"z_channels": 18, "ch": 128})
     with pytest.raises(KeyError, match="unknown LFQ preset"):
         lfq_config("LFQ-512")

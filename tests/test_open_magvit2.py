@@ -14,7 +14,7 @@ from tensorar.checkpoint import CheckpointMismatchError
 from tensorar.decoding.generate import decode_step, prefill
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD
-from tensorar.models.loading import load_model, save_model
+from tensorar.models.loading import load_model
 from tensorar.models.open_magvit2 import (
     OMV_MODELS,
     OpenMAGVIT2,
@@ -69,7 +69,7 @@ def test_config_from_official_and_strict(ref):
     assert (cfg.head_dim, cfg.ffn_hidden_dim, cfg.grid_size) == (32, 256, 4)
     assert (cfg.token_dropout_p, cfg.ffn_dropout_p, cfg.attn_dropout_p) == (0.1, 0.1, 0.0)  # official defaults
     assert OpenMAGVIT2Config.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
-    with pytest.raises(ValueError, match="unknown OpenMAGVIT2Config keys: \\['n_layer'\\]"):
+    with pytest.raises(ValueError, match="OpenMAGVIT2Config: unknown keys \\['n_layer'\\]"):
         OpenMAGVIT2Config.from_dict({**cfg.to_dict(), "n_layer": 2})
     with pytest.raises(ValueError, match="unknown Open-MAGVIT2 GPT arguments: \\['class_nums'\\]"):
         OpenMAGVIT2Config.from_official({**ref["config"], "class_nums": 10})
@@ -123,9 +123,9 @@ def test_generation_token_for_token(tiny, ref, name):
         assert torch.equal(pre, gen["pre"]) and torch.equal(post, gen["post"])
 
 
-def test_kv_cached_steps_equal_official_steps_and_uncached_forward(tiny, ref):
+def test_kv_cached_steps_equal_official_steps(tiny, ref):
     """Our cached spatial steps + intra head on the official greedy-CFG tokens -> the official per-step raw
-    logits ([cond; null] rows) and our own teacher-forced forward."""
+    logits ([cond; null] rows)."""
     gen = ref["gen"]["greedy_cfg"]
     tokens = tiny.join_tokens(gen["pre"], gen["post"])  # (B, T)
     rows = tiny.condition_rows(tiny.as_condition(gen["labels"]), use_cfg=True)  # [cond; null]
@@ -137,11 +137,8 @@ def test_kv_cached_steps_equal_official_steps_and_uncached_forward(tiny, ref):
             cache.length += 1
         hidden = torch.cat(steps, dim=1)  # (2B, T, D)
         cached_pre, cached_post = tiny.sub_token_logits(hidden, gen["pre"].repeat(2, 1))
-        (full_pre, full_post), _ = tiny(tokens.repeat(2, 1), rows["labels"])
     torch.testing.assert_close(cached_pre, gen["step_logits_pre_raw"], atol=1e-5, rtol=0)
     torch.testing.assert_close(cached_post, gen["step_logits_post_raw"], atol=1e-5, rtol=0)
-    torch.testing.assert_close(cached_pre, full_pre, atol=1e-5, rtol=0)
-    torch.testing.assert_close(cached_post, full_post, atol=1e-5, rtol=0)
 
 
 def test_sample_tokens_any_leading_shape_and_uniform_draws(tiny):
@@ -164,17 +161,14 @@ def test_sample_tokens_any_leading_shape_and_uniform_draws(tiny):
 
 
 # ----- training loss -----
-def test_token_loss_ignores_pad_and_reductions_agree(tiny):
+def test_token_loss_is_the_sum_of_the_sub_token_ces(tiny):
+    """CE(pre) + CE(post) over the real positions, teacher-forced with the true pre (PAD handling: the
+    family contract, tests/test_family_contract.py)."""
     torch.manual_seed(1)
     hidden = torch.randn(2, 16, 64)
     targets = torch.randint(64, (2, 16))
     targets[1, 10:] = PAD
     real = targets != PAD
-    per_token = tiny.token_loss(hidden, targets, "none")  # (B·L,)
-    assert per_token.shape == (32,) and (per_token[~real.flatten()] == 0).all()
-    torch.testing.assert_close(tiny.token_loss(hidden, targets, "sum"), per_token.sum())
-    torch.testing.assert_close(tiny.token_loss(hidden, targets), per_token.sum() / real.sum())
-    # = CE(pre) + CE(post) over the real positions, teacher-forced with the true pre
     pre, post = tiny.split_tokens(targets[real])
     logits_pre, logits_post = tiny.sub_token_logits(hidden[real], pre)
     torch.testing.assert_close(tiny.token_loss(hidden, targets),
@@ -242,24 +236,6 @@ def test_missing_file_and_wrong_preset_say_what_to_do(tmp_path):
 
 
 # ----- TensorAR around Open-MAGVIT2 -----
-def test_tensorar_k1_is_bit_identical_to_base(tiny, ref):
-    model = TensorAR(tiny, TensorARConfig(k=1)).eval()
-    tokens, labels = ref["idx_full"], ref["labels"].flatten()
-    cond = {"labels": labels}
-    with torch.no_grad():
-        (base_pre, base_post), _ = tiny(tokens, labels)
-        slot0 = model.slot_hidden_states(model.windows(tokens)[:, :-1], cond)[:, :, 0]  # (B, T, D)
-        logits_pre, logits_post = tiny.sub_token_logits(slot0, tiny.split_tokens(tokens)[0])
-        loss, per_slot = model.training_loss(tokens, cond)
-        base_loss, _ = tiny.training_loss(tokens, cond)
-    assert torch.equal(logits_pre, base_pre) and torch.equal(logits_post, base_post)
-    assert torch.equal(loss, base_loss) and torch.equal(per_slot, base_loss[None])
-    gen = ref["gen"]["sampled_cfg"]
-    for options, u in ((GREEDY, None), (options_of(gen), torch.rand(2, 16, 1, 2))):
-        assert torch.equal(model.generate(gen["labels"], options, uniforms=u),
-                           tiny.generate(gen["labels"], options, uniforms=u))
-
-
 def test_tensorar_k4_at_init_generates_the_base_tokens(tiny, ref):
     torch.manual_seed(0)
     model = TensorAR(tiny, TensorARConfig(k=4)).eval()
@@ -302,16 +278,6 @@ def test_plugin_overhead_at_k4_depth1(size, paper):
     assert 0 < overhead < 2 * paper
 
 
-def test_our_checkpoints_round_trip(tiny, ref, tmp_path):
-    model = TensorAR(tiny, TensorARConfig(k=3)).eval()
-    save_model(tmp_path / "t.pt", model)
-    loaded = load_model(tmp_path / "t.pt").eval()
-    assert loaded.backbone.family == "open_magvit2" and loaded.backbone.config == tiny.config
-    gen = ref["gen"]["greedy_cfg"]
-    assert torch.equal(loaded.generate(gen["labels"], options_of(gen, greedy=True)),
-                       tiny.join_tokens(gen["pre"], gen["post"]))
-
-
 # ----- decoding paths -----
 def test_kv_cache_not_in_state_dict_and_toy_preset_runs():
     torch.manual_seed(0)
@@ -322,7 +288,6 @@ def test_kv_cache_not_in_state_dict_and_toy_preset_runs():
     assert set(model.state_dict()) == keys
 
 
-@pytest.mark.slow
 def test_compiled_step_equals_eager(tiny, ref):
     gen = ref["gen"]["greedy_cfg"]
     options = options_of(gen, greedy=True)

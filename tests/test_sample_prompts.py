@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tensorar.data.toy_text import ToyTextEncoder
+from tensorar.toy.text import ToyTextEncoder
 from tensorar.evaluation import dpg, geneval
 from tensorar.models.llamagen import GPT, GPTConfig
 from tensorar.models.loading import save_model

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from tensorar.data import captioned_digits as cd
-from tensorar.data.digits import load_digits_rgb, split_indices
+from tensorar.toy import captioned_digits as cd
+from tensorar.toy.digits import load_digits_rgb, split_indices
 from tensorar.evaluation import dpg, geneval
-from tensorar.evaluation.toy_detector import (
+from tensorar.toy.detector import (
     CellDetection,
     ToyDetector,
     answer_question,
@@ -21,7 +21,7 @@ from tensorar.evaluation.toy_detector import (
     write_dpg_answers,
     write_geneval_detections,
 )
-from tensorar.evaluation.toy_features import ToyClassifier, ToyClassifierConfig
+from tensorar.toy.features import ToyClassifier, ToyClassifierConfig
 from tensorar.fileio import atomic_torch_save
 from tensorar.stages.train_classifier import accuracy, train
 

@@ -6,8 +6,8 @@ import json
 import pytest
 import torch
 
-from tensorar.data import digits as make_digits
-from tensorar.evaluation.toy_features import (
+from tensorar.toy import digits as make_digits
+from tensorar.toy.features import (
     ToyClassifier,
     ToyClassifierConfig,
     ToyFeatureExtractor,

@@ -143,7 +143,7 @@ def test_missing_checkpoint_says_where_to_get_it(tmp_path):
 def test_config_validation():
     with pytest.raises(ValueError, match="GroupNorm"):
         VQConfig(base_channels=24)
-    with pytest.raises(ValueError, match="unknown VQConfig fields"):
+    with pytest.raises(ValueError, match="VQConfig: unknown keys"):
         VQConfig.from_dict({"codebook_size": 4, "ch": 128})
     assert VQ_MODELS["VQ-16"].downsample == 16 and VQ_MODELS["VQ-toy"].downsample == 2
 

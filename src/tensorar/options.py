@@ -163,6 +163,18 @@ def from_mapping(cls, values: dict | None, where: str):
     return cls(**values)
 
 
+class DictForm:
+    """A frozen config dataclass saved in checkpoints as a plain dict: `to_dict`, and the strict read
+    back, `from_dict` (`from_mapping`: an unknown key raises, naming the class)."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        return from_mapping(cls, d, cls.__name__)
+
+
 def positive_int(text: str) -> int:
     """argparse type for counts and sizes: a bad value is refused with the flag's name."""
     value = int(text)

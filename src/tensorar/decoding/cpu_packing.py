@@ -1,4 +1,4 @@
-"""Packed CPU weights for decoding (ours): `Linear`, the layer every backbone block uses, and the context
+"""Packed CPU weights for decoding (ours): `PackableLinear`, the layer every backbone block uses, and the context
 that packs a model's weights for one generation run.
 
 A decode step multiplies a few rows (2 per image with CFG) by every weight matrix, so it is bound by
@@ -6,7 +6,7 @@ streaming the weights. With few rows MKL's `x @ W.T` runs on one core and stream
 2-core benchmark machine; oneDNN's matmul over a weight reordered once into its blocked layout streams
 more than twice that from 1 to 16 rows and stays ahead of F.linear up to 512 rows (numbers in
 benchmarks/README.md). `packed_for_decoding(model)` packs the weights for one generate() call or one
-`tensorar sample` run; `Linear` then multiplies by them. Values differ from F.linear by fp32 rounding
+`tensorar sample` run; `PackableLinear` then multiplies by them. Values differ from F.linear by fp32 rounding
 only; tests compare greedy tokens against F.linear.
 """
 from __future__ import annotations
@@ -35,11 +35,11 @@ def onednn_packing_available() -> bool:
 
 @contextlib.contextmanager
 def packed_for_decoding(model: nn.Module):
-    """Within the block, the CPU fp32 `Linear` weights of `model` are packed for oneDNN (GPT-B: ~0.2 s,
+    """Within the block, the CPU fp32 `PackableLinear` weights of `model` are packed for oneDNN (GPT-B: ~0.2 s,
     one extra copy of its weights); on exit the copies are dropped. Weights must not change inside."""
     added = []
     if onednn_packing_available():
-        for weight in (m.weight for m in model.modules() if isinstance(m, Linear)):
+        for weight in (m.weight for m in model.modules() if isinstance(m, PackableLinear)):
             if weight.device.type == "cpu" and weight.dtype == torch.float32 and weight not in _PACKED_WEIGHTS:
                 _PACKED_WEIGHTS[weight] = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _PACK_ROWS)
                 added.append(weight)
@@ -71,7 +71,7 @@ def _(x, weight, bias):
     return x.new_empty(*x.shape[:-1], weight.size(0))
 
 
-class Linear(nn.Linear):
+class PackableLinear(nn.Linear):
     """nn.Linear (same parameters, same state_dict keys) that uses the packed weight of
     `packed_for_decoding` in CPU fp32 inference. Training (autograd), CPU autocast (which casts inside
     F.linear) and other devices: F.linear."""

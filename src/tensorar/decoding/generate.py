@@ -8,7 +8,7 @@ i-1, commits slot 0 as token i and feeds the whole window back. A plain backbone
 the base and the plug-in share every line here. The model offers:
 
     backbone                      the Backbone (roles: condition, transformer, token head)
-    window_size                   k
+    k                             tokens per window (the paper's window size; 1 for a backbone)
     encode_windows(windows)       (B, L, k) ids -> input embeddings (B, L, D)
     slot_hidden(hidden)           (..., D) -> per-slot hidden states (..., k, D)
     noise_windows(windows, g, u)  TensorAR only: draft noise (`draft_noise="schedule"`, ours)
@@ -21,7 +21,7 @@ from tensorar.decoding.compiled_step import make_decoder
 from tensorar.decoding.cpu_packing import packed_for_decoding
 from tensorar.decoding.sampling import SamplingOptions
 
-PAD = -1
+PAD = -1  # token id of positions with no token (past the end of the sequence, in TensorAR windows)
 
 
 def decode_step(model, window: torch.Tensor, position: int | torch.Tensor, cache, rows: int = 1) -> torch.Tensor:
@@ -65,7 +65,7 @@ def generate(
     (`CompiledStep`; CUDA graphs on GPU).
     """
     opts = options or SamplingOptions()
-    backbone, k = model.backbone, model.window_size
+    backbone, k = model.backbone, model.k
     if opts.draft_noise != "none" and not hasattr(model, "noise_windows"):
         raise ValueError(f"draft_noise={opts.draft_noise!r} needs a TensorAR model")
     if opts.num_parts() not in (1, backbone.token_parts):

@@ -54,7 +54,7 @@ def generate_tokens(model, cond, indices: np.ndarray, seed: int, options: Sampli
     """The condition (B, ...) of samples `indices` -> tokens (B, T), or (tokens, drafts (B, T, k)) with
     `return_drafts`; sample i's draws come from (seed, i) only."""
     backbone = model.backbone
-    uniforms, noise = draw_uniforms(seed, indices, backbone.num_tokens, model.window_size,
+    uniforms, noise = draw_uniforms(seed, indices, backbone.num_tokens, model.k,
                                     backbone.token_parts, options.draft_noise == "schedule")
     return model.generate(
         cond, options, uniforms=uniforms.to(device), noise_uniforms=None if noise is None else noise.to(device),

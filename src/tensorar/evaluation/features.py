@@ -1,7 +1,9 @@
-"""What `evaluate` needs from a feature network, and the factory that builds one by name.
+"""What `evaluate` needs from a feature network, and the paper's network by name.
 
-Two networks satisfy the protocol: the TF-compatible InceptionV3 (numbers comparable with the paper) and
-the toy digits classifier (numbers only comparable with each other, reported as "toy-FID").
+Two networks satisfy the protocol: the TF-compatible InceptionV3 here (numbers comparable with the paper)
+and the toy digits classifier (`tensorar.toy.features`, numbers only comparable with each other, reported
+as "toy-FID"); `tensorar.toy.features.build_feature_extractor` adds the toy's to this factory, so this
+layer never imports the toy.
 """
 from __future__ import annotations
 
@@ -24,12 +26,9 @@ class FeatureExtractor(Protocol):
 
 
 def build_feature_extractor(kind: str, *, inception_weights: str | Path | None = None,
-                            classifier: str | Path | None = None,
                             device: str | torch.device = "cpu") -> FeatureExtractor:
-    """`kind` is "inception" (needs `inception_weights`) or "toy" (needs `classifier`, a CLS.pt).
-
-    `device` places the network; inputs and outputs of every extractor are CPU tensors.
-    """
+    """`kind` "inception" (needs `inception_weights`). `device` places the network; inputs and outputs
+    of every extractor are CPU tensors."""
     if kind == "inception":
         from tensorar.evaluation.inception import InceptionFeatureExtractor
 
@@ -37,11 +36,4 @@ def build_feature_extractor(kind: str, *, inception_weights: str | Path | None =
             raise ValueError("--features inception needs --inception-weights PATH "
                              "(weights-inception-2015-12-05-6726825d.pth)")
         return InceptionFeatureExtractor(inception_weights, device=device)
-    if kind == "toy":
-        # Imported lazily: the toy network is only needed for the toy pipeline.
-        from tensorar.evaluation.toy_features import ToyFeatureExtractor
-
-        if classifier is None:
-            raise ValueError("--features toy needs --classifier CLS.pt (written by `tensorar train_classifier`)")
-        return ToyFeatureExtractor.from_checkpoint(classifier, device=device)
-    raise ValueError(f"unknown feature network {kind!r}; expected 'inception' or 'toy'")
+    raise ValueError(f"unknown feature network {kind!r}; expected 'inception' (the toy's: tensorar.toy.features)")

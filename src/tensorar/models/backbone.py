@@ -16,22 +16,30 @@ tensors ({"labels": (B,)} for class-conditional models), so it can be sliced, mo
 without knowing what it holds.
 
 A new family is one module with a `Backbone` subclass plus one `Family` entry in
-`tensorar.models.registry`.
+`tensorar.models.registry`; tests/test_family_contract.py then checks it against the interface's
+invariants. The defaults below cover the common case, so a family writes only what differs:
+- sizes read a `TransformerShape`-style config (dim, n_head, norm_eps, initializer_range, block_size,
+  vocab_size);
+- a class-conditional family (num_classes set) gets its condition handling: label tensors, the null
+  class `num_classes` (the label embedding's extra row) for CFG, random labels as an example;
+- a one-id head implements `logits` and gets the token loss and the sampler; a sub-token head (as
+  Open-MAGVIT2's) overrides `token_loss` and `sample_tokens` instead.
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
-from tensorar.decoding.generate import generate
+from tensorar.decoding.generate import PAD, generate
 from tensorar.decoding.sampling import SamplingOptions
+from tensorar.errors import InputError
 
 Condition = dict[str, torch.Tensor]
-PAD = -1  # token id of positions with no token (past the end of the sequence, in TensorAR windows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -83,35 +91,42 @@ class Backbone(nn.Module, abc.ABC):
 
     family: ClassVar[str]
     config: Any
+    # Config fields the data decides, by the size that decides them ("vocab_size", "num_tokens",
+    # "num_classes", "caption_dim"): `Family.fit` sets them, `Family.same_architecture` ignores them.
+    data_fields: ClassVar[dict[str, str]] = {}
+    # Config fields `--dropout` sets (`Family.with_dropout`); none: the family refuses --dropout.
+    dropout_fields: ClassVar[tuple[str, ...]] = ()
+    # Whether the compiled static-shape decode step (`generate(compile_step=True)`) runs.
+    supports_compiled_step: ClassVar[bool] = True
 
-    # ----- sizes the plug-in and the sampler read -----
+    # ----- sizes the plug-in and the sampler read (defaults: a TransformerShape config's fields) -----
     @property
-    @abc.abstractmethod
     def dim(self) -> int:
         """Width of the embeddings and hidden states."""
+        return self.config.dim
 
     @property
-    @abc.abstractmethod
     def num_heads(self) -> int:
         """Attention heads (the plug-in's query transformers default to the same)."""
+        return self.config.n_head
 
     @property
-    @abc.abstractmethod
-    def norm_eps(self) -> float: ...
+    def norm_eps(self) -> float:
+        return self.config.norm_eps
 
     @property
-    @abc.abstractmethod
-    def initializer_range(self) -> float: ...
+    def initializer_range(self) -> float:
+        return self.config.initializer_range
 
     @property
-    @abc.abstractmethod
     def num_tokens(self) -> int:
         """Image tokens per sample (a square grid)."""
+        return self.config.block_size
 
     @property
-    @abc.abstractmethod
     def vocab_size(self) -> int:
         """Distinct (full) token ids; TensorAR's noising draws uniformly among them."""
+        return self.config.vocab_size
 
     @property
     def token_parts(self) -> int:
@@ -133,14 +148,33 @@ class Backbone(nn.Module, abc.ABC):
         """Probability of replacing a training condition by the null one (for CFG); 0 if none."""
         return 0.0
 
-    # ----- conditions -----
-    @abc.abstractmethod
+    # ----- conditions (defaults: class labels, {"labels": (B,)}) -----
     def as_condition(self, cond) -> Condition:
-        """Accept the family's natural input (e.g. a label tensor) or an already built Condition."""
+        """Accept the family's natural input (e.g. a label tensor, (B,) or (B, 1)) or a built Condition."""
+        if isinstance(cond, torch.Tensor):
+            if self.num_classes is None:
+                raise TypeError(f"a {self.family} condition is a dict of tensors, not a label tensor")
+            return {"labels": cond.reshape(-1)}
+        return cond
 
-    @abc.abstractmethod
     def null_condition(self, cond: Condition) -> Condition:
-        """Every row of `cond` made unconditional (the CFG branch; label/caption dropout)."""
+        """Every row of `cond` made unconditional (the CFG branch; label/caption dropout). Default: the
+        null class, index num_classes (the extra row of the label embedding)."""
+        self._require_labels("a null condition")
+        if self.condition_dropout_prob <= 0:
+            raise ValueError("this model has no null class (class dropout 0): no guidance possible")
+        return {"labels": torch.full_like(cond["labels"], self.num_classes)}
+
+    def example_condition(self, batch_size: int, generator: torch.Generator | None = None) -> Condition:
+        """A valid condition of random content for `batch_size` rows, on the model's device (tests,
+        benchmarks, memory estimates). Default: random class labels."""
+        self._require_labels("an example condition")
+        device = next(self.parameters()).device
+        return {"labels": torch.randint(self.num_classes, (batch_size,), generator=generator).to(device)}
+
+    def _require_labels(self, what: str) -> None:
+        if self.num_classes is None:
+            raise NotImplementedError(f"{type(self).__name__} is not class-conditional: it must define {what}")
 
     @abc.abstractmethod
     def embed_condition(self, cond: Condition) -> Prefix: ...
@@ -161,12 +195,18 @@ class Backbone(nn.Module, abc.ABC):
         head. `key_mask` (B, start+L): padded positions (no cache; with a cache, prefill records it).
         `start` may be a 0-d long tensor for one cached token: the static-shape step of a compiled loop."""
 
-    @abc.abstractmethod
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """A one-id head: hidden states (..., D) -> fp32 logits over the vocabulary (..., V). Families with
+        a sub-token head override `token_loss` and `sample_tokens` instead."""
+        raise NotImplementedError(f"{type(self).__name__} defines neither logits() nor its own token head")
+
     def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy of hidden states (B, L, D) against target ids (B, L); PAD targets are ignored.
         For sub-token heads, the sum over parts (teacher forcing feeds the true earlier parts)."""
+        logits = self.logits(hidden)  # (..., V)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD,
+                               reduction=reduction)
 
-    @abc.abstractmethod
     def sample_tokens(self, hidden: torch.Tensor, options: SamplingOptions, step: int,
                       generator: torch.Generator | None = None,
                       uniforms: torch.Tensor | None = None) -> torch.Tensor:
@@ -174,6 +214,8 @@ class Backbone(nn.Module, abc.ABC):
 
         With CFG (options.use_cfg) the rows are [cond; null]; the head guides each part's logits with
         that part's settings. `uniforms` (B, ..., token_parts): inverse-CDF draws, one per part."""
+        logits = options.guide(self.logits(hidden), step)  # (B, ..., V)
+        return options.sample(logits, generator, None if uniforms is None else uniforms[..., 0])
 
     # ----- written once for every backbone -----
     def condition_rows(self, cond: Condition, use_cfg: bool) -> Condition:
@@ -202,8 +244,9 @@ class Backbone(nn.Module, abc.ABC):
         loss = self.token_loss(hidden, tokens)
         return loss, loss.detach()[None]
 
-    # The generation contract (`tensorar.decoding.generate`): a base model is a window of one token.
-    window_size: ClassVar[int] = 1
+    # The generation contract (`tensorar.decoding.generate`): a base model is a window of k = 1 token
+    # (TensorAR's k, the paper's window size, is the same attribute).
+    k: ClassVar[int] = 1
 
     @property
     def backbone(self) -> "Backbone":
@@ -244,10 +287,34 @@ class Family:
     # them: clamp(127.5 x + offset) then truncation. LlamaGen's sample_c2i_ddp.py adds 128;
     # Open-MAGVIT2's sample.py and Janus compute 255 (x + 1) / 2, i.e. 127.5.
     pixel_offset: float = 128.0
+    toy_config: Any = None  # ours: a small size of the family (the embedded toy's preset, or a test size)
 
     def config(self, preset: str, **overrides):
         if preset not in self.presets:
             raise KeyError(f"unknown {self.name} preset {preset!r}; known: {', '.join(self.presets)}")
-        from dataclasses import replace
-
         return replace(self.presets[preset], **overrides)
+
+    def fit(self, preset, *, vocab_size: int | None = None, num_tokens: int | None = None,
+            num_classes: int | None = None, caption_dim: int | None = None):
+        """The preset's config (a preset name, or a config such as `toy_config`) with the data's sizes in
+        the fields the family keeps them in (`Backbone.data_fields`). A size the family has no field for
+        is left to the preset (Open-MAGVIT2's vocabulary follows from its bit split), so the built model
+        must still be checked against the data."""
+        sizes = {"vocab_size": vocab_size, "num_tokens": num_tokens, "num_classes": num_classes,
+                 "caption_dim": caption_dim}
+        where = self.model_class.data_fields
+        config = self.config(preset) if isinstance(preset, str) else preset
+        return replace(config, **{where[k]: v for k, v in sizes.items() if v is not None and k in where})
+
+    def with_dropout(self, config, rate: float):
+        """`config` with every dropout rate (`Backbone.dropout_fields`) set to `rate` (`--dropout`)."""
+        names = self.model_class.dropout_fields
+        if not names:
+            raise InputError(f"--dropout {rate}: the {self.name} family has no dropout rates to set "
+                             f"(its config {type(config).__name__} keeps none); leave --dropout unset")
+        return replace(config, **dict.fromkeys(names, rate))
+
+    def same_architecture(self, a, b) -> bool:
+        """Two configs of this family describe the same network up to data sizes and dropout rates."""
+        ignore = {*self.model_class.dropout_fields, *self.model_class.data_fields.values()}
+        return all(getattr(a, f.name) == getattr(b, f.name) for f in fields(a) if f.name not in ignore)

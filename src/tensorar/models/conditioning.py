@@ -2,7 +2,7 @@
 backbone. Training data (`tensorar encode_captions`) and prompt-file sampling (`tensorar sample_prompts`)
 use the same encoder, so a model sees at sampling time exactly the features it was trained on.
 
-    "toy"    ours: tensorar.data.toy_text (fixed word vectors; the embedded toy, LlamaGen t2i family)
+    "toy"    ours: tensorar.toy.text (fixed word vectors; the embedded toy, LlamaGen t2i family)
     "t5"     LlamaGen's flan-t5-xl features (tensorar.data.text_features), from a local model folder
     "janus"  Janus-Pro's chat prompt, tokenised by the model folder's own processor
 
@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from tensorar.data.toy_text import ToyTextEncoder
 from tensorar.fileio import folder_identity
+from tensorar.toy.text import ToyTextEncoder
 
 TEXT_ENCODERS = ("toy", "t5", "janus")
 

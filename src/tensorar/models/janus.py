@@ -45,11 +45,13 @@ Needs transformers (5.24, the version the reference fixtures were made with) and
 Presets "Janus-Pro-1B" / "Janus-Pro-7B" hold the published sizes (spec §3 parameter table; untied lm_head
 as the original release). Real weights come from a transformers model directory (`load_official`).
 Reading order: config -> prompts -> cache -> backbone -> VQ tokenizer -> presets -> official weights.
+(~490 lines, above the ~400 guide: the release's image tokenizer and its model-directory loader read
+the same files and config as the backbone, so they stay with it.)
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -58,15 +60,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from tensorar.checkpoint import load_state_dict_strict
-from tensorar.decoding.sampling import SamplingOptions
-from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
+from tensorar.models.backbone import Backbone, Condition, Prefix
+from tensorar.options import DictForm
 
 # transformers is imported inside functions: importing its Janus modules costs seconds, and the model
 # registry (imported by every command) imports this module.
 
 
 @dataclass(frozen=True)
-class JanusBackboneConfig:
+class JanusBackboneConfig(DictForm):
     """What rebuilds a JanusBackbone: saved in our checkpoints (`to_dict`), read back by `from_dict`."""
 
     hf_config: dict = field(default_factory=dict)  # transformers JanusConfig(**hf_config); sub-configs as dicts
@@ -86,17 +88,6 @@ class JanusBackboneConfig:
             raise ValueError(f"num_image_tokens {self.num_image_tokens} is not a square token grid")
         if not 0.0 <= self.condition_dropout_prob < 1.0:
             raise ValueError(f"condition_dropout_prob {self.condition_dropout_prob} is not in [0, 1)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "JanusBackboneConfig":
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown JanusBackboneConfig keys: {sorted(unknown)}")
-        return cls(**d)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -180,6 +171,7 @@ class JanusBackbone(Backbone):
     frozen (requires_grad False): the trainer's optimizer skips them and DDP expects no gradient there."""
 
     family = "janus"
+    supports_compiled_step = False  # HF's decoder runs eagerly (see the module docstring)
 
     def __init__(self, cfg: JanusBackboneConfig, hf_model: nn.Module | None = None):
         """`hf_model`: an already loaded JanusForConditionalGeneration with this config (load_official);
@@ -235,6 +227,22 @@ class JanusBackbone(Backbone):
         keep = (ids == self.config.bos_token_id) | (ids == self.config.boi_token_id)
         return {"input_ids": ids.masked_fill(~keep, self.config.pad_token_id), "attention_mask": cond["attention_mask"]}
 
+    def example_condition(self, batch_size: int, generator: torch.Generator | None = None) -> Condition:
+        """Random prompts of prompt_length ids: BOS, random text ids, <begin_of_image>; row i left-padded by
+        i positions (at most P - 2)."""
+        cfg, device = self.config, self.model.get_input_embeddings().weight.device
+        if cfg.boi_token_id is None:
+            raise ValueError("boi_token_id (<begin_of_image>) is not set in this model's config: no prompt")
+        P = cfg.prompt_length
+        ids = torch.randint(self._text.vocab_size, (batch_size, P), generator=generator)
+        start = torch.arange(batch_size).clamp(max=P - 2)[:, None]  # (B, 1): first prompt position
+        positions = torch.arange(P)[None]  # (1, P)
+        ids = torch.where(positions == start, cfg.bos_token_id, ids)
+        ids[:, -1] = cfg.boi_token_id
+        mask = positions >= start  # (B, P)
+        ids = ids.masked_fill(~mask, cfg.pad_token_id)
+        return {"input_ids": ids.to(device), "attention_mask": mask.long().to(device)}
+
     def embed_condition(self, cond: Condition) -> Prefix:
         """The prompt (left-padded to prompt_length) -> text embeddings (B, P, D), attention mask as keys."""
         cond = left_pad(cond, self.config.prompt_length, self.config.pad_token_id)
@@ -272,19 +280,9 @@ class JanusBackbone(Backbone):
                                               cache=None if cache is None else cache.hf, use_cache=cache is not None)
         return out.last_hidden_state  # (B, L, D)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
-        """generation_head -> logits over the 16384 image codes, fp32."""
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """generation_head -> logits over the 16384 image codes, fp32 (Backbone's token loss and sampler)."""
         return self.model.model.generation_head(hidden).float()
-
-    def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = self.head(hidden)  # (..., V)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD,
-                               reduction=reduction)
-
-    def sample_tokens(self, hidden: torch.Tensor, options: SamplingOptions, step: int,
-                      generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-        logits = options.guide(self.head(hidden), step)  # (B, ..., V)
-        return options.sample(logits, generator, None if uniforms is None else uniforms[..., 0])
 
     # ----- images -----
     @torch.no_grad()
@@ -297,7 +295,7 @@ class JanusBackbone(Backbone):
     # ----- teacher-forced logits (parity tests, diagnostics) -----
     def forward(self, idx: torch.Tensor, cond) -> torch.Tensor:
         """idx (B, L) image tokens -> gen-head logits (B, L + 1, V); position j predicts token j."""
-        return self.head(self.hidden_states(self.embed_tokens(idx), self.as_condition(cond)))
+        return self.logits(self.hidden_states(self.embed_tokens(idx), self.as_condition(cond)))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -394,12 +392,28 @@ def _janus_pro(width: int, layers: int, intermediate: int, heads: int) -> JanusB
     return JanusBackboneConfig(hf_config=hf)
 
 
+def _janus_toy() -> JanusBackboneConfig:
+    """Ours: a 4x4 grid of 64 codes after 8 prompt positions, 2 decoder layers of width 32 (random
+    weights: tests/test_family_contract.py) (special ids 0 = PAD, 1 = BOS, 2 = EOS, 3 = <begin_of_image>)."""
+    text = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                num_key_value_heads=4, max_position_embeddings=128, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    vision = dict(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=16, patch_size=4,
+                  projection_dim=32, num_image_tokens=16)
+    vq = dict(embed_dim=8, num_embeddings=64, base_channels=32, channel_multiplier=[1, 1, 1], num_res_blocks=1,
+              latent_channels=32, num_patches=4, projection_dim=32, image_token_embed_dim=32)
+    hf = dict(text_config=text, vision_config=vision, vq_config=vq, tie_word_embeddings=False)
+    return JanusBackboneConfig(hf_config=hf, num_image_tokens=16, prompt_length=8, bos_token_id=1, pad_token_id=0,
+                               boi_token_id=3)
+
+
 JANUS_MODELS: dict[str, JanusBackboneConfig] = {
     # 2,076,636,811 parameters (1,485,053,952 on the image-generation path: LM + gen embed / aligner / head).
     "Janus-Pro-1B": _janus_pro(2048, 24, 5632, 16),
     # 7,407,773,323 parameters (6,591,791,104 on the image-generation path).
     "Janus-Pro-7B": _janus_pro(4096, 30, 11008, 32),
 }
+# Ours, not a workflow preset (the toy workflow has no Janus prompt encoder): the registry's toy size.
+JANUS_TOY = _janus_toy()
 
 
 # --------------------------------------------------------------------------------------------------

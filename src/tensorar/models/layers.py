@@ -11,14 +11,14 @@ Blocks read their sizes from any config object with the attributes of `BlockConf
 from __future__ import annotations
 
 import math
-from dataclasses import asdict
 from typing import Optional, Protocol
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
+from tensorar.options import DictForm
 
 
 class BlockConfig(Protocol):
@@ -45,7 +45,7 @@ def ffn_hidden_dim(dim: int, multiple_of: int, ffn_dim_multiplier: float | None 
     return round_up(hidden, multiple_of)
 
 
-class TransformerShape:
+class TransformerShape(DictForm):
     """What a backbone config with `dim`, `n_head`, `block_size`, `multiple_of` and `ffn_dim_multiplier`
     fields derives from them (LlamaGen's GPT and Open-MAGVIT2's AR share these), and its strict dict form."""
 
@@ -67,17 +67,6 @@ class TransformerShape:
     def ffn_hidden_dim(self) -> int:
         return ffn_hidden_dim(self.dim, self.multiple_of, self.ffn_dim_multiplier)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict):
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown {cls.__name__} keys: {sorted(unknown)}")
-        return cls(**d)
-
 
 class RMSNorm(nn.Module):
     def __init__(self, dim: int, eps: float):
@@ -98,9 +87,9 @@ class FeedForward(nn.Module):
     def __init__(self, cfg: BlockConfig):
         super().__init__()
         hidden = ffn_hidden_dim(cfg.dim, cfg.multiple_of, cfg.ffn_dim_multiplier)
-        self.w1 = Linear(cfg.dim, hidden, bias=False)
-        self.w3 = Linear(cfg.dim, hidden, bias=False)
-        self.w2 = Linear(hidden, cfg.dim, bias=False)
+        self.w1 = PackableLinear(cfg.dim, hidden, bias=False)
+        self.w3 = PackableLinear(cfg.dim, hidden, bias=False)
+        self.w2 = PackableLinear(hidden, cfg.dim, bias=False)
         self.ffn_dropout = nn.Dropout(cfg.ffn_dropout_p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -123,6 +112,15 @@ def precompute_rope_2d(grid_size: int, head_dim: int, base: float, prefix_len: i
     )  # (grid, grid, head_dim/2): rows first, columns second
     table = torch.stack([grid.cos(), grid.sin()], dim=-1).flatten(0, 1)  # (grid^2, head_dim/2, 2)
     return torch.cat([torch.zeros(prefix_len, half, 2), table])
+
+
+def rope_rows(table: torch.Tensor, start: int | torch.Tensor, length: int) -> torch.Tensor:
+    """The RoPE rows of positions [start, start+length) -> (length, Dh/2, 2). `start` a 0-d long tensor
+    (one token, the compiled static-shape step): indexed on the device, so the step's graph is the same
+    at every position."""
+    if isinstance(start, torch.Tensor):
+        return table[start.view(1)]  # (1, Dh/2, 2)
+    return table[start : start + length]
 
 
 def apply_rope(x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
@@ -206,8 +204,8 @@ class Attention(nn.Module):
         self.n_head = cfg.n_head
         self.n_kv_head = cfg.n_kv_head or cfg.n_head
         self.head_dim = cfg.dim // cfg.n_head
-        self.wqkv = Linear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
-        self.wo = Linear(cfg.dim, cfg.dim, bias=False)
+        self.wqkv = PackableLinear(cfg.dim, (cfg.n_head + 2 * self.n_kv_head) * self.head_dim, bias=False)
+        self.wo = PackableLinear(cfg.dim, cfg.dim, bias=False)
         self.attn_dropout_p = cfg.attn_dropout_p
         self.resid_dropout = nn.Dropout(cfg.resid_dropout_p)
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,12 +44,13 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
+from tensorar.options import DictForm
 
 log = logging.getLogger("tensorar.lfq")
 
 
 @dataclass(frozen=True)
-class LFQConfig:
+class LFQConfig(DictForm):
     base_channels: int = 128  # official `ch`
     ch_mult: tuple[int, ...] = (1, 1, 2, 2, 4)  # one level each; len - 1 downsamplings
     num_res_blocks: int = 4  # per level, and also the number of mid blocks (official quirk)
@@ -83,13 +84,6 @@ class LFQConfig:
     def downsample(self) -> int:
         """Image pixels per token along each side."""
         return 2 ** (len(self.ch_mult) - 1)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "LFQConfig":
-        unknown = set(d) - {f.name for f in fields(cls)}
-        if unknown:
-            raise ValueError(f"unknown LFQConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 LFQ_MODELS: dict[str, LFQConfig] = {

@@ -15,7 +15,7 @@ Differences from the official code, none of which changes a number:
 - the KV cache is an explicit object, not module buffers, so it never ends up in `state_dict()`;
 - condition dropout (for CFG training) is applied by the trainer (`Backbone.drop_condition`), not drawn
   inside the embedder;
-- `Linear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
+- `PackableLinear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
 
 Reading order: config -> condition embedders -> GPT -> presets -> official checkpoints.
 """
@@ -33,15 +33,15 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
-from tensorar.decoding.cpu_packing import Linear
-from tensorar.decoding.sampling import SamplingOptions
-from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
+from tensorar.decoding.cpu_packing import PackableLinear
+from tensorar.models.backbone import Backbone, Condition, Prefix
 from tensorar.models.layers import (
     KVCache,
     RMSNorm,
     TransformerBlock,
     TransformerShape,
     precompute_rope_2d,
+    rope_rows,
 )
 
 MODEL_TYPES = ("c2i", "t2i")
@@ -103,9 +103,9 @@ class LabelEmbedder(nn.Module):
 class CaptionMLP(nn.Module):
     def __init__(self, in_dim: int, dim: int):
         super().__init__()
-        self.fc1 = Linear(in_dim, dim, bias=False)
+        self.fc1 = PackableLinear(in_dim, dim, bias=False)
         self.act = nn.GELU(approximate="tanh")
-        self.fc2 = Linear(dim, dim, bias=False)
+        self.fc2 = PackableLinear(dim, dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc2(self.act(self.fc1(x)))
@@ -133,6 +133,10 @@ class GPT(Backbone):
     """LlamaGen's GPT. Conditions: {"labels": (B,)} (c2i) or {"caption": (B, 120, C) left-padded and
     masked, "caption_mask": (B, 120) bool} (t2i)."""
 
+    data_fields = {"vocab_size": "vocab_size", "num_tokens": "block_size", "num_classes": "num_classes",
+                   "caption_dim": "caption_dim"}
+    dropout_fields = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")
+
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.config = cfg
@@ -145,7 +149,7 @@ class GPT(Backbone):
         rates = [cfg.drop_path_rate * i / max(cfg.n_layer - 1, 1) for i in range(cfg.n_layer)]  # linear, as LlamaGen
         self.layers = nn.ModuleList(TransformerBlock(cfg, r) for r in rates)
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = PackableLinear(cfg.dim, cfg.vocab_size, bias=False)
         rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, cfg.cls_token_num)
         self.register_buffer("rope", rope, persistent=False)  # (cls + T, Dh/2, 2)
         self.initialize_weights()
@@ -164,30 +168,15 @@ class GPT(Backbone):
                     nn.init.zeros_(m.bias)
         nn.init.zeros_(self.output.weight)
 
-    # ----- sizes -----
-    dim = property(lambda self: self.config.dim)
-    num_heads = property(lambda self: self.config.n_head)
-    norm_eps = property(lambda self: self.config.norm_eps)
-    initializer_range = property(lambda self: self.config.initializer_range)
-    num_tokens = property(lambda self: self.config.block_size)
-    vocab_size = property(lambda self: self.config.vocab_size)
+    # ----- sizes (the rest: Backbone's defaults) -----
     prefix_length = property(lambda self: self.config.cls_token_num)
     condition_dropout_prob = property(lambda self: self.config.class_dropout_prob)
     num_classes = property(lambda self: self.config.num_classes if self.config.model_type == "c2i" else None)
 
-    # ----- conditions -----
-    def as_condition(self, cond) -> Condition:
-        if isinstance(cond, torch.Tensor):
-            if self.config.model_type != "c2i":
-                raise TypeError("a t2i model's condition is {'caption': ..., 'caption_mask': ...}")
-            return {"labels": cond}
-        return cond
-
+    # ----- conditions (c2i: Backbone's label defaults) -----
     def null_condition(self, cond: Condition) -> Condition:
         if self.config.model_type == "c2i":
-            if self.config.class_dropout_prob <= 0:
-                raise ValueError("this model has no null class (class_dropout_prob = 0): no guidance possible")
-            return {"labels": torch.full_like(cond["labels"], self.config.num_classes)}
+            return super().null_condition(cond)
         # The stored null caption, with the conditional rows' mask (LlamaGen's sampler and training
         # dropout both keep the mask). For a caption of T < 120 tokens (cls_token_num < 120) we take the
         # buffer's first T rows: what LlamaGen's training dropout gives after its [:, :cls_token_num]
@@ -195,6 +184,15 @@ class GPT(Backbone):
         caption = cond["caption"]
         null = self.cls_embedding.uncond_embedding[: caption.size(1)].to(caption.dtype).expand_as(caption)
         return {"caption": null, "caption_mask": cond["caption_mask"]}
+
+    def example_condition(self, batch_size: int, generator: torch.Generator | None = None) -> Condition:
+        if self.config.model_type == "c2i":
+            return super().example_condition(batch_size, generator)
+        # Random caption features, left-padded as the text encoders pad them: row i has i padded positions.
+        n, device = self.config.cls_token_num, self.tok_embeddings.weight.device
+        caption = torch.randn(batch_size, n, self.config.caption_dim, generator=generator)
+        mask = torch.arange(n)[None] >= torch.arange(batch_size).clamp(max=n - 1)[:, None]  # (B, n)
+        return {"caption": (caption * mask[..., None]).to(device), "caption_mask": mask.to(device)}
 
     def embed_condition(self, cond: Condition) -> Prefix:
         if self.config.model_type == "c2i":
@@ -218,10 +216,7 @@ class GPT(Backbone):
 
     def transformer(self, h: torch.Tensor, start: int | torch.Tensor = 0, cache: KVCache | None = None,
                     key_mask: torch.Tensor | None = None) -> torch.Tensor:
-        if isinstance(start, torch.Tensor):
-            rope = self.rope[start.view(1)]  # (1, Dh/2, 2)
-        else:
-            rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
+        rope = rope_rows(self.rope, start, h.size(1))  # (L, Dh/2, 2)
         if cache is not None and key_mask is not None:
             cache.mask_keys(start, key_mask)  # later steps read the padding from the cache
             key_mask = None
@@ -230,25 +225,16 @@ class GPT(Backbone):
             h = layer(h, rope, cache, i, start, key_mask)
         return self.norm(h)
 
-    def head(self, hidden: torch.Tensor) -> torch.Tensor:
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The bias-free output head, fp32 logits (Backbone's token loss and sampler use it)."""
         return self.output(hidden).float()
-
-    def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
-        logits = self.head(hidden)  # (..., V)
-        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1), ignore_index=PAD,
-                               reduction=reduction)
-
-    def sample_tokens(self, hidden: torch.Tensor, options: SamplingOptions, step: int,
-                      generator: torch.Generator | None = None, uniforms: torch.Tensor | None = None) -> torch.Tensor:
-        logits = options.guide(self.head(hidden), step)  # (B, ..., V)
-        return options.sample(logits, generator, None if uniforms is None else uniforms[..., 0])
 
     # ----- LlamaGen's teacher-forced call (parity tests, diagnostics) -----
     def forward(self, idx: torch.Tensor, cond, targets: torch.Tensor | None = None):
         """idx (B, L) tokens after the condition -> logits (B, L + 1, V), loss. As in LlamaGen training,
         call with idx = tokens[:, :-1] and targets = tokens: position j of the logits predicts token j."""
         hidden = self.hidden_states(self.embed_tokens(idx), self.as_condition(cond))
-        logits = self.head(hidden)
+        logits = self.logits(hidden)
         loss = None if targets is None else F.cross_entropy(logits.reshape(-1, logits.size(-1)), targets.reshape(-1))
         return logits, loss
 
@@ -275,7 +261,7 @@ GPT_T2I_MODELS: dict[str, GPTConfig] = {
     # t2i_XL_stage1_256.pt (16x16 tokens; block_size=1024 for t2i_XL_stage2_512.pt): 777,678,080 parameters.
     "GPT-XL": replace(GPT_MODELS["GPT-XL"], **_T2I),
     # Ours, for the embedded toy's captioned canvases: 16 caption positions of the toy text encoder's
-    # 32-d features (tensorar.data.toy_text) instead of 120 T5 tokens of 2048.
+    # 32-d features (tensorar.toy.text) instead of 120 T5 tokens of 2048.
     "GPT-toy-t2i": replace(GPT_MODELS["GPT-toy-S"], model_type="t2i", cls_token_num=16, caption_dim=32),
 }
 

@@ -23,7 +23,7 @@ Differences from the official code, none of which changes a number:
   inside the embedder;
 - the teacher-forced loss is computed here (`forward`), as `Net2NetTransformer` does (§2.6): the
   official `GPT.forward(targets=...)` branch is broken;
-- `Linear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
+- `PackableLinear` multiplies by oneDNN-packed weights on CPU while decoding (fp32 rounding only).
 
 Reading order: config -> the model -> presets -> official checkpoints.
 """
@@ -42,7 +42,7 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition, Prefix
 from tensorar.models.layers import (
@@ -51,6 +51,7 @@ from tensorar.models.layers import (
     TransformerBlock,
     TransformerShape,
     precompute_rope_2d,
+    rope_rows,
 )
 from tensorar.models.llamagen import LabelEmbedder
 
@@ -136,6 +137,9 @@ class OpenMAGVIT2(Backbone):
     """Open-MAGVIT2's GPT (official parameter names). Condition: {"labels": (B,)}, null class num_classes."""
 
     family = "open_magvit2"
+    # The vocabulary follows from factorized_bits (a checkpoint's own, `data_overrides`).
+    data_fields = {"num_tokens": "block_size", "num_classes": "num_classes"}
+    dropout_fields = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")
 
     def __init__(self, cfg: OpenMAGVIT2Config):
         super().__init__()
@@ -149,7 +153,8 @@ class OpenMAGVIT2(Backbone):
         self.factorized_blocks = nn.ModuleList(
             TransformerBlock(cfg, r) for r in drop_path_rates(cfg, cfg.factorized_n_layer))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)  # shared by both sub-positions (§2.5.5)
-        self.head = nn.ModuleList([Linear(cfg.dim, 2**b0, bias=False), Linear(cfg.dim, 2**b1, bias=False)])
+        self.head = nn.ModuleList([PackableLinear(cfg.dim, 2**b0, bias=False),
+                                   PackableLinear(cfg.dim, 2**b1, bias=False)])
         rope = precompute_rope_2d(cfg.grid_size, cfg.head_dim, cfg.rope_base, 1)  # row 0: the class slot
         self.register_buffer("rope", rope, persistent=False)  # (1 + T, Dh/2, 2)
         self.initialize_weights()
@@ -163,13 +168,7 @@ class OpenMAGVIT2(Backbone):
         for head in self.head:
             nn.init.zeros_(head.weight)
 
-    # ----- sizes -----
-    dim = property(lambda self: self.config.dim)
-    num_heads = property(lambda self: self.config.n_head)
-    norm_eps = property(lambda self: self.config.norm_eps)
-    initializer_range = property(lambda self: self.config.initializer_range)
-    num_tokens = property(lambda self: self.config.block_size)
-    vocab_size = property(lambda self: self.config.vocab_size)
+    # ----- sizes (the rest: Backbone's defaults) -----
     token_parts = property(lambda self: 2)
     prefix_length = property(lambda self: 1)
     condition_dropout_prob = property(lambda self: self.config.class_dropout_prob)
@@ -185,18 +184,7 @@ class OpenMAGVIT2(Backbone):
     def join_tokens(self, pre: torch.Tensor, post: torch.Tensor) -> torch.Tensor:
         return pre + (post << self.config.factorized_bits[0])
 
-    # ----- conditions -----
-    def as_condition(self, cond) -> Condition:
-        """A label tensor (B,), or (B, 1) as the official sampler takes it, or a Condition."""
-        if isinstance(cond, torch.Tensor):
-            return {"labels": cond.reshape(-1)}
-        return cond
-
-    def null_condition(self, cond: Condition) -> Condition:
-        if self.config.class_dropout_prob <= 0:
-            raise ValueError("this model has no null class (class_dropout_prob = 0): no guidance possible")
-        return {"labels": torch.full_like(cond["labels"], self.config.num_classes)}
-
+    # ----- conditions (labels, (B,) or (B, 1) as the official sampler takes them: Backbone's defaults) -----
     def embed_condition(self, cond: Condition) -> Prefix:
         return Prefix(self.class_emb(cond["labels"]))  # (B, 1, D)
 
@@ -218,10 +206,7 @@ class OpenMAGVIT2(Backbone):
         """The spatial blocks; returns the raw residual stream: no norm before the intra stack (§2.5.3)."""
         if key_mask is not None:
             raise ValueError("a class-conditional model has no padded condition positions (key_mask)")
-        if isinstance(start, torch.Tensor):  # the compiled static-shape step
-            rope = self.rope[start.view(1)]  # (1, Dh/2, 2)
-        else:
-            rope = self.rope[start : start + h.size(1)]  # (L, Dh/2, 2)
+        rope = rope_rows(self.rope, start, h.size(1))  # (L, Dh/2, 2)
         h = self.token_drop(h)
         for i, block in enumerate(self.spatial_blocks):
             h = block(h, rope, cache, i, start)

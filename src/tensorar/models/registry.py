@@ -18,24 +18,28 @@ FAMILIES: dict[str, Family] = {
         name="llamagen", config_class=llamagen.GPTConfig, model_class=llamagen.GPT, presets=llamagen.GPT_MODELS,
         load_official=functools.partial(llamagen.load_official, presets=llamagen.GPT_MODELS),
         tokenizer="vq", condition="class", weights_hint=llamagen.WEIGHTS_HINT,
+        toy_config=llamagen.GPT_MODELS["GPT-toy-S"],
     ),
     "llamagen_t2i": Family(
         name="llamagen_t2i", config_class=llamagen.GPTConfig, model_class=llamagen.GPT,
         presets=llamagen.GPT_T2I_MODELS,
         load_official=functools.partial(llamagen.load_official, presets=llamagen.GPT_T2I_MODELS),
         tokenizer="vq", condition="caption", weights_hint=llamagen.WEIGHTS_HINT,
+        toy_config=llamagen.GPT_T2I_MODELS["GPT-toy-t2i"],
     ),
     "open_magvit2": Family(
         name="open_magvit2", config_class=open_magvit2.OpenMAGVIT2Config, model_class=open_magvit2.OpenMAGVIT2,
         presets=open_magvit2.OMV_MODELS,
         load_official=functools.partial(open_magvit2.load_official, presets=open_magvit2.OMV_MODELS),
         tokenizer="lfq", condition="class", weights_hint=open_magvit2.WEIGHTS_HINT, pixel_offset=127.5,
+        toy_config=open_magvit2.OMV_MODELS["AR-toy"],
     ),
     "janus": Family(
         name="janus", config_class=janus.JanusBackboneConfig, model_class=janus.JanusBackbone,
         presets=janus.JANUS_MODELS,
         load_official=functools.partial(janus.load_official, presets=janus.JANUS_MODELS),
         tokenizer="janus_vq", condition="prompt", weights_hint=janus.WEIGHTS_HINT, pixel_offset=127.5,
+        toy_config=janus.JANUS_TOY,
     ),
 }
 

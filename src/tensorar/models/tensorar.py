@@ -28,26 +28,26 @@ Reading order: config -> query transformer -> TensorAR (encoder, decoder, traini
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from tensorar.decoding.cpu_packing import Linear
+from tensorar.decoding.cpu_packing import PackableLinear
 from tensorar.decoding.generate import generate
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import PAD, Backbone, Condition
 from tensorar.models.layers import RMSNorm
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES, noise_levels, slot_weights
-from tensorar.options import check_fields, option
+from tensorar.options import DictForm, check_fields, option
 
 DRAFT_SOURCES = ("noise", "self")
 
 
 @dataclass(frozen=True)
-class TensorARConfig:
+class TensorARConfig(DictForm):
     """The plug-in's settings (saved in every TensorAR checkpoint; the workflow's `variants`)."""
 
     k: int = option(4, "tokens per input/output tensor (window size)", min=1)
@@ -65,17 +65,6 @@ class TensorARConfig:
     def __post_init__(self):
         check_fields(self)
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TensorARConfig":
-        """Strict: unknown keys raise."""
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown TensorARConfig keys: {sorted(unknown)}")
-        return cls(**d)
-
 
 # --------------------------------------------------------------------------------------------------
 # Query transformer (Q_in and Q_out)
@@ -88,9 +77,9 @@ class CrossAttention(nn.Module):
         self.n_head = n_head
         self.query_norm = RMSNorm(dim, eps)
         self.context_norm = RMSNorm(dim, eps)
-        self.wq = Linear(dim, dim, bias=False)
-        self.wkv = Linear(dim, 2 * dim, bias=False)
-        self.wo = Linear(dim, dim, bias=False)
+        self.wq = PackableLinear(dim, dim, bias=False)
+        self.wkv = PackableLinear(dim, 2 * dim, bias=False)
+        self.wo = PackableLinear(dim, dim, bias=False)
 
     def forward(self, q: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """q (N, Q, D), context (N, C, D) -> (N, Q, D)."""
@@ -116,7 +105,7 @@ class QueryTransformer(nn.Module):
         self.queries = nn.Parameter(torch.empty(n_queries, dim))
         self.layers = nn.ModuleList(CrossAttention(dim, n_head, eps) for _ in range(depth))
         self.mlp_norm = RMSNorm(dim, eps)
-        self.mlp = nn.Sequential(Linear(dim, dim, bias=False), nn.GELU(), Linear(dim, dim, bias=False))
+        self.mlp = nn.Sequential(PackableLinear(dim, dim, bias=False), nn.GELU(), PackableLinear(dim, dim, bias=False))
 
     def initialize_weights(self, std: float):
         for m in self.modules():
@@ -151,7 +140,7 @@ class TensorAR(nn.Module):
             raise ValueError(f"dim {base.dim} is not divisible by the query-transformer heads {n_head}")
         self.base = base
         self.plugin_config = cfg
-        self.k = cfg.k
+        self.k = cfg.k  # the window size (the generation contract reads it, as Backbone.k = 1)
         # Where each token sits in the window: Q_in's cross-attention is otherwise order-blind.
         self.window_pos = nn.Parameter(torch.empty(cfg.k, base.dim))
         # k = 1 windows never reach past the sequence; an unused parameter would break DDP.
@@ -178,10 +167,6 @@ class TensorAR(nn.Module):
     @property
     def backbone(self) -> Backbone:
         return self.base
-
-    @property
-    def window_size(self) -> int:
-        return self.k
 
     def plugin_parameters(self) -> list[nn.Parameter]:
         return [p for name, p in self.named_parameters() if not name.startswith("base.")]

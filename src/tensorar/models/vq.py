@@ -25,7 +25,7 @@ its released tokenizer and is omitted.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -37,6 +37,7 @@ from tensorar.checkpoint import (
     load_state_dict_strict,
     read_checkpoint,
 )
+from tensorar.options import DictForm
 
 WEIGHTS_HINT = ("LlamaGen's tokenizers vq_ds16_c2i.pt (huggingface.co/FoundationVision/LlamaGen) and vq_ds16_t2i.pt "
                 "(huggingface.co/peizesun/llamagen_t2i)")
@@ -47,7 +48,7 @@ USAGE_WINDOW = 65536
 
 
 @dataclass(frozen=True)
-class VQConfig:
+class VQConfig(DictForm):
     codebook_size: int = 16384
     codebook_embed_dim: int = 8
     codebook_l2_norm: bool = True
@@ -76,14 +77,6 @@ class VQConfig:
     def downsample(self) -> int:
         """Image pixels per token along each side."""
         return 2 ** (len(self.encoder_ch_mult) - 1)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "VQConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown VQConfig fields: {sorted(unknown)}")
-        return cls(**d)
 
 
 VQ_MODELS: dict[str, VQConfig] = {

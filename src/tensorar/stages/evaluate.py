@@ -33,11 +33,12 @@ from tensorar.evaluation.adm import (
     inception_score,
     precision_recall,
 )
-from tensorar.evaluation.features import FeatureExtractor, build_feature_extractor
+from tensorar.evaluation.features import FeatureExtractor
 from tensorar.evaluation.inception import tf32_disabled
 from tensorar.evaluation.statistics import bootstrap_fid
 from tensorar.fileio import atomic_write_json, sha256_file
 from tensorar.options import positive_int
+from tensorar.toy.features import build_feature_extractor
 
 IMAGES_KEY = "arr_0"
 

@@ -1,5 +1,5 @@
 """`tensorar make_captions`: the embedded toy's text-to-image data and benchmark prompts (ours; what the
-canvases and captions are: tensorar/data/captioned_digits.py).
+canvases and captions are: tensorar/toy/captioned_digits.py).
 
     tensorar make_captions --out DIR [--num-train 6000] [--num-val 600] [--seed 0]
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorar.data import captioned_digits
+from tensorar.toy import captioned_digits
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
 from tensorar.options import positive_int

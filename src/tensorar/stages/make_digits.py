@@ -1,5 +1,5 @@
 """`tensorar make_digits`: materialise scikit-learn's bundled digits as an ImageFolder (the embedded toy
-dataset; what it holds and how it is made: tensorar/data/digits.py).
+dataset; what it holds and how it is made: tensorar/toy/digits.py).
 
     tensorar make_digits --out DIR [--image-size 16] [--val-fraction 0.2] [--seed 0] [--overwrite]
 """
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from tensorar.data.digits import build
+from tensorar.toy.digits import build
 from tensorar.errors import run_stage
 
 

@@ -424,7 +424,7 @@ def model_summary(model) -> dict:
         "family": backbone.family,
         "parameters": sum(p.numel() for p in model.parameters()),
         "base_parameters": sum(p.numel() for p in backbone.parameters()),
-        "k": model.window_size,
+        "k": model.k,
         "num_tokens": backbone.num_tokens,
         "num_classes": backbone.num_classes,
     }

@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
                 "options": asdict(options), "encoder": args.encoder,
                 "model": {"family": model.backbone.family, "parameters": sum(p.numel() for p in model.parameters()),
                           "base_parameters": sum(p.numel() for p in model.backbone.parameters()),
-                          "k": model.window_size, "num_tokens": model.backbone.num_tokens},
+                          "k": model.k, "num_tokens": model.backbone.num_tokens},
                 "world_size": info.world_size, "images_per_s": stats["images_generated"] / stats["wall_seconds"]
                 if stats["wall_seconds"] > 0 and stats["images_generated"] else None,
             })

@@ -7,7 +7,7 @@ scorers (tensorar.evaluation.geneval / .dpg: the official scoring rules, reprodu
 
 The models behind the scores run where they can: the official detector (Mask2Former + CLIP) and VQA
 model (mPLUG) in their own environments (workflow/scripts/, workflow/envs/), which write RAW.jsonl; the
-embedded toy's detector (ours, tensorar.evaluation.toy_detector) runs here when `--toy-classifier` is
+embedded toy's detector (ours, tensorar.toy.detector) runs here when `--toy-classifier` is
 given, and its raw file is written beside SCORES.json. SCORES.json holds the paper's table columns
 (GenEval: the six tags and overall, fractions; DPG-Bench: global, entity, attribute, relation, other,
 overall, percentages) and, for GenEval, the per-image results file beside it. `--bootstrap B` (ours) adds
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     covered = prompt_sets.check_folder(images, expected)
     raw = Path(args.raw) if args.raw else out.with_name(out.stem + ".raw.jsonl")
     if args.toy_classifier:
-        from tensorar.evaluation.toy_detector import (
+        from tensorar.toy.detector import (
             ToyDetector,
             write_dpg_answers,
             write_geneval_detections,

@@ -24,7 +24,7 @@ from tqdm import tqdm
 from tensorar.data.imagefolder import image_folder
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
-from tensorar.evaluation.toy_features import (
+from tensorar.toy.features import (
     ToyClassifier,
     ToyClassifierConfig,
     to_model_input,

@@ -40,10 +40,10 @@ def global_batch(step: int, seed: int, batch_size: int, num_items: int, num_augm
     return items, augmentation, drop
 
 
-def global_noise(step: int, seed: int, batch_size: int, num_tokens: int, tensor_size: int, draws: int = 2,
+def global_noise(step: int, seed: int, batch_size: int, num_tokens: int, k: int, draws: int = 2,
                  stream: str = "noise") -> torch.Tensor:
     """TensorAR's per-position uniforms of step `step` for the whole world: (batch_size, num_tokens - 1,
-    tensor_size, draws). Stream "noise": the input noise (mask, replacement); "drafts": the self-drafting
+    k, draws). Stream "noise": the input noise (mask, replacement); "drafts": the self-drafting
     samples (one per sub-token). Each rank takes its slice, as with `global_batch`."""
     gen = torch.Generator().manual_seed(derive_seed(seed, stream, step))
-    return torch.rand(batch_size, num_tokens - 1, tensor_size, draws, generator=gen)
+    return torch.rand(batch_size, num_tokens - 1, k, draws, generator=gen)

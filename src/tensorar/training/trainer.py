@@ -8,7 +8,7 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -43,7 +43,6 @@ from tensorar.training.checkpoints import (
 )
 from tensorar.training.options import MODES, TrainOptions
 
-DROPOUT_FIELDS = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")  # what --dropout sets, every family
 # Settings that never change what a step computes: a run resumes across changes to these (a longer
 # --steps extends it); any other change, or other codes or another --init file, starts it afresh.
 NOT_IDENTITY = ("steps", "ckpt_every", "keep_steps", "log_every")
@@ -93,17 +92,14 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
     """A fresh model for `setup.mode`: a backbone from its preset, or the `--init` base (+ plug-in)."""
     fam = family(setup.family)
     h, w = manifest["grid"]
-    data_fields = {"vocab_size": manifest["vocab_size"], "block_size": h * w}
-    if fam.condition == "class":
-        data_fields["num_classes"] = manifest["num_classes"]
-    dropout = {} if opts.dropout is None else dict.fromkeys(DROPOUT_FIELDS, opts.dropout)
+    sizes = {"vocab_size": manifest["vocab_size"], "num_tokens": h * w,
+             "num_classes": manifest["num_classes"] if fam.condition == "class" else None}
     torch.manual_seed(opts.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     if setup.mode == "base":
-        # Only the fields the family's config has (Open-MAGVIT2's vocabulary follows from its bit split);
-        # the built model must then fit the codes.
-        known = {f.name for f in fields(fam.config_class)}
-        model = fam.model_class(fam.config(setup.model, **{k: v for k, v in data_fields.items() if k in known},
-                                           **dropout))
+        # The family's config takes the sizes it has fields for (Open-MAGVIT2's vocabulary follows from
+        # its bit split); the built model must then fit the codes.
+        config = fam.fit(setup.model, **sizes)
+        model = fam.model_class(config if opts.dropout is None else fam.with_dropout(config, opts.dropout))
         if model.vocab_size != manifest["vocab_size"]:
             raise SystemExit(f"--model {setup.model} has a vocabulary of {model.vocab_size} tokens but the codes in "
                              f"{setup.codes} have {manifest['vocab_size']}: pick the preset made for that tokenizer")
@@ -115,29 +111,22 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
                          "from a base model")
     if init.family != fam.name:
         raise SystemExit(f"--init {setup.init} holds a {init.family} model, not --family {fam.name}")
-    if setup.model is not None and not same_architecture(init.config, fam.config(setup.model)):
+    if setup.model is not None and not fam.same_architecture(init.config, fam.config(setup.model)):
         raise SystemExit(f"--init {setup.init} is not a {setup.model} model (its architecture differs from the "
                          "preset's): name its own preset with --model")
     too_small = (init.num_tokens != h * w or init.vocab_size < manifest["vocab_size"]
                  or (fam.condition == "class" and init.num_classes < manifest["num_classes"]))
     if too_small:
         raise SystemExit(f"--init {setup.init} ({init.num_tokens} tokens, vocab {init.vocab_size}, "
-                         f"{init.num_classes} classes) does not fit the codes in {setup.codes} ({data_fields})")
+                         f"{init.num_classes} classes) does not fit the codes in {setup.codes} ({sizes})")
     base = init
-    if dropout:  # the rates live in the frozen config saved with the model: rebuild, then copy the weights
-        base = fam.model_class(replace(init.config, **dropout))
+    if opts.dropout is not None:  # the rates live in the frozen config saved with the model: rebuild, copy weights
+        base = fam.model_class(fam.with_dropout(init.config, opts.dropout))
         load_state_dict_strict(base, init.state_dict(), f"--init {setup.init}")
     log.info(f"{setup.mode}: base weights from {setup.init}")
     if setup.mode == "finetune":
         return base
     return TensorAR(base, setup.plugin)
-
-
-def same_architecture(a, b) -> bool:
-    """Two configs of a family describe the same network up to data sizes and dropout rates."""
-    ignore = {*DROPOUT_FIELDS, "vocab_size", "num_classes", "block_size", "caption_dim"}
-    return {k: v for k, v in asdict(a).items() if k not in ignore} == {k: v for k, v in asdict(b).items()
-                                                                      if k not in ignore}
 
 
 def param_groups(model: nn.Module, lr_base: float, lr_plugin: float, weight_decay: float) -> list[dict]:
@@ -305,7 +294,7 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
         loss_module = DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None,
                           broadcast_buffers=False)
     loss_kwargs = {}
-    tensor_size = model.window_size  # tokens per TensorAR input tensor (1 for a plain backbone)
+    k = model.k  # tokens per TensorAR window (1 for a plain backbone)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -339,10 +328,10 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
             # Dropout layers use the global RNG, reseeded from (seed, step, rank).
             torch.manual_seed(derive_seed(opts.seed, "dropout", step, info.rank))
             if setup.mode == "tensorar":
-                noise = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size)
+                noise = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], k)
                 loss_kwargs["noise_uniforms"] = noise[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, 2)
                 if model.plugin_config.draft_source == "self":
-                    drafts = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], tensor_size,
+                    drafts = global_noise(step, opts.seed, opts.global_batch_size, codes.shape[-1], k,
                                           backbone.token_parts, "drafts")
                     loss_kwargs["draft_uniforms"] = drafts[rank_slice].to(device, non_blocking=True)  # (b, T-1, k, P)
             warmup = min(1.0, (step + 1) / opts.warmup_steps) if opts.warmup_steps else 1.0

@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from tensorar.evaluation import features
+from tensorar.options import from_mapping
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def to_model_input(images: torch.Tensor, image_size: int) -> torch.Tensor:
 
 
 class ToyFeatureExtractor:
-    """FeatureExtractor (see tensorar.evaluation) backed by a trained ToyClassifier; eval mode, no grad."""
+    """FeatureExtractor (tensorar.evaluation.features) backed by a trained ToyClassifier; eval mode, no grad."""
 
     name = "toy-digits-classifier"
     comparable_with_paper = False
@@ -133,5 +137,24 @@ class ToyFeatureExtractor:
 
 
 def config_from_dict(d: dict) -> ToyClassifierConfig:
-    # Checkpoints store the config as a plain dict (weights_only-loadable); tuples come back as lists.
-    return ToyClassifierConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+    """Strict (an unknown key raises). Checkpoints store the config as a plain dict (weights_only-loadable);
+    tuples come back as lists."""
+    return from_mapping(ToyClassifierConfig, {k: tuple(v) if isinstance(v, list) else v for k, v in d.items()},
+                        "ToyClassifierConfig")
+
+
+FEATURE_NETWORKS = ("inception", "toy")
+
+
+def build_feature_extractor(kind: str, *, inception_weights: str | Path | None = None,
+                            classifier: str | Path | None = None,
+                            device: str | torch.device = "cpu") -> features.FeatureExtractor:
+    """`kind` is "inception" (needs `inception_weights`; `tensorar.evaluation.features`) or "toy" (needs
+    `classifier`, a CLS.pt). `device` places the network; inputs and outputs are CPU tensors."""
+    if kind == "toy":
+        if classifier is None:
+            raise ValueError("--features toy needs --classifier CLS.pt (written by `tensorar train_classifier`)")
+        return ToyFeatureExtractor.from_checkpoint(classifier, device=device)
+    if kind not in FEATURE_NETWORKS:
+        raise ValueError(f"unknown feature network {kind!r}; expected one of {', '.join(FEATURE_NETWORKS)}")
+    return features.build_feature_extractor(kind, inception_weights=inception_weights, device=device)

@@ -1,7 +1,7 @@
 """Captioned digit canvases: the embedded toy's text-to-image data and its toy benchmark prompts (ours).
 
 Nothing here is from the paper: it is a stand-in that lets the text-to-image side of the workflow run end
-to end on 2 CPU cores with no download, on scikit-learn's bundled 8x8 digits (`tensorar.data.digits`).
+to end on 2 CPU cores with no download, on scikit-learn's bundled 8x8 digits (`tensorar.toy.digits`).
 Numbers measured on it are toy numbers, never compared with the paper's GenEval / DPG-Bench scores.
 
 Canvas. A (2c, 2c, 3) uint8 RGB image, c = `cell_size` (8 by default: 16x16 canvases), black background,
@@ -36,7 +36,7 @@ Written atomically and idempotently, as make_digits writes its ImageFolder.
 Toy benchmarks (ours): `toy_geneval_metadata` / `write_toy_geneval` (evaluation_metadata.jsonl in
 GenEval's exact format, ~20 prompts per tag) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
 DPG-Bench's exact columns + prompts/<item_id>.txt), read unchanged by `tensorar.evaluation.geneval` and
-`tensorar.evaluation.dpg`; `tensorar.evaluation.toy_detector` answers them from generated canvases.
+`tensorar.evaluation.dpg`; `tensorar.toy.detector` answers them from generated canvases.
 """
 from __future__ import annotations
 
@@ -55,7 +55,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from tensorar.data.digits import (
+from tensorar.toy.digits import (
     GREY_MAX,
     SOURCE_SIZE,
     digest_files,

@@ -1,5 +1,5 @@
 """The toy detector (ours): GenEval's detector + colour classifier and DPG-Bench's VQA model for canvases
-of `tensorar.data.captioned_digits`.
+of `tensorar.toy.captioned_digits`.
 
 The official GenEval (Mask2Former + CLIP) and DPG-Bench (mPLUG) models cannot run on the embedded toy, so
 this stands in for all three, with the toy digits classifier (`ToyClassifier`, the toy feature network,
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from tensorar.checkpoint import read_checkpoint
-from tensorar.data.captioned_digits import (
+from tensorar.toy.captioned_digits import (
     CLASSES,
     GRID,
     NUMBER_WORDS,
@@ -52,7 +52,7 @@ from tensorar.data.captioned_digits import (
     RELATION_PHRASES,
 )
 from tensorar.evaluation import dpg, geneval
-from tensorar.evaluation.toy_features import (
+from tensorar.toy.features import (
     ToyClassifier,
     ToyFeatureExtractor,
     to_model_input,
