@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from tensorar.data import captioned_digits
+from tensorar.toy import captioned_digits
 from tensorar.data.conditions import FolderStore
 from tensorar.errors import InputError
 from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint

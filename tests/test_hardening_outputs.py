@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 
-from tensorar.data import captioned_digits
+from tensorar.toy import captioned_digits
 from tensorar.data.conditions import FolderStore
 from tensorar.errors import InputError
 from tensorar.models.llamagen import GPT, GPTConfig
