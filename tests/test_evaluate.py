@@ -1,4 +1,4 @@
-"""`tensorar.evaluate` end to end, the Inception extractor's plumbing, and `tensorar.make_reference`."""
+"""`tensorar evaluate` end to end, the Inception extractor's plumbing, and `tensorar make_reference`."""
 from __future__ import annotations
 
 import json

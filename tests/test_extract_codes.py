@@ -161,7 +161,7 @@ def test_torchrun_two_ranks_match_single_process(setup):
     single, _, _ = load_codes(setup / "codes")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                    "-m", "tensorar.extract_codes", "--data", str(setup / "data"), "--vq", str(setup / "vq.pt"),
+                    "-m", "tensorar", "extract_codes", "--data", str(setup / "data"), "--vq", str(setup / "vq.pt"),
                     "--out", str(setup / "codes2"), "--image-size", "8", "--shard-size", "3",
                     "--augment", "center"], check=True, env=env, timeout=300)
     multi, labels, manifest = load_codes(setup / "codes2")

@@ -119,7 +119,7 @@ def test_a_run_dir_from_an_older_version_is_refused_not_deleted(codes, tmp_path)
 # ----- class 2: a store marked complete is complete -----
 def run_killed(args, kill_before):
     env = {**os.environ, "TENSORAR_KILL_BEFORE": kill_before}
-    proc = subprocess.Popen([sys.executable, "-m", "tensorar.encode_captions", *args], env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "tensorar", "encode_captions", *args], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == -signal.SIGKILL, err.decode()

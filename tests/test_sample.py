@@ -1,4 +1,4 @@
-"""tensorar.sample: labels, per-sample randomness, post-processing, sharding/resume, npz format, image_grids.
+"""tensorar sample: labels, per-sample randomness, post-processing, sharding/resume, npz format, image_grids.
 
 Tiny models: a GPT of dim 32, 2 layers, vocab 64, 5 classes, 4x4 token grid, and a real VQModel with
 64 codes that decodes the 4x4 grid to 8x8 images.
@@ -322,7 +322,7 @@ def test_torchrun_two_processes_match_single_process(files, tmp_path):
     import subprocess
     import sys
 
-    args = ["-m", "tensorar.sample", "--ckpt", files["gpt"], "--vq", files["vq"], "--num-samples", "11",
+    args = ["-m", "tensorar", "sample", "--ckpt", files["gpt"], "--vq", files["vq"], "--num-samples", "11",
             "--shard-size", "3", "--device", "cpu", "--cfg-scale", "2.0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     two, stats = tmp_path / "two.npz", tmp_path / "two.json"

@@ -1,4 +1,4 @@
-"""tensorar.time_sampling: several models timed in one job, interleaved round by round in a seeded order;
+"""tensorar time_sampling: several models timed in one job, interleaved round by round in a seeded order;
 the TIMING.json contract (per-repeat seconds, latency and throughput with and without decoding, their
 spread, the paired per-round ratios), warm-up rounds discarded, and the model block `sample` writes.
 

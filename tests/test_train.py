@@ -305,8 +305,8 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     codes = write_codes(tmp_path / "codes")
     args = lambda run: base_args(codes, tmp_path / run, 4, "--global-batch-size", "8")  # noqa: E731
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run([*torchrun, "-m", "tensorar.train", *args("two")], check=True, env=_env(), timeout=120)
-    subprocess.run([sys.executable, "-m", "tensorar.train", *args("one")], check=True, env=_env(), timeout=120)
+    subprocess.run([*torchrun, "-m", "tensorar", "train", *args("two")], check=True, env=_env(), timeout=120)
+    subprocess.run([sys.executable, "-m", "tensorar", "train", *args("one")], check=True, env=_env(), timeout=120)
     assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3, 4]
@@ -319,7 +319,7 @@ def test_sigterm_checkpoints_and_the_resumed_run_matches_an_uninterrupted_one(ba
     codes = write_codes(tmp_path / "codes")
     base_model(tmp_path / "base.pt")
     steps = 100
-    cmd = lambda run: [sys.executable, "-m", "tensorar.train", "--codes", str(codes),  # noqa: E731
+    cmd = lambda run: [sys.executable, "-m", "tensorar", "train", "--codes", str(codes),  # noqa: E731
                        "--run-dir", str(tmp_path / run), "--mode", "finetune", "--init", str(tmp_path / "base.pt"),
                        "--lr-base", "1e-3", "--steps", str(steps), "--global-batch-size", "8",
                        "--ckpt-every", "5", "--log-every", "1", "--device", "cpu"]

@@ -10,20 +10,15 @@ Public API (README, "Python API"):
 
 Package map (docs/architecture.md): models/ (backbones, tokenizers, the plug-in), decoding/ (sampling,
 the generation loop), data/, training/, evaluation/, reporting/, plan/ (the experiment plan) and
-stages/ (one module per `tensorar <stage>` entry point).
+stages/ (one module per `tensorar <stage>` entry point; `python -m tensorar <stage>` runs
+the same through __main__.py).
 """
-import os as _os
-
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.llamagen import GPT, GPT_MODELS, GPTConfig, gpt_config
 from tensorar.models.loading import load_model, save_model
 from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 from tensorar.models.vq import VQ_MODELS, VQConfig, VQModel, load_vq, vq_config
-
-# The entry points live in stages/; listing that folder on the package path makes `python -m
-# tensorar.<stage>` run stages/<stage>.py (Python searches every entry of a package's __path__).
-__path__.append(_os.path.join(_os.path.dirname(__file__), "stages"))
 
 __all__ = [
     "GPT", "GPTConfig", "GPT_MODELS", "gpt_config",

@@ -1,5 +1,5 @@
-"""`tensorar <stage> [args]`: the same as `python -m tensorar.<stage> [args]`; the stages live in
-tensorar/stages/, one module each."""
+"""`tensorar <stage> [args]`: the same as `python -m tensorar <stage> [args]` (__main__.py); the stages
+live in tensorar/stages/, one module each."""
 from __future__ import annotations
 
 import importlib

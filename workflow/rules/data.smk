@@ -13,7 +13,7 @@ rule make_digits:
     resources:
         **job_resources("make_digits"),
     shell:
-        "python -m tensorar.make_digits --out {output.data:q} {params.args} > {log:q} 2>&1"
+        "python -m tensorar make_digits --out {output.data:q} {params.args} > {log:q} 2>&1"
 
 
 rule make_reference:
@@ -29,4 +29,4 @@ rule make_reference:
     resources:
         **job_resources("make_reference"),
     shell:
-        "python -m tensorar.make_reference {params.args} --out {output.ref:q} > {log:q} 2>&1"
+        "python -m tensorar make_reference {params.args} --out {output.ref:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule train_classifier:
     resources:
         **job_resources("train_classifier"),
     shell:
-        "python -m tensorar.train_classifier {params.args} --out {output.ckpt:q} > {log:q} 2>&1"
+        "python -m tensorar train_classifier {params.args} --out {output.ckpt:q} > {log:q} 2>&1"
 
 
 rule evaluate:
@@ -34,7 +34,7 @@ rule evaluate:
     resources:
         **job_resources("evaluate"),
     shell:
-        "python -m tensorar.evaluate {params.args} --out {output.metrics:q} > {log:q} 2>&1"
+        "python -m tensorar evaluate {params.args} --out {output.metrics:q} > {log:q} 2>&1"
 
 
 rule diagnose:
@@ -50,4 +50,4 @@ rule diagnose:
     resources:
         **job_resources("diagnose"),
     shell:
-        "python -m tensorar.diagnose {params.args} --out {output.diagnostics:q} > {log:q} 2>&1"
+        "python -m tensorar diagnose {params.args} --out {output.diagnostics:q} > {log:q} 2>&1"

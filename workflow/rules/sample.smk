@@ -26,7 +26,7 @@ rule sample:
     resources:
         **job_resources("sample"),
     shell:
-        "{params.launcher} -m tensorar.sample {params.args} --out {output.samples:q} "
+        "{params.launcher} -m tensorar sample {params.args} --out {output.samples:q} "
         "--stats-json {output.stats:q} --grid-png {output.grid:q} > {log:q} 2>&1"
 
 
@@ -49,7 +49,7 @@ rule time_sampling:
     resources:
         **job_resources("time_sampling"),
     shell:
-        "python -m tensorar.time_sampling {params.args} --threads {threads} --out {output.timing:q} > {log:q} 2>&1"
+        "python -m tensorar time_sampling {params.args} --threads {threads} --out {output.timing:q} > {log:q} 2>&1"
 
 
 rule drafts:
@@ -72,5 +72,5 @@ rule drafts:
     resources:
         **job_resources("drafts"),
     shell:
-        "python -m tensorar.sample {params.args} --out {output.samples:q} --drafts-png {output.strip:q} "
+        "python -m tensorar sample {params.args} --out {output.samples:q} --drafts-png {output.strip:q} "
         "> {log:q} 2>&1"

@@ -15,7 +15,7 @@ rule make_captions:
     resources:
         **job_resources("make_captions"),
     shell:
-        "python -m tensorar.make_captions --out {output.data:q} {params.args} > {log:q} 2>&1"
+        "python -m tensorar make_captions --out {output.data:q} {params.args} > {log:q} 2>&1"
 
 
 rule encode_captions:
@@ -32,7 +32,7 @@ rule encode_captions:
     resources:
         **job_resources("encode_captions"),
     shell:
-        "python -m tensorar.encode_captions {params.args} --out {params.out:q} > {log:q} 2>&1"
+        "python -m tensorar encode_captions {params.args} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule sample_prompts:
@@ -50,7 +50,7 @@ rule sample_prompts:
     resources:
         **job_resources("sample_prompts"),
     shell:
-        "{params.launcher} -m tensorar.sample_prompts {params.args} --out {params.images:q} "
+        "{params.launcher} -m tensorar sample_prompts {params.args} --out {params.images:q} "
         "--stats-json {output.stats:q} > {log:q} 2>&1"
 
 
@@ -111,4 +111,4 @@ rule score_benchmark:
     resources:
         **job_resources("score_benchmark"),
     shell:
-        "python -m tensorar.score_benchmark {params.args} --out {output.scores:q} > {log:q} 2>&1"
+        "python -m tensorar score_benchmark {params.args} --out {output.scores:q} > {log:q} 2>&1"

@@ -17,7 +17,7 @@ rule table:
     resources:
         **job_resources("table"),
     shell:
-        "python -m tensorar.tables table --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
+        "python -m tensorar tables table --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
 
 
 rule diagnostics:
@@ -34,7 +34,7 @@ rule diagnostics:
     resources:
         **job_resources("diagnostics"),
     shell:
-        "python -m tensorar.tables diagnostics --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
+        "python -m tensorar tables diagnostics --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
 
 
 rule figures:
@@ -50,7 +50,7 @@ rule figures:
     resources:
         **job_resources("figures"),
     shell:
-        "python -m tensorar.tables figures --manifest {params.manifest:q} > {log:q} 2>&1"
+        "python -m tensorar tables figures --manifest {params.manifest:q} > {log:q} 2>&1"
 
 
 rule claims:
@@ -68,4 +68,4 @@ rule claims:
     resources:
         **job_resources("claims"),
     shell:
-        "python -m tensorar.tables claims --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"
+        "python -m tensorar tables claims --manifest {params.manifest:q} --out {output.md:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule train_tokenizer:
     resources:
         **job_resources("train_tokenizer"),
     shell:
-        "python -m tensorar.train_tokenizer {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
+        "python -m tensorar train_tokenizer {params.args} --out {output.tokenizer:q} > {log:q} 2>&1"
 
 
 rule extract_codes:
@@ -38,4 +38,4 @@ rule extract_codes:
     resources:
         **job_resources("extract_codes"),
     shell:
-        "{params.launcher} -m tensorar.extract_codes {params.args} --out {params.out:q} > {log:q} 2>&1"
+        "{params.launcher} -m tensorar extract_codes {params.args} --out {params.out:q} > {log:q} 2>&1"

@@ -21,4 +21,4 @@ rule train:
     resources:
         **job_resources("train"),
     shell:
-        "{params.launcher} -m tensorar.train {params.args} > {log:q} 2>&1"
+        "{params.launcher} -m tensorar train {params.args} > {log:q} 2>&1"

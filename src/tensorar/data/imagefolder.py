@@ -44,7 +44,7 @@ def image_folder(root: str | Path, transform: Callable | None = None) -> dataset
     if not root.is_dir():
         raise FileNotFoundError(
             f"image folder not found: {root} (expected {root}/<class>/<image>.png; the toy dataset is "
-            f"made with `python -m tensorar.make_digits --out DIR`, ImageNet's train/val folders come "
+            f"made with `python -m tensorar make_digits --out DIR`, ImageNet's train/val folders come "
             f"from https://image-net.org)")
     return datasets.ImageFolder(str(root), transform=transform)
 

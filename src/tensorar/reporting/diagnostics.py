@@ -49,7 +49,7 @@ def write_diagnostics(manifest: dict, out: Path) -> None:
                            f"{fid} (draft_noise: none)": fmt(*reference[:2])})
     diag, noise = pd.DataFrame(rows).fillna(""), pd.DataFrame(noise_rows)
     text = ["# Draft-copying diagnostics of every TensorAR run", "", *provenance_lines(prov), "",
-            "Columns come from `tensorar.diagnose` (held-out codes); see its docstring for each quantity.", "",
+            "Columns come from `tensorar diagnose` (held-out codes); see its docstring for each quantity.", "",
             diag.to_markdown(index=False, disable_numparse=True), "",
             "## Sampling with noised drafts (not from the paper)", "",
             "Each Table 2 TensorAR model sampled again with `--draft-noise schedule` (drafts re-noised with the "

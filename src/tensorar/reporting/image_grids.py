@@ -1,7 +1,7 @@
 """Figures made from generated samples: image grids and TensorAR refinement strips (PNG).
 
 Array code only: inputs are uint8 NHWC images (the sampler's output format) and token grids. Turning
-tokens into pixels is the caller's job (`tensorar.sample` decodes with the VQ), so nothing here needs a
+tokens into pixels is the caller's job (`tensorar sample` decodes with the VQ), so nothing here needs a
 model.
 
 A refinement strip (TensorAR paper, Fig. 8/10) shows one sample per row and one decoding step per

@@ -17,7 +17,7 @@ Reported on held-out token data (augmentation 0 of a codes directory):
   token fed j steps earlier at position j. Reported for the paper's sampler (`draft_noise="none"`) and
   for ours (`"schedule"`).
 
-    python -m tensorar.diagnose --ckpt RUN/final.pt --base BASE/final.pt --codes CODES_VAL/ --out DIAG.json
+    python -m tensorar diagnose --ckpt RUN/final.pt --base BASE/final.pt --codes CODES_VAL/ --out DIAG.json
 """
 from __future__ import annotations
 

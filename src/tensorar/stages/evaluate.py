@@ -1,8 +1,8 @@
 """ADM-compatible evaluation of a sample batch against a reference batch.
 
-    python -m tensorar.evaluate REF.npz SAMPLE.npz --out METRICS.json \\
+    python -m tensorar evaluate REF.npz SAMPLE.npz --out METRICS.json \\
         --features inception --inception-weights weights-inception-2015-12-05-6726825d.pth
-    python -m tensorar.evaluate REF.npz SAMPLE.npz --out METRICS.json --features toy --classifier CLS.pt
+    python -m tensorar evaluate REF.npz SAMPLE.npz --out METRICS.json --features toy --classifier CLS.pt
 
 Both files are ADM batches (`arr_0`: uint8 N x H x W x 3). Like ADM's evaluator.py, a batch that carries
 precomputed `mu`, `sigma`, `mu_s`, `sigma_s` (ADM's released reference batches do) uses those for FID /

@@ -1,6 +1,6 @@
 """Build an ADM-style reference batch from an ImageFolder.
 
-    python -m tensorar.make_reference --data DIR/val --out REF.npz --image-size 256 [--max-images N]
+    python -m tensorar make_reference --data DIR/val --out REF.npz --image-size 256 [--max-images N]
 
 Images go through ADM's center crop (the same pre-processing the generators are trained on) and are
 stored as `arr_0` uint8 (N, S, S, 3) with their class indices in `labels` (int64), in ImageFolder order

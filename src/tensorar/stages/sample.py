@@ -1,10 +1,10 @@
 """Generate N class-conditional images from a backbone or TensorAR checkpoint into an ADM-format .npz.
 
-    python -m tensorar.sample --ckpt RUN/final.pt --vq VQ.pt --out SAMPLES.npz --num-samples 50000 \
+    python -m tensorar sample --ckpt RUN/final.pt --vq VQ.pt --out SAMPLES.npz --num-samples 50000 \
         [--cfg-scale 1.5] [--cfg-interval -1] [--temperature 1.0] [--top-k 0] [--top-p 1.0] \
         [--labels balanced|random] [--seed 0] [--batch-size 32] [--image-size 256] \
         [--draft-noise none|schedule] [--stats-json J] [--grid-png P] [--drafts-png P]
-    torchrun --nproc_per_node 8 -m tensorar.sample ...      # data-parallel, same output
+    torchrun --nproc_per_node 8 -m tensorar sample ...      # data-parallel, same output
 
 The sampling flags are the fields of `SamplingOptions` (per sub-token values as `--cfg-scale 1.9,2.0`
 for Open-MAGVIT2) and of `SamplingConfig` below; `--help` lists them with their defaults.

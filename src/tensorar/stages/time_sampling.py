@@ -1,7 +1,7 @@
 """Time the class-conditional samplers of one backbone together, interleaved, on a machine the job has
 to itself: seconds per image (Table 6b's latency) and throughput (Fig. 4), with warm-up and repeats.
 
-    python -m tensorar.time_sampling --ckpt base=BASE.pt --ckpt finetune=CONTROL.pt --ckpt tensorar=TAR.pt \
+    python -m tensorar time_sampling --ckpt base=BASE.pt --ckpt finetune=CONTROL.pt --ckpt tensorar=TAR.pt \
         --vq VQ.pt --out TIMING.json [--batch-size 128] [--warmup 2] [--repeats 10] [--order-seed 0] \
         [--threads N] [--device auto|cpu|cuda] [--dtype fp32|bf16] [--seed 0] [--cfg-scale 1.5] ...
         # --family / --gpt-preset / --block-size apply to the official files among them, as in `tensorar sample`

@@ -1,6 +1,6 @@
 """Train the toy feature network (a small digits classifier) used in place of Inception.
 
-    python -m tensorar.train_classifier --data DIR/train --val-data DIR/val --out CLS.pt
+    python -m tensorar train_classifier --data DIR/train --val-data DIR/val --out CLS.pt
 
 Writes CLS.pt (`{"kind": "toy_classifier", "config", "model", "classes", ...}`, loaded by
 `ToyFeatureExtractor.from_checkpoint`) and CLS.json (held-out accuracy, timing). The whole train split

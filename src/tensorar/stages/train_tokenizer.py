@@ -1,7 +1,7 @@
 """Train a small image tokenizer on an ImageFolder: the toy stand-ins for LlamaGen's VQ-16 (`VQ-toy`)
 and Open-MAGVIT2's LFQ (`LFQ-toy`).
 
-    python -m tensorar.train_tokenizer --data DIR/train --val-data DIR/val --out TOK.pt [--preset VQ-toy]
+    python -m tensorar train_tokenizer --data DIR/train --val-data DIR/val --out TOK.pt [--preset VQ-toy]
 
 Objective: the tokenizer family's own loss without LPIPS/GAN (tensorar.models.vq: LlamaGen's VQ loss;
 tensorar.models.lfq: Open-MAGVIT2's L1 + entropy + commitment), AdamW with LlamaGen's tokenizer

@@ -3,7 +3,7 @@ of `tensorar.toy.captioned_digits`.
 
 The official GenEval (Mask2Former + CLIP) and DPG-Bench (mPLUG) models cannot run on the embedded toy, so
 this stands in for all three, with the toy digits classifier (`ToyClassifier`, the toy feature network,
-trained by `tensorar.train_classifier`) as its recogniser. Scores computed with it are toy scores, never
+trained by `tensorar train_classifier`) as its recogniser. Scores computed with it are toy scores, never
 compared with the paper's.
 
 Per canvas (a 2x2 grid of square cells, side = canvas side / 2):

@@ -234,7 +234,7 @@ def readme(card: dict) -> str:
 
 - Source: `{card['source']['loader']}` (scikit-learn {card['source']['scikit_learn_version']}), originally
   {card['source']['url']}
-- Written by `python -m tensorar.make_digits`; every number here is also in `dataset_card.json`.
+- Written by `python -m tensorar make_digits`; every number here is also in `dataset_card.json`.
 
 - Layout: ImageFolder, `train/<class>/<id>.png`, `val/<class>/<id>.png`; class folders `0`..`9` (the digit);
   `<id>` = the image's index in `load_digits()`.

@@ -2,7 +2,7 @@
 
 The Inception-v3 weights the ADM evaluator uses cannot ship with the library, so the embedded default
 (`evaluate --features toy --classifier CLS.pt`) extracts features with a conv net trained on the digits
-train split (`python -m tensorar.train_classifier`). It exposes the same three taps as ADM's Inception,
+train split (`python -m tensorar train_classifier`). It exposes the same three taps as ADM's Inception,
 so exactly the same metric code runs on top of it:
 
     ADM Inception                                   ToyClassifier
@@ -125,7 +125,7 @@ class ToyFeatureExtractor:
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"toy classifier checkpoint {path} not found; train one with "
-                "`python -m tensorar.make_digits --out DIR && python -m tensorar.train_classifier "
+                "`python -m tensorar make_digits --out DIR && python -m tensorar train_classifier "
                 f"--data DIR/train --val-data DIR/val --out {path}`"
             )
         from tensorar.checkpoint import read_checkpoint  # weights_only; a damaged file is named
