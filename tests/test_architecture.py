@@ -17,7 +17,7 @@ LAYERS = {
     "errors": 0, "options": 0, "fileio": 0, "checkpoint": 0, "distributed": 0,
     "decoding": 1, "data": 1, "evaluation": 1, "reporting": 1,
     "models": 2, "toy": 2,
-    "training": 3,
+    "training": 3, "sampling": 3,
     "plan": 4,
     "stages": 5,
     "cli": 6, "__init__": 6, "__main__": 6,

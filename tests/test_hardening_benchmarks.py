@@ -18,7 +18,7 @@ from tensorar.models.llamagen import GPT, GPTConfig
 from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
 from tensorar.stages import sample_prompts as sample_prompts_stage
-from tensorar.stages.sample import class_labels
+from tensorar.sampling.labels import class_labels
 from tensorar.stages.score_benchmark import main as score_benchmark
 
 PROMPTS = [{"tag": "single_object", "include": [{"class": "3", "count": 1}], "prompt": "a 3"},

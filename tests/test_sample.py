@@ -21,15 +21,10 @@ from tensorar.distributed import DistInfo
 from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
 from tensorar.reporting import image_grids
-from tensorar.stages.sample import (
-    balanced_labels,
-    class_labels,
-    generate_images,
-    main,
-    run_sampling,
-    shard_dir_for,
-    shard_path,
-)
+from tensorar.sampling.labels import balanced_labels, class_labels
+from tensorar.sampling.sampler import Sampler
+from tensorar.sampling.shards import run_sampling, shard_dir_for, shard_path
+from tensorar.stages.sample import main
 
 NUM_CLASSES, VOCAB, GRID, K = 5, 64, 4, 3
 CPU = torch.device("cpu")
@@ -62,6 +57,11 @@ def files(tmp_path_factory, gpt, tensorar, vq) -> dict:
 
 def _single() -> DistInfo:
     return DistInfo(rank=0, world_size=1, local_rank=0, device=CPU)
+
+
+def sample_to(model, decode, out, cfg, options, info, batch_size=32, **kwargs) -> dict:
+    """`run_sampling` with a sampler of `model` on the rank's device."""
+    return run_sampling(Sampler(model, decode, options, info.device, batch_size=batch_size), out, cfg, info, **kwargs)
 
 
 def _load(path) -> dict[str, np.ndarray]:
@@ -130,7 +130,7 @@ def test_to_uint8_nhwc_bicubic_resize_to_eval_size():
 # ----- invariance, shards and resume --------------------------------------------------------------
 def _tokens(model, vq, cfg, options, batch_size, n=7):
     labels = class_labels(cfg.labels, n, NUM_CLASSES, cfg.seed)
-    return generate_images(model, vq.decode, labels, np.arange(n), cfg, options, batch_size, CPU)
+    return Sampler(model, vq.decode, options, CPU, batch_size=batch_size).class_images(labels, np.arange(n), cfg)
 
 
 def test_gpt_batch_size_invariance(gpt, vq):
@@ -156,15 +156,15 @@ def test_tensorar_batch_size_invariance_with_draft_noise(tensorar, vq):
 def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=10, seed=1, shard_size=4)  # shards of 4, 4, 2
     single = tmp_path / "one" / "s.npz"
-    stats = run_sampling(gpt, vq.decode, single, cfg, PLAIN, _single(), batch_size=2, progress=False)
+    stats = sample_to(gpt, vq.decode, single, cfg, PLAIN, _single(), batch_size=2, progress=False)
     # World size 2 without a process group: rank 0 claims the folder and makes its shards, but cannot
     # assemble before rank 1 has made its own; rank 0 run again resumes and assembles.
     double = tmp_path / "two" / "s.npz"
     rank = [DistInfo(rank=r, world_size=2, local_rank=r, device=CPU) for r in (0, 1)]
     with pytest.raises(FileNotFoundError, match="missing shard .*shard_00001"):
-        run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
-    run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[1], batch_size=3, progress=False)
-    resumed = run_sampling(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
+        sample_to(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
+    sample_to(gpt, vq.decode, double, cfg, PLAIN, rank[1], batch_size=3, progress=False)
+    resumed = sample_to(gpt, vq.decode, double, cfg, PLAIN, rank[0], batch_size=3, progress=False)
     assert resumed["shards_reused"] == 3
 
     a, b = _load(single), _load(double)
@@ -181,7 +181,7 @@ def test_world_size_invariance_and_npz_format(gpt, vq, tmp_path):
 def test_sampling_packs_the_cpu_weights_once_per_run(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=6, seed=1, shard_size=4)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-        run_sampling(gpt, vq.decode, tmp_path / "s.npz", cfg, PLAIN, _single(), batch_size=2, progress=False)  # 3 batches
+        sample_to(gpt, vq.decode, tmp_path / "s.npz", cfg, PLAIN, _single(), batch_size=2, progress=False)  # 3 batches
     packs = {e.key: e.count for e in prof.key_averages()}.get("mkldnn::_reorder_linear_weight", 0)
     assert packs == sum(isinstance(m, cpu_packing.PackableLinear) for m in gpt.modules())
 
@@ -189,7 +189,7 @@ def test_sampling_packs_the_cpu_weights_once_per_run(gpt, vq, tmp_path):
 def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
     cfg = SamplingConfig(num_samples=10, seed=2, shard_size=4)
     out = tmp_path / "s.npz"
-    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False)
+    sample_to(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False)
     reference = _load(out)
     shards = shard_dir_for(out)
 
@@ -199,7 +199,7 @@ def test_resume_after_partial_run_gives_identical_output(gpt, vq, tmp_path):
     stale = shards / ".shard_00001.npz.abc123.tmp"
     stale.write_bytes(b"partial")
     kept = {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)}
-    stats = run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=3, keep_shards=True, progress=False)
+    stats = sample_to(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=3, keep_shards=True, progress=False)
 
     assert stats["shards_reused"] == 2 and stats["shards_generated"] == 1 and stats["images_generated"] == 4
     assert {j: os.stat(shard_path(shards, j)).st_mtime_ns for j in (0, 2)} == kept  # not regenerated
@@ -213,24 +213,24 @@ def test_shards_of_other_settings_or_another_checkpoint_are_never_mixed_in(gpt, 
     """A resume reuses shards only when everything that made them matches; otherwise it starts fresh."""
     out = tmp_path / "s.npz"
     cfg = SamplingConfig(num_samples=6, seed=0, shard_size=4)
-    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
+    sample_to(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
                  identity={"model": {"sha256": "aaa"}})
     shard_path(shard_dir_for(out), 1).unlink()  # a killed job: shard 1 missing
     other_seed = SamplingConfig(num_samples=6, seed=1, shard_size=4)
-    stats = run_sampling(gpt, vq.decode, out, other_seed, PLAIN, _single(), batch_size=4, progress=False,
+    stats = sample_to(gpt, vq.decode, out, other_seed, PLAIN, _single(), batch_size=4, progress=False,
                          identity={"model": {"sha256": "aaa"}})
     assert stats["shards_reused"] == 0 and stats["images_generated"] == 6
-    run_sampling(gpt, vq.decode, tmp_path / "fresh.npz", other_seed, PLAIN, _single(), batch_size=4,
+    sample_to(gpt, vq.decode, tmp_path / "fresh.npz", other_seed, PLAIN, _single(), batch_size=4,
                          progress=False)
     assert np.array_equal(_load(out)["arr_0"], _load(tmp_path / "fresh.npz")["arr_0"])
     # The same settings but another checkpoint (retrained at the same path): the old shards are dropped.
-    run_sampling(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
+    sample_to(gpt, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True, progress=False,
                  identity={"model": {"sha256": "aaa"}})
     shard_path(shard_dir_for(out), 1).unlink()
-    stats = run_sampling(tensorar, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True,
+    stats = sample_to(tensorar, vq.decode, out, cfg, PLAIN, _single(), batch_size=4, keep_shards=True,
                          progress=False, identity={"model": {"sha256": "bbb"}})
     assert stats["shards_reused"] == 0
-    run_sampling(tensorar, vq.decode, tmp_path / "t.npz", cfg, PLAIN, _single(), batch_size=4, progress=False)
+    sample_to(tensorar, vq.decode, tmp_path / "t.npz", cfg, PLAIN, _single(), batch_size=4, progress=False)
     assert np.array_equal(_load(out)["arr_0"], _load(tmp_path / "t.npz")["arr_0"])
 
 
@@ -240,7 +240,7 @@ def test_a_second_sampling_job_on_the_same_output_fails_fast(gpt, vq, tmp_path):
     out = tmp_path / "s.npz"
     with exclusive_lock(shard_dir_for(out), "sampling job"):  # the first job, still running
         with pytest.raises(FolderLocked, match=f"pid {os.getpid()}"):
-            run_sampling(gpt, vq.decode, out, SamplingConfig(num_samples=2), PLAIN, _single(), progress=False)
+            sample_to(gpt, vq.decode, out, SamplingConfig(num_samples=2), PLAIN, _single(), progress=False)
 
 
 def test_cli_refuses_out_of_range_values(files, tmp_path):

@@ -15,7 +15,8 @@ import torch
 
 from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
-from tensorar.stages import sample, time_sampling
+from tensorar.sampling.sampler import Sampler
+from tensorar.stages import sample
 from tensorar.stages.time_sampling import (
     main,
     named_checkpoints,
@@ -85,13 +86,13 @@ def test_named_checkpoints_are_checked():
 
 def test_models_are_interleaved_round_by_round(files, tmp_path, monkeypatch):
     batches = []
-    real = time_sampling.generate_images
+    real = Sampler.class_images
 
-    def counted(model, decode, labels, indices, *args, **kwargs):
-        batches.append((type(model).__name__, indices.tolist(), labels.tolist()))
-        return real(model, decode, labels, indices, *args, **kwargs)
+    def counted(sampler, labels, indices, *args, **kwargs):
+        batches.append((type(sampler.model).__name__, indices.tolist(), labels.tolist()))
+        return real(sampler, labels, indices, *args, **kwargs)
 
-    monkeypatch.setattr(time_sampling, "generate_images", counted)
+    monkeypatch.setattr(Sampler, "class_images", counted)
     t = run(files, tmp_path, "gpt", "tensorar", extra=("--order-seed", "3"))
     rounds = WARMUP + REPEATS
     assert t["order"] == round_orders(["gpt", "tensorar"], rounds, 3) and t["order_seed"] == 3

@@ -72,7 +72,7 @@ def load_model(
 def _load_official(path, family_name, preset, contents, **kwargs) -> Backbone:
     if family_name is None or preset is None:
         raise InputError(f"{path} is not a tensorar checkpoint: name its backbone family and preset "
-                         "(e.g. --family llamagen --gpt-preset GPT-B)")
+                         "(e.g. --family llamagen --preset GPT-B)")
     fam = family(family_name)
     try:
         return fam.load_official(path, preset, contents=contents, **kwargs)

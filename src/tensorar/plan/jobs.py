@@ -17,6 +17,8 @@ from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.options import to_arguments
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
+from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions, TextEncoderSpec, TimingOptions
+from tensorar.sampling.prompts import PromptSamples
 from tensorar.training.options import TrainOptions
 
 
@@ -155,16 +157,12 @@ class Jobs:
         return args + ["--augment", views.augment, *([] if views.flip else ["--no-flip"])]
 
     def text_encoder_args(self, name: str) -> list[str]:
-        """The flags naming a text encoder (encode_captions and sample_prompts take the same)."""
+        """The flags naming a text encoder (encode_captions and sample_prompts take the same); the toy's
+        sizes only for the toy, the prompt length only for Janus."""
         spec = self.experiment.text_encoders[name]
-        args = ["--encoder", spec.kind]
-        if spec.path:
-            args += ["--encoder-path", spec.path]
-        if spec.kind == "toy":
-            args += ["--dim", str(spec.dim), "--max-tokens", str(spec.max_tokens)]
-        elif spec.kind == "janus":
-            args += ["--prompt-length", str(spec.prompt_length)]
-        return args
+        encoder = TextEncoderSpec(encoder=spec.kind, encoder_path=spec.path, dim=spec.dim, max_tokens=spec.max_tokens,
+                                  prompt_length=spec.prompt_length if spec.kind == "janus" else None)
+        return to_arguments(encoder, skip=() if spec.kind == "toy" else ("dim", "max_tokens"))
 
     def encode_captions_args(self, tokenizer, split, size, encoder) -> list[str]:
         return ["--codes", self.layout.codes_dir(tokenizer, split, size), *self.text_encoder_args(encoder)]
@@ -210,20 +208,25 @@ class Jobs:
     def sampling_options(self, backbone: str, draft_noise: str = "none") -> SamplingOptions:
         return replace(self.experiment.backbones[backbone].sampling, draft_noise=draft_noise)
 
-    def official_model_args(self, backbone: str, preset_flag: str, block_flag: str) -> list[str]:
-        """How a stage reads an official base file: its family, preset and (LlamaGen 384 px) token count."""
+    def model_source(self, backbone: str, ckpt: str, *, official: bool, tokenizer: bool = True) -> ModelSource:
+        """A checkpoint of `backbone` and its tokenizer; `official`: the checkpoint (or, for diagnose and
+        time_sampling, one of the files named with it) is an official file, which needs its family,
+        preset and (LlamaGen 384 px) token count."""
         spec = self.experiment.backbones[backbone]
-        args = ["--family", spec.family.name, preset_flag, spec.preset]
-        if spec.block_size:
-            args += [block_flag, str(spec.block_size)]
-        return args
+        vq = vq_preset = None
+        if tokenizer:
+            vq = self.layout.tokenizer_path(spec.tokenizer)
+            if not self.trained_tokenizer(spec.tokenizer):  # a released file carries no config: name its preset
+                vq_preset = self.experiment.tokenizers[spec.tokenizer].preset
+        if not official:
+            return ModelSource(ckpt=ckpt, vq=vq, vq_preset=vq_preset)
+        return ModelSource(ckpt=ckpt, family=spec.family.name, preset=spec.preset, block_size=spec.block_size or None,
+                           vq=vq, vq_preset=vq_preset)
 
     def model_args(self, backbone, method, seed, tag="final") -> list[str]:
-        spec = self.experiment.backbones[backbone]
-        args = ["--ckpt", self.layout.checkpoint(backbone, method, seed, tag), *self.tokenizer_args(spec.tokenizer)]
-        if method == "base" and spec.official_base:
-            args += self.official_model_args(backbone, "--gpt-preset", "--block-size")
-        return args
+        official = method == "base" and self.experiment.backbones[backbone].official_base
+        return to_arguments(self.model_source(backbone, self.layout.checkpoint(backbone, method, seed, tag),
+                                              official=official))
 
     def sample_args(self, backbone, method, seed, tag) -> list[str]:
         """Checkpoint, the backbone's sampling settings (the official evaluation's), count and seed."""
@@ -233,13 +236,13 @@ class Jobs:
                              image_size=self.experiment.backbones[backbone].eval_image_size)
         options = self.sampling_options(backbone, "schedule" if tag == "final_draftnoise" else "none")
         return [*self.model_args(backbone, method, seed, tag), *to_arguments(cfg), *to_arguments(options),
-                "--batch-size", str(ev.sample_batch_size)]
+                *to_arguments(RunOptions(batch_size=ev.sample_batch_size))]
 
     def drafts_args(self, backbone, method, seed) -> list[str]:
         """A few samples of a TensorAR run with the refinement strip (paper Fig. 8/10)."""
         cfg = SamplingConfig(num_samples=4, seed=int(seed), shard_size=4)
         return [*self.model_args(backbone, method, seed), *to_arguments(cfg),
-                *to_arguments(self.sampling_options(backbone)), "--batch-size", "4"]
+                *to_arguments(self.sampling_options(backbone)), *to_arguments(RunOptions(batch_size=4))]
 
     def timing_args(self, backbone) -> list[str]:
         """The backbone's timed models of the first seed (`--ckpt METHOD=CKPT`, base first), sampled as their
@@ -249,10 +252,11 @@ class Jobs:
         ckpts = [a for m in self.experiment.timed_models(backbone)
                  for a in ("--ckpt", f"{m}={self.layout.checkpoint(backbone, m, seed)}")]
         # An official base file needs its family and preset; our checkpoints record theirs and accept the same.
-        official = self.official_model_args(backbone, "--gpt-preset", "--block-size") if spec.official_base else []
-        return [*ckpts, *self.tokenizer_args(spec.tokenizer), *official, *to_arguments(self.sampling_options(backbone)),
-                *to_arguments(cfg, skip=("num_samples", "shard_size")), "--batch-size", str(t.batch_size),
-                "--warmup", str(t.warmup), "--repeats", str(t.repeats)]
+        source = self.model_source(backbone, self.layout.checkpoint(backbone, "base", seed), official=spec.official_base)
+        timing = TimingOptions(batch_size=t.batch_size, warmup=t.warmup, repeats=t.repeats)
+        return [*ckpts, *to_arguments(source, skip=("ckpt",)), *to_arguments(self.sampling_options(backbone)),
+                *to_arguments(cfg, skip=("num_samples", "shard_size")), *to_arguments(timing),
+                *to_arguments(RunOptions(), skip=("batch_size",))]
 
     def make_reference_args(self, split, size) -> list[str]:
         n = self.experiment.evaluation.reference_max_images
@@ -279,15 +283,15 @@ class Jobs:
 
     def diagnose_args(self, backbone, variant, seed) -> list[str]:
         layout = self.layout
-        args = ["--ckpt", layout.checkpoint(backbone, f"tensorar-{variant}", seed),
-                "--base", layout.base_checkpoint(backbone, seed), "--codes", layout.backbone_codes(backbone, "val"),
-                "--num-samples", str(self.experiment.diagnostics_samples), "--seed", str(seed)]
-        if layout.conditions_dir(backbone, "val"):
-            args += ["--conditions", layout.conditions_dir(backbone, "val")]
-        if self.experiment.backbones[backbone].official_base:
-            args += self.official_model_args(backbone, "--base-preset", "--base-block-size")
+        # --family / --preset / --block-size describe an official --base file.
+        source = self.model_source(backbone, layout.checkpoint(backbone, f"tensorar-{variant}", seed), tokenizer=False,
+                                   official=self.experiment.backbones[backbone].official_base)
+        options = DiagnoseOptions(base=layout.base_checkpoint(backbone, seed), codes=layout.backbone_codes(backbone, "val"),
+                                  conditions=layout.conditions_dir(backbone, "val") or None,
+                                  num_samples=self.experiment.diagnostics_samples, seed=int(seed))
         # The diagnostics sample as the backbone's Table 2 runs do (draft noise: both modes are run).
-        return args + to_arguments(self.sampling_options(backbone), skip=("draft_noise",))
+        return [*to_arguments(source), *to_arguments(options), *to_arguments(RunOptions(), skip=("dtype",)),
+                *to_arguments(self.sampling_options(backbone), skip=("draft_noise",))]
 
     # ----------------------------------------------------------------------------------------------
     # Tables 3-4: prompt-file samples, the benchmark models' raw outputs, scores
@@ -297,11 +301,11 @@ class Jobs:
 
     def sample_prompts_args(self, name, backbone, method, seed) -> list[str]:
         spec, bench = self.experiment.backbones[backbone], self.experiment.benchmarks[name]
-        args = [*self.model_args(backbone, method, seed), *self.text_encoder_args(spec.text_encoder),
-                "--prompts", self.layout.benchmark_prompts(name), "--layout", name,
-                "--images-per-prompt", str(bench.images_per_prompt), "--seed", str(seed),
-                "--batch-size", str(self.experiment.evaluation.sample_batch_size)]
-        return args + to_arguments(self.sampling_options(backbone))
+        samples = PromptSamples(prompts=self.layout.benchmark_prompts(name), layout=name,
+                                images_per_prompt=bench.images_per_prompt, seed=int(seed))
+        return [*self.model_args(backbone, method, seed), *self.text_encoder_args(spec.text_encoder),
+                *to_arguments(samples), *to_arguments(RunOptions(batch_size=self.experiment.evaluation.sample_batch_size)),
+                *to_arguments(self.sampling_options(backbone))]
 
     def score_args(self, name, backbone, method, seed) -> list[str]:
         folder = self.layout.bench_dir(name, backbone, method, seed)

@@ -1,7 +1,7 @@
 """Figures made from generated samples: image grids and TensorAR refinement strips (PNG).
 
 Array code only: inputs are uint8 NHWC images (the sampler's output format) and token grids. Turning
-tokens into pixels is the caller's job (`tensorar sample` decodes with the VQ), so nothing here needs a
+tokens into pixels is the caller's job (`tensorar.sampling.Sampler` decodes with the VQ), so nothing here needs a
 model.
 
 A refinement strip (TensorAR paper, Fig. 8/10) shows one sample per row and one decoding step per
@@ -19,6 +19,8 @@ import torch
 from tensorar.fileio import atomic_path
 
 GREY = 128  # fill value of not-yet-generated token cells in refinement strips
+GRID_SAMPLES, GRID_COLUMNS = 64, 8  # samples shown in `tensorar sample --grid-png`
+DRAFT_ROWS, DRAFT_COLUMNS = 4, 8  # samples and decoding steps shown in `tensorar sample --drafts-png`
 
 
 def image_grid(images: np.ndarray, ncols: int, pad: int = 2, pad_value: int = 255) -> np.ndarray:
@@ -87,3 +89,17 @@ def grey_out(images: np.ndarray, shown: np.ndarray) -> np.ndarray:
         raise ValueError(f"image {H}x{W} is not a whole number of {h}x{w} token cells")
     pixel_shown = shown.repeat(H // h, axis=1).repeat(W // w, axis=2)  # (N, H, W)
     return np.where(pixel_shown[..., None], images, np.uint8(GREY))
+
+
+def write_sample_grid(path: str | os.PathLike, images: np.ndarray, labels: np.ndarray,
+                      count: int = GRID_SAMPLES) -> list[int]:
+    """The first `count` samples ordered by label (stable sort) -> PNG; returns their labels in order."""
+    order = np.argsort(labels[:count], kind="stable")
+    save_png(path, image_grid(images[:count][order], ncols=GRID_COLUMNS))
+    return labels[:count][order].tolist()
+
+
+def write_refinement_strip(path: str | os.PathLike, frames: np.ndarray, shown: np.ndarray, columns: int) -> None:
+    """Decoded frames uint8 (B * columns, H, W, 3), row-major, with their `shown` token cells (B * columns,
+    h, w) -> the strip PNG (cells not shown grey), one sample per row."""
+    save_png(path, image_grid(grey_out(frames, shown), ncols=columns))

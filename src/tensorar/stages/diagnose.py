@@ -17,7 +17,7 @@ Reported on held-out token data (augmentation 0 of a codes directory):
   token fed j steps earlier at position j. Reported for the paper's sampler (`draft_noise="none"`) and
   for ours (`"schedule"`).
 
-    python -m tensorar diagnose --ckpt RUN/final.pt --base BASE/final.pt --codes CODES_VAL/ --out DIAG.json
+    tensorar diagnose --ckpt RUN/final.pt --base BASE/final.pt --codes CODES_VAL/ --out DIAG.json
 """
 from __future__ import annotations
 
@@ -38,10 +38,9 @@ from tensorar.models.backbone import (
     condition_slice,
     condition_to,
 )
-from tensorar.models.loading import load_model
-from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorAR
-from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.options import add_arguments, from_arguments
+from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions
 
 DRAFT_CONDITIONS = ("clean", "train_noise", "random")
 
@@ -161,37 +160,35 @@ def diagnose(model: TensorAR, base: Backbone, codes: torch.Tensor, conditions, n
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensorar diagnose", description=__doc__.split("\n\n")[0])
-    p.add_argument("--ckpt", required=True, help="TensorAR checkpoint (ours)")
-    p.add_argument("--base", required=True, help="base checkpoint (ours or official) for the reference NLL")
-    p.add_argument("--family", default=None, choices=sorted(FAMILIES), help="backbone family of an official --base file")
-    p.add_argument("--base-preset", default=None, help="preset of an official --base file, e.g. GPT-B")
-    p.add_argument("--base-block-size", type=positive_int, default=None,
-                   help="tokens per image of an official LlamaGen --base (576 at 384 px)")
-    p.add_argument("--codes", required=True,
-                   help="held-out codes directory (tensorar extract_codes); augmentation 0 is used")
-    p.add_argument("--conditions", default=None, help="text-image codes: their conditions folder (encode_captions)")
+    model = p.add_argument_group("the TensorAR checkpoint (ours; ModelSource: --family, --preset and "
+                                 "--block-size describe an official --base file)")
+    add_arguments(model, ModelSource, skip=("vq", "vq_preset"))
+    add_arguments(p.add_argument_group("inputs and samples (DiagnoseOptions)"), DiagnoseOptions)
+    add_arguments(p.add_argument_group("run (RunOptions)"), RunOptions, skip=("dtype",))
     p.add_argument("--out", required=True, help="output JSON")
-    p.add_argument("--num-samples", type=positive_int, default=64, help="samples per draft-noise mode for the copy rate")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=positive_int, default=32)
-    p.add_argument("--max-items", type=positive_int, default=None, help="use only the first N held-out items")
-    p.add_argument("--ema", action="store_true", help="use the EMA weights of the TensorAR checkpoint")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     add_arguments(p.add_argument_group("token sampling (SamplingOptions; both draft-noise modes are run)"),
                   SamplingOptions, skip=("draft_noise",))
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = build_parser()
     args = p.parse_args(argv)
     options = from_arguments(p, args, SamplingOptions)
+    source, run = from_arguments(p, args, ModelSource), from_arguments(p, args, RunOptions)
+    opts = from_arguments(p, args, DiagnoseOptions)
+    device = run.torch_device()
 
-    codes, labels, manifest = load_codes(args.codes)  # (N, A, T), (N,)
-    conditions = open_conditions(labels[: args.max_items], args.conditions, manifest)  # items beyond max_items unused
-    codes = torch.as_tensor(codes[: args.max_items, 0]).long()  # (N, T): augmentation 0
-    model = load_model(args.ckpt, use_ema=args.ema).to(args.device).eval()
-    base = load_model(args.base, args.family, args.base_preset, block_size=args.base_block_size).to(args.device).eval()
-    check_compatible(model, base, codes, args.ckpt, args.base)
-    result = diagnose(model, base, codes, conditions, args.num_samples, args.seed, args.batch_size, options)
-    result.update(ckpt=args.ckpt, base=args.base, codes=args.codes)
+    codes, labels, manifest = load_codes(opts.codes)  # (N, A, T), (N,)
+    conditions = open_conditions(labels[: opts.max_items], opts.conditions, manifest)  # items beyond max_items unused
+    codes = torch.as_tensor(codes[: opts.max_items, 0]).long()  # (N, T): augmentation 0
+    model = ModelSource(ckpt=source.ckpt, ema=source.ema).load_model(device)
+    base = replace(source, ckpt=opts.base, ema=False).load_model(device)
+    check_compatible(model, base, codes, source.ckpt, opts.base)
+    result = diagnose(model, base, codes, conditions, opts.num_samples, opts.seed, run.batch_size, options)
+    result.update(ckpt=source.ckpt, base=opts.base, codes=opts.codes)
     atomic_write_json(args.out, result)
     print(
         f"slot-0 CE clean {result['slot0_ce']['clean']:.4f} / train noise {result['slot0_ce']['train_noise']:.4f} / "

@@ -43,8 +43,8 @@ from tensorar.fileio import (
     read_jsonl,
     remove_stale_temp_files,
 )
-from tensorar.models.conditioning import TEXT_ENCODERS, text_encoder
-from tensorar.options import positive_int
+from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.sampling.options import TextEncoderSpec
 
 
 def read_captions(codes: Path) -> tuple[list[str], dict]:
@@ -66,22 +66,18 @@ def read_captions(codes: Path) -> tuple[list[str], dict]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar encode_captions", description=__doc__.split("\n")[0])
     parser.add_argument("--codes", required=True, help="codes folder of a captioned dataset (tensorar extract_codes)")
-    parser.add_argument("--encoder", required=True, choices=TEXT_ENCODERS)
-    parser.add_argument("--encoder-path", default=None, help="model folder (t5: flan-t5-xl; janus: the Janus-Pro folder)")
-    parser.add_argument("--dim", type=positive_int, default=32, help="toy encoder: feature width")
-    parser.add_argument("--max-tokens", type=positive_int, default=16, help="toy encoder: caption positions")
-    parser.add_argument("--prompt-length", type=positive_int, default=256, help="janus: prompt positions")
+    add_arguments(parser.add_argument_group("text encoder (TextEncoderSpec)"), TextEncoderSpec)
     parser.add_argument("--out", required=True, help="conditions folder")
     parser.add_argument("--shard-size", type=positive_int, default=10_000)
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
+    spec = from_arguments(parser, args, TextEncoderSpec)
 
     log = get_logger("encode_captions")
     codes, out = Path(args.codes), Path(args.out)
     captions, manifest = read_captions(codes)
-    encoder = text_encoder(args.encoder, args.encoder_path, dim=args.dim, max_tokens=args.max_tokens,
-                           prompt_length=args.prompt_length, device=args.device)
+    encoder = spec.build(args.device)
     num_shards = math.ceil(len(captions) / args.shard_size)
     identity = {"encoder": encoder.identity(), "codes": codes_identity(manifest), "captions": identity_hash(captions),
                 "shard_size": args.shard_size}
@@ -106,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
             shards.append(write_shard(out, i, cond))
         finish(out, shards, sample, {**encoder.identity(), "identity": identity_hash(identity)}, manifest,
                complete=True)
-    log.info(f"encoded {len(captions)} captions with {args.encoder} -> {out}")
+    log.info(f"encoded {len(captions)} captions with {spec.encoder} -> {out}")
 
 
 if __name__ == "__main__":

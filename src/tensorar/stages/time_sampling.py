@@ -1,10 +1,10 @@
 """Time the class-conditional samplers of one backbone together, interleaved, on a machine the job has
 to itself: seconds per image (Table 6b's latency) and throughput (Fig. 4), with warm-up and repeats.
 
-    python -m tensorar time_sampling --ckpt base=BASE.pt --ckpt finetune=CONTROL.pt --ckpt tensorar=TAR.pt \
+    tensorar time_sampling --ckpt base=BASE.pt --ckpt finetune=CONTROL.pt --ckpt tensorar=TAR.pt \
         --vq VQ.pt --out TIMING.json [--batch-size 128] [--warmup 2] [--repeats 10] [--order-seed 0] \
-        [--threads N] [--device auto|cpu|cuda] [--dtype fp32|bf16] [--seed 0] [--cfg-scale 1.5] ...
-        # --family / --gpt-preset / --block-size apply to the official files among them, as in `tensorar sample`
+        [--threads N] [--device auto|cpu|cuda] [--dtype fp32|bf16] [--seed 0] [--cfg-scale 1.0] ...
+        # --family / --preset / --block-size apply to the official files among them, as in `tensorar sample`
 
 Why one job for several models, interleaved (ours): timed in separate jobs, anything else on the machine
 (another job, the OS, a clock limit) lands in one model's repeats only; a fresh toy run put a base and its
@@ -14,7 +14,7 @@ its round, and repeat r of two models forms a pair (`tensorar.evaluation.timing.
 also checks that the base and its control time alike, the A/A check). Each batch generates samples
 r*B .. (r+1)*B-1 of `--seed` (labels drawn from the seed as `sample` draws them; the same for every model)
 and decodes them to uint8 pixels, the tokenizer decode and the eval post-processing included, with
-`sample`'s batch loop (`generate_images`); CPU weights are packed once per model as `sample` packs them.
+`sample`'s batch loop (`Sampler.class_images`); CPU weights are packed once per model as `sample` packs them.
 Generation and decoding are timed separately (`StageTimer`: wall clock, after torch.cuda.synchronize on
 CUDA); the warm-up rounds (kernel selection, torch.compile, caches) are run and discarded.
 
@@ -42,40 +42,28 @@ import os
 import re
 import statistics
 from contextlib import ExitStack
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 from tqdm.auto import tqdm
 
 from tensorar.decoding.cpu_packing import packed_for_decoding
-from tensorar.decoding.images import DecodeFn, StageTimer
+from tensorar.decoding.images import StageTimer
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.distributed import get_logger, init_distributed
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_write_json
-from tensorar.options import add_arguments, from_arguments, positive_int
-from tensorar.stages.sample import (
-    add_model_arguments,
-    class_labels,
-    generate_images,
-    load_class_conditional,
-    model_summary,
-)
+from tensorar.options import add_arguments, from_arguments
+from tensorar.sampling.labels import class_labels
+from tensorar.sampling.options import ModelSource, RunOptions, TimingOptions
+from tensorar.sampling.sampler import Sampler, load_class_conditional, model_summary
 
 # SamplingConfig fields that make no sense for a timing job (how many samples, how they are sharded):
 # the batches timed are fixed by --batch-size, --warmup and --repeats.
 SKIPPED_CONFIG = ("num_samples", "shard_size")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
 
 
 def named_checkpoints(values: list[str]) -> dict[str, str]:
@@ -106,39 +94,30 @@ def spread(values: list[float]) -> dict:
 
 
 @torch.no_grad()
-def time_rounds(
-    models: dict[str, nn.Module],
-    decode: DecodeFn,
-    cfg: SamplingConfig,
-    options: SamplingOptions,
-    batch_size: int,
-    warmup: int,
-    orders: list[list[str]],
-    device: torch.device,
-    amp_dtype: torch.dtype | None = None,
-    progress: bool = True,
-) -> dict[str, dict[str, list[float]]]:
+def time_rounds(samplers: dict[str, Sampler], cfg: SamplingConfig, timing: TimingOptions,
+                orders: list[list[str]]) -> dict[str, dict[str, list[float]]]:
     """Run round r of `orders` (batch r of every model, in that round's order); returns each model's timed
-    rounds' {"generate_s", "decode_s"} (the first `warmup` rounds are discarded)."""
-    num_classes = {m.backbone.num_classes for m in models.values()}
+    rounds' {"generate_s", "decode_s"} (the first `timing.warmup` rounds are discarded)."""
+    num_classes = {s.model.backbone.num_classes for s in samplers.values()}
     if len(num_classes) > 1:
         raise SystemExit(f"the models timed together must share their classes, got {sorted(num_classes)}")
+    batch_size = timing.batch_size
     labels = class_labels(cfg.labels, len(orders) * batch_size, num_classes.pop(), cfg.seed)
-    times = {name: {"generate_s": [], "decode_s": []} for name in models}
-    steps = len(orders) * len(models)
-    with ExitStack() as stack, tqdm(total=steps, unit="batch", desc="timing", disable=not progress) as pbar:
-        for model in models.values():
-            stack.enter_context(packed_for_decoding(model))
+    times = {name: {"generate_s": [], "decode_s": []} for name in samplers}
+    steps = len(orders) * len(samplers)
+    with ExitStack() as stack, tqdm(total=steps, unit="batch", desc="timing", disable=not timing.progress) as pbar:
+        for sampler in samplers.values():
+            stack.enter_context(packed_for_decoding(sampler.model))
         for r, order in enumerate(orders):
             indices = np.arange(r * batch_size, (r + 1) * batch_size)
             for name in order:
-                timer = StageTimer(device)  # synchronises CUDA before and after each stage
-                generate_images(models[name], decode, labels[indices], indices, cfg, options, batch_size, device,
-                                amp_dtype, timer)
-                if r >= warmup:
+                sampler = samplers[name]
+                timer = StageTimer(sampler.device)  # synchronises CUDA before and after each stage
+                sampler.class_images(labels[indices], indices, cfg, timer)
+                if r >= timing.warmup:
                     times[name]["generate_s"].append(timer.seconds["generate"])
                     times[name]["decode_s"].append(timer.seconds["decode"])
-                pbar.set_postfix(phase="warm-up" if r < warmup else "timed", model=name)
+                pbar.set_postfix(phase="warm-up" if r < timing.warmup else "timed", model=name)
                 pbar.update()
     return times
 
@@ -170,33 +149,26 @@ def paired_ratios(blocks: dict[str, dict], reference: str) -> dict[str, dict]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tensorar time_sampling", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_model_arguments(p, several=True)
+    model = p.add_argument_group("models and tokenizer (ModelSource; --ckpt repeated, named)")
+    model.add_argument("--ckpt", required=True, action="append", metavar="NAME=CKPT",
+                       help="a model to time, named (repeat for each; ours, or an official file)")
+    add_arguments(model, ModelSource, skip=("ckpt",), required=("vq",))
     add_arguments(p.add_argument_group("samples (SamplingConfig)"), SamplingConfig, skip=SKIPPED_CONFIG)
     add_arguments(p.add_argument_group("token sampling (SamplingOptions)"), SamplingOptions)
-    run = p.add_argument_group("timing")
-    run.add_argument("--out", required=True, help="TIMING.json")
-    run.add_argument("--batch-size", type=positive_int, default=128,
-                     help="images per timed batch (default: 128, the paper's Fig. 4 batch, Sec. 3.1.3)")
-    run.add_argument("--warmup", type=non_negative_int, default=2, help="rounds run first and discarded (default: 2)")
-    run.add_argument("--repeats", type=positive_int, default=10, help="timed rounds (default: 10)")
-    run.add_argument("--order-seed", type=int, default=0, help="seed of the per-round model order (default: 0)")
-    run.add_argument("--threads", type=positive_int, default=None,
-                     help="torch intra-op threads (default: torch's, i.e. every core it sees)")
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run.add_argument("--dtype", choices=("fp32", "bf16"), default="fp32",
-                     help="autocast dtype of the AR model (bf16: CUDA only); the tokenizer always decodes in fp32")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_arguments(p.add_argument_group("timing (TimingOptions)"), TimingOptions)
+    add_arguments(p.add_argument_group("run (RunOptions)"), RunOptions, skip=("batch_size",))
+    p.add_argument("--out", required=True, help="TIMING.json")
     return p
 
 
-def load_models(args: argparse.Namespace, checkpoints: dict[str, str], device: torch.device,
-                options: SamplingOptions) -> tuple[dict[str, nn.Module], object]:
-    """{name: model} and the tokenizer (loaded once; every model must fit it, as `sample` checks)."""
-    models, tokenizer = {}, None
+def load_samplers(source: ModelSource, checkpoints: dict[str, str], device: torch.device, options: SamplingOptions,
+                  amp_dtype: torch.dtype | None, batch_size: int) -> dict[str, Sampler]:
+    """{name: sampler}; every model must fit the one tokenizer, as `sample` checks."""
+    samplers = {}
     for name, path in checkpoints.items():
-        models[name], tokenizer = load_class_conditional(argparse.Namespace(**{**vars(args), "ckpt": path}),
-                                                         device, options)
-    return models, tokenizer
+        model, tokenizer = load_class_conditional(replace(source, ckpt=path), device, options)
+        samplers[name] = Sampler(model, tokenizer.decode, options, device, amp_dtype, batch_size)
+    return samplers
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -205,41 +177,40 @@ def main(argv: list[str] | None = None) -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("time_sampling times one process on a machine of its own: run it without torchrun")
     checkpoints = named_checkpoints(args.ckpt)
-    rounds = args.warmup + args.repeats
-    cfg = from_arguments(parser, args, SamplingConfig, num_samples=rounds * args.batch_size)
+    timing = from_arguments(parser, args, TimingOptions)
+    source = from_arguments(parser, args, ModelSource, ckpt=next(iter(checkpoints.values())))
+    run = from_arguments(parser, args, RunOptions, batch_size=timing.batch_size)
+    cfg = from_arguments(parser, args, SamplingConfig, num_samples=timing.rounds * timing.batch_size)
     options = from_arguments(parser, args, SamplingOptions)
-    device = init_distributed(args.device).device
+    device = init_distributed(run.device).device
     logger = get_logger("time_sampling")
-    if args.dtype == "bf16" and device.type != "cuda":
-        raise SystemExit("--dtype bf16 needs CUDA; on CPU sampling runs in fp32")
-    amp_dtype = torch.bfloat16 if args.dtype == "bf16" else None
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
+    amp_dtype = run.amp_dtype(device)
+    if timing.threads is not None:
+        torch.set_num_threads(timing.threads)
 
-    models, tokenizer = load_models(args, checkpoints, device, options)
-    orders = round_orders(list(models), rounds, args.order_seed)
-    logger.info(f"{', '.join(models)}: {args.warmup} warm-up + {args.repeats} timed rounds of {args.batch_size} "
-                f"images each, interleaved; {device}, {torch.get_num_threads()} threads")
-    times = time_rounds(models, tokenizer.decode, cfg, options, args.batch_size, args.warmup, orders, device,
-                        amp_dtype, progress=not args.no_progress)
-    blocks = {name: {"ckpt": str(Path(checkpoints[name]).resolve()), "model": model_summary(model),
-                     **summarise(times[name]["generate_s"], times[name]["decode_s"], args.batch_size)}
-              for name, model in models.items()}
-    reference = next(iter(models))
+    samplers = load_samplers(source, checkpoints, device, options, amp_dtype, timing.batch_size)
+    orders = round_orders(list(samplers), timing.rounds, timing.order_seed)
+    logger.info(f"{', '.join(samplers)}: {timing.warmup} warm-up + {timing.repeats} timed rounds of "
+                f"{timing.batch_size} images each, interleaved; {device}, {torch.get_num_threads()} threads")
+    times = time_rounds(samplers, cfg, timing, orders)
+    blocks = {name: {"ckpt": str(Path(checkpoints[name]).resolve()), "model": model_summary(sampler.model),
+                     **summarise(times[name]["generate_s"], times[name]["decode_s"], timing.batch_size)}
+              for name, sampler in samplers.items()}
+    reference = next(iter(samplers))
     record = {
-        "batch_size": args.batch_size,
-        "warmup": args.warmup,
-        "repeats": args.repeats,
+        "batch_size": timing.batch_size,
+        "warmup": timing.warmup,
+        "repeats": timing.repeats,
         "threads": torch.get_num_threads(),
         "device": str(device),
-        "dtype": args.dtype,
+        "dtype": run.dtype,
         "torch": torch.__version__,
-        "order_seed": args.order_seed,
+        "order_seed": timing.order_seed,
         "order": orders,
         "reference": reference,
         "config": {k: v for k, v in asdict(cfg).items() if k not in SKIPPED_CONFIG},
         "options": asdict(options),
-        "vq": str(Path(args.vq).resolve()),
+        "vq": str(Path(source.vq).resolve()),
         "models": blocks,
         "paired": paired_ratios(blocks, reference),
     }
