@@ -27,6 +27,8 @@ tensorar.models.vq does, so toy reconstructions are blurrier than a real LFQ-GAN
 
 Checked against the official modules run on the same CPU: encoder output, codes, decodes and the
 entropy losses are bit-identical (the commitment loss to one rounding step of its mean).
+(~450 lines, above the ~400 guide: encoder, quantizer, decoder and loss are one official model whose
+weights load strictly only together, as tensorar.models.vq keeps LlamaGen's VQ in one module.)
 """
 from __future__ import annotations
 

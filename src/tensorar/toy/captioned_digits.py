@@ -37,6 +37,8 @@ Toy benchmarks (ours): `toy_geneval_metadata` / `write_toy_geneval` (evaluation_
 GenEval's exact format, ~20 prompts per tag) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
 DPG-Bench's exact columns + prompts/<item_id>.txt), read unchanged by `tensorar.evaluation.geneval` and
 `tensorar.evaluation.dpg`; `tensorar.toy.detector` answers them from generated canvases.
+(~550 lines, above the ~400 guide: the prompt sets are drawn from the same caption metadata and
+layout solver as the training canvases, and a benchmark item must render as its caption says.)
 """
 from __future__ import annotations
 
