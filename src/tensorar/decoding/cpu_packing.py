@@ -2,10 +2,9 @@
 that packs a model's weights for one generation run.
 
 A decode step multiplies a few rows (2 per image with CFG) by every weight matrix, so it is bound by
-streaming the weights. With few rows MKL's `x @ W.T` runs on one core and streams ~8 GB/s on the
-2-core benchmark machine; oneDNN's matmul over a weight reordered once into its blocked layout streams
-more than twice that from 1 to 16 rows and stays ahead of F.linear up to 512 rows (numbers in
-benchmarks/README.md). `packed_for_decoding(model)` packs the weights for one generate() call or one
+streaming the weights. With few rows MKL's `x @ W.T` runs on one core; oneDNN's matmul over a weight
+reordered once into its blocked layout streams them faster from 1 to 16 rows and stays ahead of
+F.linear up to 512 rows (numbers in benchmarks/README.md). `packed_for_decoding(model)` packs the weights for one generate() call or one
 `tensorar sample` run; `PackableLinear` then multiplies by them. Values differ from F.linear by fp32 rounding
 only; tests compare greedy tokens against F.linear.
 """

@@ -66,12 +66,7 @@ the centred features Xc and Z = Xc A. Multinomial resampling is a count vector w
 mean and covariance are weighted moments of Xc and Z, and tr sqrtm(S_ref S) comes from the eigenvalues of
 A S A (similar to S_ref S), so a replicate is one weighted Gram matrix over the ~0.632 N rows with w > 0
 (a BLAS syrk, O(0.632 N D^2)) plus one symmetric eigenvalue solve (O(D^3)), and no `sqrtm`.
-Measured directly at paper scale (D = 2048, N = 50,000, synthetic features) on one OpenBLAS thread of a
-Haswell-class CPU shared with other jobs: 4.5-6.9 s per replicate in float64 (the syrk ~4.5 s, the
-eigvalsh ~1 s), 3.0-6.0 s with `dtype=np.float32` (FID off by ~2e-3 at FID ~ 124, ~2e-5 relative);
-one-time setup 15-21 s (Xc A) plus 2.5-3.5 s for the reference's `eigh`. So 200 replicates take ~20 min
-on one thread, and the syrk parallelises over BLAS threads. For comparison, ADM's `sqrtm` of the
-2048 x 2048 product alone took 26 s on the same thread, per replicate.
+The measured cost at paper scale (D = 2048, N = 50,000) is in benchmarks/README.md ("The FID bootstrap").
 Memory: Xc (float64) and Z (dtype), 2 x N x D values, ~1.6 GB at paper scale.
 
 Everything random takes a `numpy.random.Generator`, so results are deterministic given its seed.

@@ -121,7 +121,8 @@ def _generate_missing_shards(sampler: Sampler, shard_dir: Path, cfg: SamplingCon
     start = time.perf_counter()
     total = sum(len(cfg.shard_range(j)) for j in todo)
     num_classes = sampler.model.backbone.num_classes
-    # Pack the CPU weights once for the whole run, not once per generate() call (GPT-B: 0.2 s a call).
+    # Pack the CPU weights once for the whole run, not once per generate() call (packing reorders every
+    # weight matrix: a cost per call, benchmarks/README.md).
     with packed_for_decoding(sampler.model), tqdm(total=total, unit="img", desc="sampling",
                                                   disable=not (progress and info.is_main)) as pbar:
         for j in todo:

@@ -5,7 +5,7 @@
 Writes CLS.pt (`{"kind": "toy_classifier", "config", "model", "classes", ...}`, loaded by
 `ToyFeatureExtractor.from_checkpoint`) and CLS.json (held-out accuracy, timing). The whole train split
 fits in memory as one uint8 tensor, so there is no DataLoader; batches are drawn from a seeded generator
-and the run is bit-reproducible on the CPU. The defaults take well under a minute on 2 cores.
+and the run is bit-reproducible on the CPU.
 """
 from __future__ import annotations
 
