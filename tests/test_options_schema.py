@@ -17,6 +17,7 @@ from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments, to_arguments
 from tensorar.reporting.paper import PAPER_ROWS, T2I_PAPER_ROWS
+from tensorar.sampling.options import DiagnoseOptions, RunOptions, TimingOptions
 from tensorar.training.options import (
     ClassifierTrainOptions,
     TokenizerTrainOptions,
@@ -78,6 +79,20 @@ def test_enums_are_the_registries():
     by_family = {rule["if"]["properties"]["family"]["const"]: rule["then"]["properties"]["preset"]["enum"]
                  for rule in DEFS["backbone"]["allOf"][1:]}
     assert by_family == {name: [*fam.presets, None] for name, fam in FAMILIES.items()}
+
+
+def default_of(cls, name: str):
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def test_stage_defaults_the_schema_restates():
+    """Config keys that set a stage option declare the option's default (one value, not 256 here and 64
+    in the stage)."""
+    props = SCHEMA["properties"]
+    assert props["diagnostics"]["properties"]["num_samples"]["default"] == default_of(DiagnoseOptions, "num_samples")
+    for key in ("batch_size", "warmup", "repeats"):
+        assert props["timing"]["properties"][key]["default"] == default_of(TimingOptions, key), key
+    assert props["evaluation"]["properties"]["sample_batch_size"]["default"] == default_of(RunOptions, "batch_size")
 
 
 KNOWN_KEYWORDS = {"$ref", "$defs", "$schema", "description", "type", "properties", "additionalProperties", "required",
