@@ -19,6 +19,7 @@ from tensorar.models.loading import save_model
 from tensorar.models.vq import vq_checkpoint
 from tensorar.stages import sample_prompts as sample_prompts_stage
 from tensorar.sampling.labels import class_labels
+from tensorar.sampling.sampler import Sampler
 from tensorar.stages.score_benchmark import main as score_benchmark
 
 PROMPTS = [{"tag": "single_object", "include": [{"class": "3", "count": 1}], "prompt": "a 3"},
@@ -137,13 +138,13 @@ def test_sample_prompts_batches_never_exceed_batch_size_and_images_do_not_change
     run_prompts(t2i, tmp_path / "whole", t2i / "geneval.jsonl", "geneval", "--images-per-prompt", "3",
                 "--batch-size", "8")
     sizes = []
-    real = sample_prompts_stage.generate_tokens
+    real = Sampler.tokens
 
-    def recording(model, cond, indices, *args, **kwargs):
+    def recording(sampler, cond, indices, *args, **kwargs):
         sizes.append(len(indices))
-        return real(model, cond, indices, *args, **kwargs)
+        return real(sampler, cond, indices, *args, **kwargs)
 
-    monkeypatch.setattr(sample_prompts_stage, "generate_tokens", recording)
+    monkeypatch.setattr(Sampler, "tokens", recording)
     run_prompts(t2i, tmp_path / "split", t2i / "geneval.jsonl", "geneval", "--images-per-prompt", "3",
                 "--batch-size", "2")
     assert sizes and max(sizes) <= 2 and sum(sizes) == 6
