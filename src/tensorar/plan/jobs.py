@@ -14,6 +14,7 @@ import re
 from dataclasses import replace
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
+from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
 from tensorar.options import to_arguments
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
@@ -269,17 +270,17 @@ class Jobs:
                 *to_arguments(self.experiment.evaluation.classifier)]
 
     def bootstrap_args(self) -> list[str]:
-        """FID's / a benchmark score's sample bootstrap (ours, for claims.md), when configured."""
-        replicates = self.experiment.evaluation.bootstrap_replicates
-        return ["--bootstrap", str(replicates)] if replicates else []
+        """FID's / a benchmark score's sample bootstrap (ours, for claims.md; 0 replicates: none)."""
+        return to_arguments(BootstrapOptions(bootstrap=self.experiment.evaluation.bootstrap_replicates))
 
     def evaluate_args(self, backbone, method, seed, tag) -> list[str]:
         ev = self.experiment.evaluation
-        args = [self.layout.reference(backbone), self.layout.sample(backbone, method, seed, tag),
-                "--features", ev.features, "--batch-size", str(ev.feature_batch_size), *self.bootstrap_args()]
-        if ev.features == "toy":
-            return args + ["--classifier", self.layout.classifier()]
-        return args + ["--inception-weights", ev.inception_weights]
+        toy = ev.features == "toy"
+        features = FeatureOptions(features=ev.features, batch_size=ev.feature_batch_size,
+                                  classifier=self.layout.classifier() if toy else None,
+                                  inception_weights=None if toy else ev.inception_weights)
+        return [self.layout.reference(backbone), self.layout.sample(backbone, method, seed, tag),
+                *to_arguments(features), *self.bootstrap_args()]
 
     def diagnose_args(self, backbone, variant, seed) -> list[str]:
         layout = self.layout

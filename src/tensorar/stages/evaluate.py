@@ -37,7 +37,8 @@ from tensorar.evaluation.features import FeatureExtractor
 from tensorar.evaluation.inception import tf32_disabled
 from tensorar.evaluation.statistics import bootstrap_fid
 from tensorar.fileio import atomic_write_json, sha256_file
-from tensorar.options import positive_int
+from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
+from tensorar.options import add_arguments, from_arguments
 from tensorar.toy.features import build_feature_extractor
 
 IMAGES_KEY = "arr_0"
@@ -166,24 +167,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("ref_batch", help="reference batch .npz (arr_0 uint8 NHWC, optional mu/sigma/mu_s/sigma_s)")
     parser.add_argument("sample_batch", help="sample batch .npz (arr_0 uint8 NHWC)")
     parser.add_argument("--out", required=True, help="METRICS.json")
-    parser.add_argument("--features", choices=["inception", "toy"], default="inception")
-    parser.add_argument("--inception-weights", help="weights-inception-2015-12-05-6726825d.pth (torch-fidelity)")
-    parser.add_argument("--classifier", help="CLS.pt from `tensorar train_classifier` (for --features toy)")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per feature-network call")
-    parser.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
-    parser.add_argument("--bootstrap", type=int, default=0, help="FID sample-bootstrap replicates (0: none; ours)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap's resampling")
+    add_arguments(parser.add_argument_group("feature network (FeatureOptions)"), FeatureOptions)
+    add_arguments(parser.add_argument_group("FID's sample bootstrap (BootstrapOptions)"), BootstrapOptions)
     args = parser.parse_args(argv)
-    if args.bootstrap == 1 or args.bootstrap < 0:
-        parser.error("--bootstrap takes 0 (none) or at least 2 replicates")
+    features, boot = from_arguments(parser, args, FeatureOptions), from_arguments(parser, args, BootstrapOptions)
 
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
+    device = ("cuda" if torch.cuda.is_available() else "cpu") if features.device == "auto" else features.device
     logger = get_logger("evaluate")
-    extractor = build_feature_extractor(args.features, inception_weights=args.inception_weights,
-                                        classifier=args.classifier, device=device)
+    extractor = build_feature_extractor(features.features, inception_weights=features.inception_weights,
+                                        classifier=features.classifier, device=device)
     logger.info(f"features: {extractor.name}; reference {args.ref_batch}; samples {args.sample_batch}")
-    metrics = evaluate(args.ref_batch, args.sample_batch, extractor, batch_size=args.batch_size, device=device,
-                       bootstrap=args.bootstrap, bootstrap_seed=args.bootstrap_seed)
+    metrics = evaluate(args.ref_batch, args.sample_batch, extractor, batch_size=features.batch_size, device=device,
+                       bootstrap=boot.bootstrap, bootstrap_seed=boot.bootstrap_seed)
     print(format_adm_lines(metrics), flush=True)
     atomic_write_json(args.out, metrics)
     logger.info(f"wrote {args.out}")

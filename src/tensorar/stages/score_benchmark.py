@@ -29,7 +29,9 @@ import numpy as np
 
 from tensorar.errors import InputError, run_stage
 from tensorar.evaluation import dpg, geneval, prompt_sets
+from tensorar.evaluation.options import BootstrapOptions
 from tensorar.evaluation.statistics import bootstrap_group_means
+from tensorar.options import add_arguments, from_arguments
 from tensorar.fileio import atomic_write_json, sha256_file
 
 
@@ -45,12 +47,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
     parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
     parser.add_argument("--no-official-quirks", action="store_true", help="dpg: the corrected scoring (dpg.py)")
-    parser.add_argument("--bootstrap", type=int, default=0, help="overall-score bootstrap replicates (0: none)")
-    parser.add_argument("--bootstrap-seed", type=int, default=0)
+    add_arguments(parser.add_argument_group("the overall score's bootstrap (BootstrapOptions)"), BootstrapOptions)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    if args.bootstrap == 1 or args.bootstrap < 0:
-        parser.error("--bootstrap takes 0 (none) or at least 2 replicates")
+    boot = from_arguments(parser, args, BootstrapOptions)
     if (args.raw is None) == (args.toy_classifier is None):
         parser.error("give exactly one of --raw (an official model's outputs) and --toy-classifier (the toy)")
     if args.benchmark == "dpg" and not args.questions:
@@ -93,9 +93,9 @@ def main(argv: list[str] | None = None) -> None:
         result.update(scores=scored.table_row(), num_images=len(scored.image_scores), failed=scored.failed,
                       official_quirks=not args.no_official_quirks)
         groups = [[100.0 * v for v in scored.image_scores.values()]]  # DPG-Bench: a percentage per prompt
-    if args.bootstrap:
-        replicates = bootstrap_group_means(groups, args.bootstrap, np.random.default_rng(args.bootstrap_seed))
-        result["overall_bootstrap"] = {"replicates": replicates.tolist(), "seed": args.bootstrap_seed}
+    if boot.bootstrap:
+        replicates = bootstrap_group_means(groups, boot.bootstrap, np.random.default_rng(boot.bootstrap_seed))
+        result["overall_bootstrap"] = {"replicates": replicates.tolist(), "seed": boot.bootstrap_seed}
     atomic_write_json(out, result)
     print(", ".join(f"{k} {v:.4g}" for k, v in result["scores"].items()))
 
