@@ -17,7 +17,9 @@ from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments, to_arguments
 from tensorar.reporting.paper import PAPER_ROWS, T2I_PAPER_ROWS
+from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
 from tensorar.sampling.options import DiagnoseOptions, RunOptions, TimingOptions
+from tensorar.toy.options import CaptionsOptions, DigitsOptions
 from tensorar.training.options import (
     ClassifierTrainOptions,
     TokenizerTrainOptions,
@@ -93,6 +95,13 @@ def test_stage_defaults_the_schema_restates():
     for key in ("batch_size", "warmup", "repeats"):
         assert props["timing"]["properties"][key]["default"] == default_of(TimingOptions, key), key
     assert props["evaluation"]["properties"]["sample_batch_size"]["default"] == default_of(RunOptions, "batch_size")
+    assert props["evaluation"]["properties"]["feature_batch_size"]["default"] == default_of(FeatureOptions, "batch_size")
+    assert props["evaluation"]["properties"]["bootstrap_replicates"]["default"] == default_of(BootstrapOptions, "bootstrap")
+    dataset = props["dataset"]["properties"]
+    assert [dataset[k]["default"] for k in ("image_size", "val_fraction", "split_seed")] == \
+        [default_of(DigitsOptions, k) for k in ("image_size", "val_fraction", "seed")]
+    for key in ("num_train", "num_val", "seed"):
+        assert props["captions"]["properties"][key]["default"] == default_of(CaptionsOptions, key), key
 
 
 KNOWN_KEYWORDS = {"$ref", "$defs", "$schema", "description", "type", "properties", "additionalProperties", "required",

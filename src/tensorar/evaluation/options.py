@@ -35,3 +35,14 @@ class FeatureOptions:
 
     def __post_init__(self):
         check_fields(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReferenceOptions:
+    """An ADM-style reference batch made from an ImageFolder (tensorar make_reference)."""
+
+    image_size: int = option(help="side S of the stored images", min=1)
+    max_images: int | None = option(None, "keep N images evenly spaced over the folder", min=1)
+
+    def __post_init__(self):
+        check_fields(self)

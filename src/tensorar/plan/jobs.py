@@ -14,12 +14,13 @@ import re
 from dataclasses import replace
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
-from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
+from tensorar.evaluation.options import BootstrapOptions, FeatureOptions, ReferenceOptions
 from tensorar.options import to_arguments
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
 from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions, TextEncoderSpec, TimingOptions
 from tensorar.sampling.prompts import PromptSamples
+from tensorar.toy.options import CaptionsOptions, DigitsOptions
 from tensorar.training.options import TrainOptions
 
 
@@ -129,11 +130,11 @@ class Jobs:
     # ----------------------------------------------------------------------------------------------
     def make_digits_args(self) -> list[str]:
         d = self.experiment.dataset
-        return ["--image-size", str(d.image_size), "--val-fraction", str(d.val_fraction), "--seed", str(d.split_seed)]
+        return to_arguments(DigitsOptions(image_size=d.image_size, val_fraction=d.val_fraction, seed=d.split_seed))
 
     def make_captions_args(self) -> list[str]:
         c = self.experiment.captions
-        return ["--num-train", str(c.num_train), "--num-val", str(c.num_val), "--seed", str(c.seed)]
+        return to_arguments(CaptionsOptions(num_train=c.num_train, num_val=c.num_val, seed=c.seed))
 
     def train_tokenizer_args(self, name: str) -> list[str]:
         spec = self.experiment.tokenizers[name]
@@ -260,9 +261,8 @@ class Jobs:
                 *to_arguments(RunOptions(), skip=("batch_size",))]
 
     def make_reference_args(self, split, size) -> list[str]:
-        n = self.experiment.evaluation.reference_max_images
-        return ["--data", self.layout.dataset_dir(split), "--image-size", str(size),
-                *(["--max-images", str(n)] if n else [])]
+        reference = ReferenceOptions(image_size=int(size), max_images=self.experiment.evaluation.reference_max_images)
+        return ["--data", self.layout.dataset_dir(split), *to_arguments(reference)]
 
     def train_classifier_args(self) -> list[str]:
         return ["--data", self.layout.dataset_dir("train"), "--val-data", self.layout.dataset_dir("val"),

@@ -16,24 +16,24 @@ from pathlib import Path
 from tensorar.toy import captioned_digits
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
-from tensorar.options import positive_int
+from tensorar.options import add_arguments, from_arguments
+from tensorar.toy.options import CaptionsOptions
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar make_captions", description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--num-train", type=positive_int, default=6000, help="training canvases (train glyphs)")
-    parser.add_argument("--num-val", type=positive_int, default=600, help="held-out canvases (val glyphs)")
-    parser.add_argument("--seed", type=int, default=0)
+    add_arguments(parser.add_argument_group("the canvases (CaptionsOptions)"), CaptionsOptions)
     parser.add_argument("--overwrite", action="store_true", help="replace folders holding something else")
     args = parser.parse_args(argv)
+    opts = from_arguments(parser, args, CaptionsOptions)
     out = Path(args.out)
     log = get_logger("make_captions")
-    for split, n, seed in (("train", args.num_train, args.seed), ("val", args.num_val, args.seed + 1)):
+    for split, n, seed in (("train", opts.num_train, opts.seed), ("val", opts.num_val, opts.seed + 1)):
         captioned_digits.build(out / split, n, seed=seed, split=split, overwrite=args.overwrite)
-    captioned_digits.write_toy_geneval(out / "geneval", seed=args.seed)
-    captioned_digits.write_toy_dpg(out / "dpg", seed=args.seed)
-    log.info(f"captioned canvases ({args.num_train} train, {args.num_val} val) and toy prompt sets in {out}")
+    captioned_digits.write_toy_geneval(out / "geneval", seed=opts.seed)
+    captioned_digits.write_toy_dpg(out / "dpg", seed=opts.seed)
+    log.info(f"captioned canvases ({opts.num_train} train, {opts.num_val} val) and toy prompt sets in {out}")
 
 
 if __name__ == "__main__":

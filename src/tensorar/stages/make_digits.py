@@ -9,18 +9,19 @@ import argparse
 
 from tensorar.toy.digits import build
 from tensorar.errors import run_stage
+from tensorar.options import add_arguments, from_arguments
+from tensorar.toy.options import DigitsOptions
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True, help="dataset directory DIR to create")
-    parser.add_argument("--image-size", type=int, default=16, help="output side, a multiple of 8 (default 16)")
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the stratified split")
+    add_arguments(parser.add_argument_group("the dataset (DigitsOptions)"), DigitsOptions)
     parser.add_argument("--overwrite", action="store_true", help="replace a DIR holding anything else")
     args = parser.parse_args(argv)
+    opts = from_arguments(parser, args, DigitsOptions)
     try:
-        build(args.out, args.image_size, args.val_fraction, args.seed, overwrite=args.overwrite)
+        build(args.out, opts.image_size, opts.val_fraction, opts.seed, overwrite=args.overwrite)
     except (FileExistsError, ValueError) as e:
         parser.exit(2, f"make_digits: error: {e}\n")
 

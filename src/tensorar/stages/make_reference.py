@@ -18,7 +18,8 @@ from tensorar.data.imagefolder import center_crop_arr, image_folder
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_save_npz
-from tensorar.options import positive_int
+from tensorar.evaluation.options import ReferenceOptions
+from tensorar.options import add_arguments, from_arguments
 
 
 def make_reference(data: str, image_size: int, max_images: int | None = None,
@@ -41,14 +42,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", required=True, help="ImageFolder root: DIR/<class>/<image>")
     parser.add_argument("--out", required=True, help="REF.npz")
-    parser.add_argument("--image-size", type=positive_int, required=True, help="side S of the stored images")
-    parser.add_argument("--max-images", type=positive_int, default=None, help="keep N images evenly spaced over the folder")
+    add_arguments(parser.add_argument_group("the batch (ReferenceOptions)"), ReferenceOptions)
     args = parser.parse_args(argv)
+    opts = from_arguments(parser, args, ReferenceOptions)
 
     logger = get_logger("make_reference")
-    images, labels = make_reference(args.data, args.image_size, args.max_images)
+    images, labels = make_reference(args.data, opts.image_size, opts.max_images)
     atomic_save_npz(args.out, arr_0=images, labels=labels)
-    logger.info(f"wrote {args.out}: {images.shape[0]} images of {args.image_size}px, "
+    logger.info(f"wrote {args.out}: {images.shape[0]} images of {opts.image_size}px, "
                 f"{len(np.unique(labels))} classes")
 
 
