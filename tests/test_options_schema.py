@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
-from tensorar.models.registry import FAMILIES, TOKENIZERS
+from tensorar.models.registry import DEFAULT_FAMILY, FAMILIES, TOKENIZERS
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments, to_arguments
@@ -73,7 +73,7 @@ def test_schema_and_dataclass_declare_the_same_knobs(cls, schema, unset):
 
 def test_enums_are_the_registries():
     backbone = DEFS["backbone"]["properties"]
-    assert backbone["family"]["enum"] == list(FAMILIES)
+    assert backbone["family"]["enum"] == list(FAMILIES) and backbone["family"]["default"] == DEFAULT_FAMILY
     assert DEFS["tokenizer"]["properties"]["preset"]["enum"] == [p for f in TOKENIZERS.values() for p in f.presets]
     assert DEFS["variant"]["properties"]["schedule"]["enum"] == list(SCHEDULES)
     assert DEFS["variant"]["properties"]["loss_weighting"]["enum"] == list(LOSS_WEIGHTINGS)

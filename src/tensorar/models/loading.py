@@ -26,7 +26,7 @@ from tensorar.checkpoint import (
 from tensorar.errors import InputError
 from tensorar.fileio import atomic_torch_save
 from tensorar.models.backbone import Backbone
-from tensorar.models.registry import TOKENIZERS, family, tokenizer_family
+from tensorar.models.registry import DEFAULT_FAMILY, TOKENIZERS, family, tokenizer_family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 
 
@@ -54,7 +54,7 @@ def load_model(
     if not is_ours(contents):
         return _load_official(path, family_name, preset, contents, block_size=block_size,
                               allow_unsafe_pickle=allow_unsafe_pickle)
-    fam = family(contents.get("family", "llamagen"))
+    fam = family(contents.get("family", DEFAULT_FAMILY))
     if family_name is not None and family_name != fam.name:
         raise InputError(f"{path} holds a {fam.name} model, not {family_name}")
     base = fam.model_class(fam.config_class.from_dict(contents["model_config"]))

@@ -43,6 +43,11 @@ FAMILIES: dict[str, Family] = {
     ),
 }
 
+# The family meant when none is named: LlamaGen's class-conditional GPT (the paper's main backbone; our
+# checkpoints written before families existed hold one). The schema's `backbones.*.family` default and
+# the trainer's are tested equal to it.
+DEFAULT_FAMILY = "llamagen"
+
 
 def family(name: str) -> Family:
     if name not in FAMILIES:
