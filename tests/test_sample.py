@@ -329,7 +329,7 @@ def test_torchrun_two_processes_match_single_process(files, tmp_path):
     subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                     *args, "--batch-size", "2", "--out", str(two), "--stats-json", str(stats)],
                    check=True, env=env, cwd=tmp_path, timeout=300)
-    main(args[2:] + ["--batch-size", "5", "--out", str(tmp_path / "one.npz")])
+    main(args[3:] + ["--batch-size", "5", "--out", str(tmp_path / "one.npz")])
     a, b = _load(tmp_path / "one.npz"), _load(two)
     assert np.array_equal(a["arr_0"], b["arr_0"]) and np.array_equal(a["labels"], b["labels"])
     s = json.loads(stats.read_text())
