@@ -101,7 +101,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
 
 def main(argv: list[str] | None = None) -> None:
     setup, opts, device = parse_args(argv)
-    info = init_distributed(device)
+    info = init_distributed(device, group=opts.strategy == "fsdp")
     status = train(setup, opts, info)
     cleanup_distributed()
     if status:
