@@ -72,13 +72,14 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
 
 
 def model_from_configs(saved: dict) -> nn.Module:
-    """The architecture a checkpoint records (`model_checkpoint`'s family, kind and configs), with fresh
-    weights: a sharded resume then loads every rank's shard of the saved weights into it."""
+    """The architecture a checkpoint records (`model_checkpoint`'s family, kind and configs) with fresh
+    fp32 weights, into which a resume loads the saved masters. fp32 before loading: a Janus config
+    carries its release's dtype (bf16), which would round the saved fp32 masters."""
     fam = family(saved["family"])
     model = fam.model_class(fam.config_class.from_dict(saved["model_config"]))
     if saved["kind"] == "tensorar":
         model = TensorAR(model, TensorARConfig.from_dict(saved["plugin_config"]))
-    return model
+    return model.float()
 
 
 def same_architecture(a, b) -> bool:

@@ -29,7 +29,7 @@ from tensorar.fileio import (
     sha256_file,
 )
 from tensorar.models.backbone import condition_slice, condition_to
-from tensorar.models.loading import load_model
+from tensorar.checkpoint import load_state_dict_strict
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 from tensorar.training.batches import derive_seed, global_batch, global_noise
 from tensorar.training.build import EMA, build_model, model_from_configs, param_groups
@@ -197,7 +197,9 @@ def _train(setup: RunSetup, opts: TrainOptions, info: DistInfo, run_dir: Path) -
     else:
         ckpt = found[1] if found else read_training_state(Path(resume_path))
         check_master_dtype(ckpt, resume_path)
-        model = model_from_configs(ckpt) if sharded else load_model(resume_path)  # sharded: weights below
+        model = model_from_configs(ckpt)
+        if not sharded:  # a sharded state is loaded into the sharded model below
+            load_state_dict_strict(model, ckpt["model"], resume_path)
         start_step = ckpt["step"]
         history = ckpt.get("metrics") or read_metrics(run_dir / "metrics.jsonl", start_step)
         log.info(f"resuming from {resume_path} at step {start_step}")
