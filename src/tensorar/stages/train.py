@@ -71,7 +71,8 @@ from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
 from tensorar.training.options import MODES, TrainOptions
-from tensorar.training.trainer import RunSetup, train
+from tensorar.training.build import RunSetup
+from tensorar.training.trainer import train
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, str]:

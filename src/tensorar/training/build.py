@@ -1,24 +1,65 @@
-"""What a run trains: the model (fresh from a preset, from an --init base, or rebuilt from a sharded
-checkpoint's configs), AdamW's parameter groups and the EMA of the weights."""
+"""What a run trains: its setup and identity, the model (fresh from a preset, from an --init base, or
+rebuilt from a checkpoint's configs), AdamW's parameter groups and the EMA of the weights."""
 from __future__ import annotations
 
-from dataclasses import asdict, fields, replace
-from typing import TYPE_CHECKING
+import json
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 
 from tensorar.checkpoint import load_state_dict_strict
+from tensorar.fileio import identity_hash, sha256_file
 from tensorar.models.backbone import Backbone
 from tensorar.models.loading import load_model
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
-from tensorar.training.options import TrainOptions
-
-if TYPE_CHECKING:
-    from tensorar.training.trainer import RunSetup
+from tensorar.training.options import MODES, TrainOptions
 
 DROPOUT_FIELDS = ("token_dropout_p", "resid_dropout_p", "ffn_dropout_p")  # what --dropout sets, every family
+# Settings that never change what a step computes: a run resumes across changes to these (a longer
+# --steps extends it; the memory knobs change only float reduction order); any other change, or other
+# codes or another --init file, starts it afresh. The strategy is part of the identity: DDP and FSDP
+# checkpoints differ in layout.
+NOT_IDENTITY = ("steps", "ckpt_every", "keep_steps", "log_every", "activation_checkpointing", "micro_batch_size")
+
+
+@dataclass(frozen=True)
+class RunSetup:
+    """What is trained, on what, and where: the settings besides `TrainOptions`."""
+
+    codes: str  # codes folder (tensorar extract_codes)
+    run_dir: str
+    mode: str  # base | finetune | tensorar
+    family: str = "llamagen"  # backbone family (tensorar.models.registry)
+    model: str | None = None  # preset (base mode; the official --init file's default preset)
+    init: str | None = None  # base checkpoint of finetune / tensorar: ours or an official file
+    init_preset: str | None = None
+    plugin: TensorARConfig | None = None  # tensorar mode
+    conditions: str | None = None  # text-image codes: the conditions folder (tensorar encode_captions)
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r}: known {', '.join(MODES)}")
+
+    def record(self, opts: TrainOptions) -> dict:
+        """The flat settings saved in every checkpoint as "args"."""
+        plugin = asdict(self.plugin) if self.plugin is not None else {}
+        return {**{k: v for k, v in asdict(self).items() if k != "plugin"}, **plugin, **asdict(opts)}
+
+    def identity(self, opts: TrainOptions, manifest: dict) -> dict:
+        """What the run's weights are made of (docs/architecture.md, "Reruns"): every setting that changes
+        a step, the codes' identity and the --init file's bytes (not its path)."""
+        settings = {k: v for k, v in self.record(opts).items()
+                    if k not in (*NOT_IDENTITY, "run_dir", "codes", "init", "conditions")}
+        codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
+                                                           if k not in ("data", "tokenizer_path")})
+        init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
+        conditions = None
+        if self.conditions is not None:  # the encoder's identity and the captions', recorded by encode_captions
+            conditions = json.loads((Path(self.conditions) / "conditions.json").read_text())["encoder"]
+        return {"settings": settings, "codes": codes, "init_sha256": init, "conditions": conditions}
 
 
 def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.Module:

@@ -9,7 +9,6 @@ import contextlib
 import json
 import signal
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ import torch.distributed as dist
 from torch.distributed.tensor import DTensor
 from tqdm import tqdm
 
+from tensorar.checkpoint import load_state_dict_strict
 from tensorar.data.codes import CodeStore
 from tensorar.data.conditions import open_conditions
 from tensorar.distributed import DistInfo, all_reduce_mean, barrier, get_logger
@@ -24,15 +24,12 @@ from tensorar.fileio import (
     atomic_write_json,
     claim_for,
     exclusive_lock,
-    identity_hash,
     remove_stale_temp_files,
-    sha256_file,
 )
 from tensorar.models.backbone import condition_slice, condition_to
-from tensorar.checkpoint import load_state_dict_strict
-from tensorar.models.tensorar import TensorAR, TensorARConfig
+from tensorar.models.tensorar import TensorAR
 from tensorar.training.batches import derive_seed, global_batch, global_noise
-from tensorar.training.build import EMA, build_model, model_from_configs, param_groups
+from tensorar.training.build import EMA, RunSetup, build_model, model_from_configs, param_groups
 from tensorar.training.checkpoints import (
     find_resume_checkpoint,
     finished_run,
@@ -43,7 +40,7 @@ from tensorar.training.checkpoints import (
     step_checkpoint_path,
     write_metrics,
 )
-from tensorar.training.options import MODES, TrainOptions
+from tensorar.training.options import TrainOptions
 from tensorar.training.sharding import gradient_sync, shard_model
 from tensorar.training.state import (
     MASTER_DTYPE,
@@ -53,50 +50,6 @@ from tensorar.training.state import (
     save_full,
     save_sharded,
 )
-
-# Settings that never change what a step computes: a run resumes across changes to these (a longer
-# --steps extends it; the memory knobs change only float reduction order); any other change, or other
-# codes or another --init file, starts it afresh. The strategy is part of the identity: DDP and FSDP
-# checkpoints differ in layout.
-NOT_IDENTITY = ("steps", "ckpt_every", "keep_steps", "log_every", "activation_checkpointing", "micro_batch_size")
-
-
-@dataclass(frozen=True)
-class RunSetup:
-    """What is trained, on what, and where: the settings besides `TrainOptions`."""
-
-    codes: str  # codes folder (tensorar extract_codes)
-    run_dir: str
-    mode: str  # base | finetune | tensorar
-    family: str = "llamagen"  # backbone family (tensorar.models.registry)
-    model: str | None = None  # preset (base mode; the official --init file's default preset)
-    init: str | None = None  # base checkpoint of finetune / tensorar: ours or an official file
-    init_preset: str | None = None
-    plugin: TensorARConfig | None = None  # tensorar mode
-    conditions: str | None = None  # text-image codes: the conditions folder (tensorar encode_captions)
-
-    def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"mode {self.mode!r}: known {', '.join(MODES)}")
-
-    def record(self, opts: TrainOptions) -> dict:
-        """The flat settings saved in every checkpoint as "args"."""
-        plugin = asdict(self.plugin) if self.plugin is not None else {}
-        return {**{k: v for k, v in asdict(self).items() if k != "plugin"}, **plugin, **asdict(opts)}
-
-    def identity(self, opts: TrainOptions, manifest: dict) -> dict:
-        """What the run's weights are made of (docs/architecture.md, "Reruns"): every setting that changes
-        a step, the codes' identity and the --init file's bytes (not its path)."""
-        settings = {k: v for k, v in self.record(opts).items()
-                    if k not in (*NOT_IDENTITY, "run_dir", "codes", "init", "conditions")}
-        codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
-                                                           if k not in ("data", "tokenizer_path")})
-        init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
-        conditions = None
-        if self.conditions is not None:  # the encoder's identity and the captions', recorded by encode_captions
-            conditions = json.loads((Path(self.conditions) / "conditions.json").read_text())["encoder"]
-        return {"settings": settings, "codes": codes, "init_sha256": init, "conditions": conditions}
-
 
 class StopRequest:
     """Record SIGTERM / SIGUSR1 so the loop can finish its step, checkpoint and exit."""
