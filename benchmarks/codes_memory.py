@@ -1,7 +1,7 @@
 """The trainer's memory on a large code set: codes stream from memory-mapped shards, so a rank's own
 memory does not grow with the data.
 
-    python benchmarks/codes_memory.py [--gib 4.2] [--steps 20] [--out benchmarks/out/codes_memory.json]
+    python benchmarks/codes_memory.py [--gib 4.2] [--steps 10] [--out benchmarks/out/codes_memory.json]
 
 Writes a synthetic extract_codes folder of >= 4 GiB in a temporary folder (deleted afterwards): uint16
 codes of ImageNet's 384 px layout (24 x 24 tokens, ten views, vocabulary 16,384), in shards of ~1 GiB.
@@ -64,7 +64,7 @@ def status_kib(pid: int) -> dict[str, int]:
 def train_and_watch(codes: Path, run_dir: Path, steps: int) -> dict:
     """Train in a subprocess, sampling its memory every 20 ms -> peaks in MiB and the run's seconds."""
     cmd = [sys.executable, "-m", "tensorar.train", "--codes", str(codes), "--run-dir", str(run_dir), "--mode", "base",
-           "--model", "GPT-toy-S", "--steps", str(steps), "--global-batch-size", "32", "--lr-base", "1e-3",
+           "--model", "GPT-toy-S", "--steps", str(steps), "--global-batch-size", "8", "--lr-base", "1e-3",
            "--log-every", str(steps), "--ckpt-every", str(steps), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     start = time.time()
@@ -72,19 +72,20 @@ def train_and_watch(codes: Path, run_dir: Path, steps: int) -> dict:
     peak = {"VmHWM": 0, "RssAnon": 0, "RssFile": 0}
     while proc.poll() is None:
         try:
-            peak = {k: max(peak[k], v) for k, v in status_kib(proc.pid).items()}
+            for key, value in status_kib(proc.pid).items():  # an exiting process lists none of them
+                peak[key] = max(peak[key], value)
         except (FileNotFoundError, ProcessLookupError):  # it just exited
             break
         time.sleep(0.02)
     if proc.wait() != 0:
         raise SystemExit(f"training failed: {' '.join(cmd)}")
-    return {f"peak_{k}_mib": round(v / 1024, 1) for k, v in peak.items()} | {"seconds": round(time.time() - start, 1)}
+    return {**{f"peak_{k}_mib": round(v / 1024, 1) for k, v in peak.items()}, "seconds": round(time.time() - start, 1)}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--gib", type=float, default=4.2, help="size of the large code set (>= 4)")
-    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--out", default=None, help="also write the results as JSON here")
     args = parser.parse_args(argv)
     root = Path(tempfile.mkdtemp(prefix="tensorar-codes-memory-"))

@@ -305,7 +305,9 @@ def test_two_processes_train_like_one_with_the_same_global_batch(tmp_path):
     codes = write_codes(tmp_path / "codes")
     args = lambda run: base_args(codes, tmp_path / run, 4, "--global-batch-size", "8")  # noqa: E731
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    subprocess.run([*torchrun, "-m", "tensorar.train", *args("two")], check=True, env=_env(), timeout=120)
+    # Two micro-batches per process: DDP synchronises the accumulated gradients once, after the last.
+    subprocess.run([*torchrun, "-m", "tensorar.train", *args("two"), "--micro-batch-size", "2"], check=True,
+                   env=_env(), timeout=120)
     subprocess.run([sys.executable, "-m", "tensorar.train", *args("one")], check=True, env=_env(), timeout=120)
     assert json.loads((tmp_path / "two" / "train_config.json").read_text())["world_size"] == 2
     one, two = metrics(tmp_path / "one"), metrics(tmp_path / "two")

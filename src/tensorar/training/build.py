@@ -53,6 +53,8 @@ class RunSetup:
         a step, the codes' identity and the --init file's bytes (not its path)."""
         settings = {k: v for k, v in self.record(opts).items()
                     if k not in (*NOT_IDENTITY, "run_dir", "codes", "init", "conditions")}
+        if settings["strategy"] == "ddp":  # run directories made before strategies existed keep resuming
+            del settings["strategy"]
         codes = manifest.get("identity") or identity_hash({k: v for k, v in manifest.items()
                                                            if k not in ("data", "tokenizer_path")})
         init = sha256_file(self.init) if self.init and Path(self.init).is_file() else self.init
@@ -116,9 +118,9 @@ def model_from_configs(saved: dict) -> nn.Module:
     """The architecture a checkpoint records (`model_checkpoint`'s family, kind and configs) with fresh
     fp32 weights, into which a resume loads the saved masters. fp32 before loading: a Janus config
     carries its release's dtype (bf16), which would round the saved fp32 masters."""
-    fam = family(saved["family"])
+    fam = family(saved.get("family", "llamagen"))  # files from before families are LlamaGen's
     model = fam.model_class(fam.config_class.from_dict(saved["model_config"]))
-    if saved["kind"] == "tensorar":
+    if saved.get("kind") == "tensorar":
         model = TensorAR(model, TensorARConfig.from_dict(saved["plugin_config"]))
     return model.float()
 

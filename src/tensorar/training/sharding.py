@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 from torch.distributed._composable import checkpoint as checkpoint_activations
+from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -48,6 +49,7 @@ def shard_model(model: nn.Module, strategy: str, activation_checkpointing: bool 
         raise ValueError(f"strategy {strategy!r}: known {', '.join(STRATEGIES)}")
     if any(p.dtype != torch.float32 for p in model.parameters()):
         raise ValueError("shard_model expects fp32 master weights (call model.float() first)")
+    device = next(model.parameters()).device
     blocks = model.backbone.blocks()
     if activation_checkpointing:
         for block in blocks:
@@ -56,14 +58,15 @@ def shard_model(model: nn.Module, strategy: str, activation_checkpointing: bool 
     if strategy == "fsdp":
         if not dist.is_initialized():
             raise RuntimeError("FSDP needs a process group (tensorar.distributed.init_distributed(group=True))")
+        # The mesh on the model's device type: FSDP's default mesh is the accelerator's whenever one exists.
+        mesh = init_device_mesh(device.type, (dist.get_world_size(),))
         policy = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
         for block in blocks:
-            fully_shard(block, mp_policy=policy)
-        fully_shard(loss_module, mp_policy=policy)
+            fully_shard(block, mesh=mesh, mp_policy=policy)
+        fully_shard(loss_module, mesh=mesh, mp_policy=policy)
         return loss_module
     if not dist.is_initialized():
         return loss_module
-    device = next(model.parameters()).device
     return DDP(loss_module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
