@@ -140,6 +140,26 @@ def test_one_process_fsdp_gives_ddp_bitwise_and_its_final_file_samples_the_same(
     assert images["fsdp"].shape[0] == 6 and np.array_equal(images["fsdp"], images["ddp"])
 
 
+def test_partial_and_incomplete_sharded_checkpoints_are_skipped_and_resume_is_exact(codes, tmp_path):
+    args = lambda run, steps: base_args(codes, tmp_path / run, steps, "--strategy", "fsdp",  # noqa: E731
+                                        "--ckpt-every", "2", "--ema-decay", "0.9")
+    main(args("straight", 6))
+    run = tmp_path / "cut"
+    main(args("cut", 4))
+    (run / "final.pt").unlink()
+    (run / "checkpoints" / "step_0000004" / ".metadata").unlink()  # a folder some other tool cut short
+    partial = run / "checkpoints" / ".step_0000006.tmp"  # a save killed before its rename
+    partial.mkdir()
+    (partial / "__0_0.distcp").write_bytes(b"x" * 100)
+    main(args("cut", 6))
+    text = (run / "train.log").read_text()
+    assert "ignoring incomplete or corrupt checkpoint" in text and "step_0000004 (FileNotFoundError" in text
+    assert "removed" in text and not partial.exists()
+    assert "step_0000002 at step 2" in text
+    assert [r["loss"] for r in metrics(run)] == [r["loss"] for r in metrics(tmp_path / "straight")]
+    assert_same_weights(weights(run / "final.pt"), weights(tmp_path / "straight" / "final.pt"))
+
+
 def _start(processes: int, args: list[str]) -> subprocess.Popen:
     return subprocess.Popen([*TORCHRUN, str(processes), "-m", "tensorar.train", *args], env=_env(),
                             stderr=subprocess.PIPE, text=True)
