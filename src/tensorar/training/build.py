@@ -106,7 +106,7 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
                          f"{init.num_classes} classes) does not fit the codes in {setup.codes} ({data_fields})")
     base = init
     if dropout:  # the rates live in the frozen config saved with the model: rebuild, then copy the weights
-        base = fam.model_class(replace(init.config, **dropout))
+        base = fam.model_class(replace(init.config, **dropout)).float()
         load_state_dict_strict(base, init.state_dict(), f"--init {setup.init}")
     log.info(f"{setup.mode}: base weights from {setup.init}")
     if setup.mode == "finetune":
