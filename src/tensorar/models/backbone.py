@@ -200,6 +200,11 @@ class Backbone(nn.Module, abc.ABC):
         a sub-token head override `token_loss` and `sample_tokens` instead."""
         raise NotImplementedError(f"{type(self).__name__} defines neither logits() nor its own token head")
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks, each called once per forward pass: the units that sharded training
+        shards and checkpoints one at a time (tensorar.training.sharding)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its transformer blocks (blocks())")
+
     def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy of hidden states (B, L, D) against target ids (B, L); PAD targets are ignored.
         For sub-token heads, the sum over parts (teacher forcing feeds the true earlier parts)."""

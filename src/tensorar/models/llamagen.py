@@ -225,6 +225,9 @@ class GPT(Backbone):
             h = layer(h, rope, cache, i, start, key_mask)
         return self.norm(h)
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """The bias-free output head, fp32 logits (Backbone's token loss and sampler use it)."""
         return self.output(hidden).float()

@@ -1,8 +1,8 @@
-"""Train an AR image backbone on token codes: one loop for three modes, any backbone family, DDP, resumable.
+"""Train an AR image backbone on token codes: one loop for three modes, any backbone family, DDP or FSDP, resumable.
 
-    python -m tensorar.train --codes CODES/ --run-dir RUN/ --mode base --model GPT-toy-S --lr-base 1e-3
-    python -m tensorar.train --codes CODES/ --run-dir RUN/ --mode tensorar --init BASE.pt --k 4 --depth 1
-    python -m tensorar.train --codes CODES/ --run-dir RUN/ --mode finetune --init BASE.pt
+    python -m tensorar train --codes CODES/ --run-dir RUN/ --mode base --model GPT-toy-S --lr-base 1e-3
+    python -m tensorar train --codes CODES/ --run-dir RUN/ --mode tensorar --init BASE.pt --k 4 --depth 1
+    python -m tensorar train --codes CODES/ --run-dir RUN/ --mode finetune --init BASE.pt
 
 Modes:
 - `base`: a GPT from scratch; the preset comes from `--model`, vocab / classes / token grid from the
@@ -21,19 +21,32 @@ from-scratch config sets it higher), constant lr after an optional linear warm-u
 dropout (the backbone's condition_dropout_prob, for CFG), grad-norm clip 1.0, bf16 autocast on CUDA (fp32 on
 CPU), optional EMA (`--ema-decay`). A non-finite loss stops the run before the optimizer step.
 
+Memory (ours; the same global batch and results up to float reduction order): `--strategy ddp` keeps a
+full replica per process; `--strategy fsdp` shards parameters, gradients and optimizer states over the
+processes, transformer block by block (FSDP2, tensorar.training.sharding), fp32 master weights with bf16
+compute on CUDA; `--activation-checkpointing` recomputes each block's activations in the backward pass;
+`--micro-batch-size M` runs the per-process batch M samples at a time and accumulates the gradients.
+`--strategy fsdp` also runs in one process (a process group of one). Codes are read from their shard
+files as memory maps (tensorar.data.codes.CodeStore): each process holds only its batch.
+
 Reproducibility: every random choice is a pure function of (seed, step). For step s, a generator seeded
 from (seed, s) picks the global batch (epoch-wise permutations of the items, an augmentation index per
 sample) and the class-label drop mask; rank r trains on the r-th contiguous slice. The same
 `--global-batch-size` therefore trains the same way on any number of processes (up to float reduction
 order, with `--dropout 0`), and a resumed run continues exactly where it stopped. The TensorAR input
 noise is drawn for the whole global batch from (seed, step) too. Dropout layers draw from the global RNG
-reseeded from (seed, step, rank): exact on resume, but dependent on the world size.
+reseeded from (seed, step, rank): exact on resume, but dependent on the world size and micro-batches.
 
 Outputs in RUN/: `train_config.json`, `metrics.jsonl` (rank 0: step, loss, per-slot losses, lr, grad
-norm, tokens/s, elapsed), `train.log`, `checkpoints/step_XXXXXXX.pt` (every `--ckpt-every` steps and at
-each of `--keep-steps`; others are pruned down to the latest two) and `final.pt`. Every checkpoint is
-written atomically and holds the model (`tensorar.models.loading.load_model` rebuilds it: GPT or TensorAR),
-its configs, EMA weights, optimizer, step, data position and settings.
+norm, tokens/s, elapsed; appended while training, rewritten whole from the history at the end and by
+any rerun that finds the run complete), `train.log`, `checkpoints/step_XXXXXXX.pt` (every `--ckpt-every`
+steps and at each of `--keep-steps`; others are pruned down to the latest two) and `final.pt`. Every
+checkpoint is written atomically and holds the model (`tensorar.models.loading.load_model` rebuilds it:
+GPT or TensorAR), its configs, EMA weights, optimizer, step, data position, settings, loss history and
+the master weights' dtype (fp32; a resume keeps it). Under FSDP the step checkpoints are folders,
+`checkpoints/step_XXXXXXX/` (torch.distributed.checkpoint: every rank writes its shards, a rerun on
+any number of processes reads them resharded; written under a temporary name and renamed when
+complete), and `final.pt` is consolidated on rank 0 into the same file format, without the optimizer.
 
 Preemption: SIGTERM or SIGUSR1 -> the current step finishes, a checkpoint is saved, and the process
 exits with status 128 + signal number (143 for SIGTERM), like a process killed by that signal, so
@@ -50,7 +63,7 @@ Multi-node SLURM (one torchrun per node, rendezvous on the first host of the all
     head=$(scontrol show hostnames "$SLURM_NODELIST" | head -n 1)
     srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 \
         --rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$head:29500" \
-        -m tensorar.train --codes CODES/ --run-dir RUN/ --mode tensorar --init c2i_B_256.pt --model GPT-B
+        -m tensorar train --codes CODES/ --run-dir RUN/ --mode tensorar --init c2i_B_256.pt --model GPT-B
 
 `--signal=TERM@180` sends SIGTERM to the job steps 3 minutes before the time limit; torchrun forwards
 SIGTERM (not SIGUSR1) to its workers, which then checkpoint. `--requeue` restarts preempted jobs; after
@@ -71,7 +84,8 @@ from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
 from tensorar.training.options import MODES, TrainOptions
-from tensorar.training.trainer import RunSetup, train
+from tensorar.training.build import RunSetup
+from tensorar.training.trainer import train
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, str]:
@@ -101,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
 
 def main(argv: list[str] | None = None) -> None:
     setup, opts, device = parse_args(argv)
-    info = init_distributed(device)
+    info = init_distributed(device, group=opts.strategy == "fsdp")
     status = train(setup, opts, info)
     cleanup_distributed()
     if status:
