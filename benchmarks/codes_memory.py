@@ -64,7 +64,7 @@ def status_kib(pid: int) -> dict[str, int]:
 def train_and_watch(codes: Path, run_dir: Path, steps: int) -> dict:
     """Train in a subprocess, sampling its memory every 20 ms -> peaks in MiB and the run's seconds."""
     cmd = [sys.executable, "-m", "tensorar", "train", "--codes", str(codes), "--run-dir", str(run_dir), "--mode", "base",
-           "--model", "GPT-toy-S", "--steps", str(steps), "--global-batch-size", "8", "--lr-base", "1e-3",
+           "--preset", "GPT-toy-S", "--steps", str(steps), "--global-batch-size", "8", "--lr-base", "1e-3",
            "--log-every", str(steps), "--ckpt-every", str(steps), "--device", "cpu"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
     start = time.time()

@@ -44,7 +44,7 @@ PY
     local extra=()
     [ "$strategy" = fsdp ] && extra=(--activation-checkpointing --micro-batch-size 4)
     torchrun --standalone --nproc_per_node "$gpus" -m tensorar train --codes "$work/codes" \
-      --run-dir "$work/run_$strategy" --mode base --model GPT-B --steps 3 --global-batch-size $((16 * gpus)) \
+      --run-dir "$work/run_$strategy" --mode base --preset GPT-B --steps 3 --global-batch-size $((16 * gpus)) \
       --lr-base 1e-4 --log-every 1 --ckpt-every 2 --device cuda --strategy "$strategy" "${extra[@]}" || return 1
     cat "$work/run_$strategy/metrics.jsonl" || return 1
     python -m tensorar sample --ckpt "$work/run_$strategy/final.pt" --vq "$work/vq.pt" \

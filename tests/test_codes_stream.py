@@ -98,7 +98,7 @@ def test_training_from_uint16_shards_equals_training_from_int64_codes(tmp_path):
         write_store(tmp_path / f"codes_{np.dtype(dtype).name}", dtype)
     for name in ("uint16", "int64"):
         main(["--codes", str(tmp_path / f"codes_{name}"), "--run-dir", str(tmp_path / name), "--mode", "base",
-              "--model", "GPT-toy-S", "--steps", "3", "--global-batch-size", "6", "--lr-base", "3e-3",
+              "--preset", "GPT-toy-S", "--steps", "3", "--global-batch-size", "6", "--lr-base", "3e-3",
               "--micro-batch-size", "3", "--device", "cpu"])
     a, b = (load_model(tmp_path / name / "final.pt").state_dict() for name in ("uint16", "int64"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

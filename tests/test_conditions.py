@@ -66,7 +66,7 @@ def test_a_text_conditioned_backbone_trains_on_the_stored_conditions(codes, tmp_
     encode(codes, tmp_path / "cond")
     run = tmp_path / "run"
     train(["--codes", str(codes), "--conditions", str(tmp_path / "cond"), "--run-dir", str(run), "--mode", "base",
-           "--family", "llamagen_t2i", "--model", "GPT-toy-t2i", "--steps", "6", "--global-batch-size", "4",
+           "--family", "llamagen_t2i", "--preset", "GPT-toy-t2i", "--steps", "6", "--global-batch-size", "4",
            "--lr-base", "3e-3", "--log-every", "1", "--dropout", "0", "--device", "cpu"])
     model = load_model(run / "final.pt")
     assert isinstance(model, GPT) and model.config.model_type == "t2i" and model.config.block_size == 16
@@ -77,5 +77,5 @@ def test_a_text_conditioned_backbone_trains_on_the_stored_conditions(codes, tmp_
 def test_training_without_the_conditions_names_the_missing_folder(codes, tmp_path):
     with pytest.raises(FileNotFoundError, match="encode_captions"):
         train(["--codes", str(codes), "--conditions", str(tmp_path / "absent"), "--run-dir", str(tmp_path / "r"),
-               "--mode", "base", "--family", "llamagen_t2i", "--model", "GPT-toy-t2i", "--steps", "1",
+               "--mode", "base", "--family", "llamagen_t2i", "--preset", "GPT-toy-t2i", "--steps", "1",
                "--device", "cpu"])

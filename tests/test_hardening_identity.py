@@ -88,7 +88,7 @@ def test_conditions_of_other_codes_are_refused_naming_both(data, tmp_path):
     _, a, b = data
     with pytest.raises(InputError, match="encoded from other codes"):
         train(["--codes", str(b), "--conditions", str(a / "conditions-toy"), "--run-dir", str(tmp_path / "run"),
-               "--mode", "base", "--family", "llamagen_t2i", "--model", "GPT-toy-t2i", "--steps", "1",
+               "--mode", "base", "--family", "llamagen_t2i", "--preset", "GPT-toy-t2i", "--steps", "1",
                "--global-batch-size", "2", "--device", "cpu"])
 
 
@@ -96,7 +96,7 @@ def test_a_model_sampled_with_another_tokenizer_is_refused_naming_both(data, tmp
     root, a, _ = data
     run = tmp_path / "run"
     train(["--codes", str(a), "--conditions", str(a / "conditions-toy"), "--run-dir", str(run), "--mode", "base",
-           "--family", "llamagen_t2i", "--model", "GPT-toy-t2i", "--steps", "2", "--global-batch-size", "2",
+           "--family", "llamagen_t2i", "--preset", "GPT-toy-t2i", "--steps", "2", "--global-batch-size", "2",
            "--device", "cpu"])
     torch.manual_seed(1)
     torch.save(vq_checkpoint(VQModel(TINY_VQ)), tmp_path / "other_vq.pt")  # same vocabulary size, other codes

@@ -109,7 +109,7 @@ def test_a_run_dir_from_an_older_version_is_refused_not_deleted(codes, tmp_path)
     before = snapshot(run)
     with pytest.raises(InputError, match="older version"):
         train(["--codes", str(codes), "--conditions", str(tmp_path / "cond"), "--run-dir", str(run), "--mode", "base",
-               "--family", "llamagen_t2i", "--model", "GPT-toy-t2i", "--steps", "1", "--global-batch-size", "2",
+               "--family", "llamagen_t2i", "--preset", "GPT-toy-t2i", "--steps", "1", "--global-batch-size", "2",
                "--device", "cpu"])
     after = snapshot(run)
     after.pop("train.log", None)

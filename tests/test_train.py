@@ -80,7 +80,7 @@ def assert_same_weights(a: dict, b: dict, atol: float = 0.0) -> None:
 
 
 def base_args(codes: Path, run: Path, steps: int, *extra: str) -> list[str]:
-    return ["--codes", str(codes), "--run-dir", str(run), "--mode", "base", "--model", "GPT-toy-S",
+    return ["--codes", str(codes), "--run-dir", str(run), "--mode", "base", "--preset", "GPT-toy-S",
             "--steps", str(steps), "--global-batch-size", "8", "--lr-base", "3e-3", "--log-every", "1",
             "--dropout", "0", "--device", "cpu", *extra]
 
@@ -216,7 +216,7 @@ def test_init_of_another_architecture_than_model_is_refused(base_model, tmp_path
     codes = write_codes(tmp_path / "codes")
     base_model(tmp_path / "base.pt")  # dim 32, 2 layers: not GPT-toy-S
     with pytest.raises(SystemExit, match="not a GPT-toy-S model"):
-        main(["--codes", str(codes), "--run-dir", str(tmp_path / "r"), "--mode", "finetune", "--model", "GPT-toy-S",
+        main(["--codes", str(codes), "--run-dir", str(tmp_path / "r"), "--mode", "finetune", "--preset", "GPT-toy-S",
               "--init", str(tmp_path / "base.pt"), "--steps", "1", "--global-batch-size", "8", "--device", "cpu"])
 
 

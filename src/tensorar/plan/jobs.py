@@ -193,7 +193,7 @@ class Jobs:
         spec = self.experiment.backbones[backbone]
         args = ["--codes", self.layout.backbone_codes(backbone, "train"),
                 "--run-dir", self.layout.run_dir(backbone, method, seed),
-                "--family", spec.family.name, "--model", spec.preset]
+                "--family", spec.family.name, "--preset", spec.preset]
         if self.layout.conditions_dir(backbone, "train"):
             args += ["--conditions", self.layout.conditions_dir(backbone, "train")]
         mode, variant, _ = parse_method(method)

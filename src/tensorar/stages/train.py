@@ -1,17 +1,18 @@
 """Train an AR image backbone on token codes: one loop for three modes, any backbone family, DDP or FSDP, resumable.
 
-    python -m tensorar train --codes CODES/ --run-dir RUN/ --mode base --model GPT-toy-S --lr-base 1e-3
+    python -m tensorar train --codes CODES/ --run-dir RUN/ --mode base --preset GPT-toy-S --lr-base 1e-3
     python -m tensorar train --codes CODES/ --run-dir RUN/ --mode tensorar --init BASE.pt --k 4 --depth 1
     python -m tensorar train --codes CODES/ --run-dir RUN/ --mode finetune --init BASE.pt
 
 Modes:
-- `base`: a GPT from scratch; the preset comes from `--model`, vocab / classes / token grid from the
+- `base`: a GPT from scratch; the preset comes from `--preset`, vocab / classes / token grid from the
   codes manifest.
 - `tensorar`: the `--init` base GPT wrapped with the next-tensor plug-in (`--k --depth --schedule
   --loss-weighting`) and fine-tuned; the plug-in learns at `--lr-plugin`, the base at `--lr-base`.
 - `finetune`: the equal-steps control of the paper's Fig. 5: the same base, data, steps and `--lr-base`
   as the TensorAR run, without the plug-in. It separates "more training" from "next-tensor prediction".
-`--init` is one of our checkpoints or an official file of `--family` (`--init-preset GPT-B`, default `--model`).
+`--init` is one of our checkpoints or an official file of `--family` and `--preset` (e.g. GPT-B; `--init-preset`
+when its architecture is not the preset's).
 The optimisation flags are the fields of `tensorar.training.options.TrainOptions`, the plug-in flags
 those of `TensorARConfig`; `--help` lists them with their defaults. The loop: tensorar/training/trainer.py.
 
@@ -55,24 +56,7 @@ run dir resumes from the newest complete checkpoint (a truncated one is skipped,
 a run whose `final.pt` already has `--steps` steps returns at once. In Snakemake, declare `RUN/final.pt`
 (not `directory(RUN)`) as the output so a failed or preempted job keeps its checkpoints.
 
-Multi-node SLURM (one torchrun per node, rendezvous on the first host of the allocation):
-
-    #!/bin/bash
-    #SBATCH --nodes=2 --ntasks-per-node=1 --gpus-per-node=8 --cpus-per-task=32
-    #SBATCH --time=24:00:00 --requeue --signal=TERM@180
-    head=$(scontrol show hostnames "$SLURM_NODELIST" | head -n 1)
-    srun torchrun --nnodes "$SLURM_NNODES" --nproc_per_node 8 \
-        --rdzv_id "$SLURM_JOB_ID" --rdzv_backend c10d --rdzv_endpoint "$head:29500" \
-        -m tensorar train --codes CODES/ --run-dir RUN/ --mode tensorar --init c2i_B_256.pt --model GPT-B
-
-`--signal=TERM@180` sends SIGTERM to the job steps 3 minutes before the time limit; torchrun forwards
-SIGTERM (not SIGUSR1) to its workers, which then checkpoint. `--requeue` restarts preempted jobs; after
-a time limit, submit the same script again (or let Snakemake's `--retries` do it) to resume.
-
-Toy sizing: digits has ~1,437 train images x 20 augmentations with an 8x8 token grid. At batch 64
-(vocab 512), a GPT-toy-S step (3 layers, d=64) costs ~160 ms of CPU time on one thread, a TensorAR k=4
-step ~2.5x that (k slot losses under activation checkpointing). On a CPU shared with other jobs, run one
-thread per process (OMP_NUM_THREADS=1): OpenMP threads that wait for each other slow it down many-fold.
+Multi-node SLURM (one torchrun per node) and the toy's sizing: docs/slurm.md.
 """
 from __future__ import annotations
 
@@ -80,7 +64,7 @@ import argparse
 
 from tensorar.distributed import cleanup_distributed, init_distributed
 from tensorar.errors import run_stage
-from tensorar.models.registry import FAMILIES
+from tensorar.models.registry import DEFAULT_FAMILY, FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
 from tensorar.training.options import MODES, TrainOptions
@@ -95,16 +79,18 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
                         help="text-image codes: the conditions folder written by tensorar encode_captions")
     parser.add_argument("--run-dir", required=True, help="outputs and checkpoints; rerun to resume")
     parser.add_argument("--mode", required=True, choices=MODES)
-    parser.add_argument("--family", default="llamagen", choices=sorted(FAMILIES), help="backbone family")
-    parser.add_argument("--model", help="preset (required for --mode base), e.g. GPT-toy-S, GPT-B")
+    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=sorted(FAMILIES), help="backbone family")
+    parser.add_argument("--preset", dest="model", help="the backbone's preset, e.g. GPT-toy-S, GPT-B: what --mode "
+                        "base builds (required there) and what an official --init file holds (ours record theirs)")
     parser.add_argument("--init", help="base checkpoint for finetune / tensorar: ours or an official file")
-    parser.add_argument("--init-preset", help="preset of an official --init file (default: --model)")
+    parser.add_argument("--init-preset", help="preset of an official --init file that is not checked against "
+                        "--preset (default: --preset)")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     add_arguments(parser.add_argument_group("TensorAR plug-in (--mode tensorar)"), TensorARConfig)
     add_arguments(parser.add_argument_group("optimisation (TrainOptions)"), TrainOptions)
     args = parser.parse_args(argv)
     if args.mode == "base" and not args.model:
-        parser.error("--mode base needs --model PRESET")
+        parser.error("--mode base needs --preset PRESET")
     if args.mode != "base" and not args.init:
         parser.error(f"--mode {args.mode} needs --init BASE_CHECKPOINT")
     plugin = from_arguments(parser, args, TensorARConfig) if args.mode == "tensorar" else None

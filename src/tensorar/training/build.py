@@ -13,7 +13,7 @@ from tensorar.checkpoint import load_state_dict_strict
 from tensorar.fileio import content_id, identity_hash
 from tensorar.models.backbone import Backbone
 from tensorar.models.loading import load_model
-from tensorar.models.registry import family
+from tensorar.models.registry import DEFAULT_FAMILY, family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
 from tensorar.training.options import MODES, TrainOptions
 
@@ -31,7 +31,7 @@ class RunSetup:
     codes: str  # codes folder (tensorar extract_codes)
     run_dir: str
     mode: str  # base | finetune | tensorar
-    family: str = "llamagen"  # backbone family (tensorar.models.registry)
+    family: str = DEFAULT_FAMILY  # backbone family (tensorar.models.registry)
     model: str | None = None  # preset (base mode; the official --init file's default preset)
     init: str | None = None  # base checkpoint of finetune / tensorar: ours or an official file
     init_preset: str | None = None
@@ -76,7 +76,7 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
         config = fam.fit(setup.model, **sizes)
         model = fam.model_class(config if opts.dropout is None else fam.with_dropout(config, opts.dropout))
         if model.vocab_size != manifest["vocab_size"]:
-            raise SystemExit(f"--model {setup.model} has a vocabulary of {model.vocab_size} tokens but the codes in "
+            raise SystemExit(f"--preset {setup.model} has a vocabulary of {model.vocab_size} tokens but the codes in "
                              f"{setup.codes} have {manifest['vocab_size']}: pick the preset made for that tokenizer")
         return model
 
@@ -94,7 +94,7 @@ def build_model(setup: RunSetup, opts: TrainOptions, manifest: dict, log) -> nn.
         raise SystemExit(f"--init {setup.init} holds a {init.family} model, not --family {fam.name}")
     if setup.model is not None and not fam.same_architecture(init.config, fam.config(setup.model)):
         raise SystemExit(f"--init {setup.init} is not a {setup.model} model (its architecture differs from the "
-                         "preset's): name its own preset with --model")
+                         "preset's): name its own preset with --preset")
     too_small = (init.num_tokens != h * w or init.vocab_size < manifest["vocab_size"]
                  or (fam.condition == "class" and init.num_classes < manifest["num_classes"]))
     if too_small:
