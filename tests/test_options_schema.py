@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tensorar.data.codes import CodeViews
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.models.registry import DEFAULT_FAMILY, FAMILIES, TOKENIZERS
 from tensorar.models.schedules import LOSS_WEIGHTINGS, SCHEDULES
@@ -39,6 +40,8 @@ PAIRS = [
     (TokenizerTrainOptions, DEFS["tokenizer"]["properties"]["training"], {"restart_every", "seed"}),
     (ClassifierTrainOptions, SCHEMA["properties"]["evaluation"]["properties"]["classifier"],
      {"batch_size", "lr", "seed"}),
+    # codes.captions declares its own defaults (centre crop, no flip: a flip breaks left / right)
+    (CodeViews, SCHEMA["properties"]["codes"]["properties"]["images"], set()),
 ]
 
 

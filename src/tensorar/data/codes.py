@@ -14,15 +14,31 @@ from __future__ import annotations
 
 import math
 import mmap
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tensorar.fileio import read_json
+from tensorar.options import check_fields, option
 
 MANIFEST = "manifest.json"
 CAPTIONS = "captions.jsonl"  # text-image codes: item i's caption (a JSON string) on line i
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodeViews:
+    """The views extract_codes makes of each image (the workflow's `codes.images` / `codes.captions`; the
+    schema's `codes.images` defaults are tested equal to these)."""
+
+    augment: str = option("tencrop", "center (one centre crop) or tencrop (LlamaGen's --ten-crop: ten crops of a "
+                                     "1.1x resize)", choices=("center", "tencrop"))
+    flip: bool = option(True, "add the mirrored views (A: 5 -> 10, 1 -> 2)")
+
+    def __post_init__(self):
+        check_fields(self)
+
 
 
 def shard_names(i: int) -> tuple[str, str]:

@@ -20,12 +20,13 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from tensorar.data.codes import CodeViews
 from tensorar.decoding.sampling import SamplingOptions
 from tensorar.models.backbone import Family
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
-from tensorar.plan.inputs import Augmentation, Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
+from tensorar.plan.inputs import Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
 from tensorar.plan.lengths import training_options
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
 
@@ -161,7 +162,7 @@ class Experiment:
     captions: Captions
     text_encoders: dict[str, TextEncoder]
     tokenizers: dict[str, Tokenizer]
-    codes: dict[str, Augmentation]  # by data: images, captions
+    codes: dict[str, CodeViews]  # by data: images, captions
     evaluation: Evaluation
     benchmarks: dict[str, Benchmark]
     diagnostics_samples: int
@@ -287,7 +288,7 @@ def parse_experiment(config: dict) -> Experiment:
         tokenizers={k: _typed(Tokenizer, {"key": k, **v, "training": from_mapping(
             TokenizerTrainOptions, v.get("training"), f"tokenizers.{k}.training")}, f"tokenizers.{k}")
             for k, v in config["tokenizers"].items()},
-        codes={data: _typed(Augmentation, config["codes"][data], f"codes.{data}") for data in ("images", "captions")},
+        codes={data: _typed(CodeViews, config["codes"][data], f"codes.{data}") for data in ("images", "captions")},
         evaluation=_typed(Evaluation, ev, "evaluation"),
         benchmarks={k: _typed(Benchmark, {"key": k, **v}, f"benchmarks.{k}")
                     for k, v in config["benchmarks"].items()},

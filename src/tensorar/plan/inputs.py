@@ -58,14 +58,6 @@ class Tokenizer:
 
 
 @dataclass(frozen=True)
-class Augmentation:
-    """The views extract_codes makes of each training image of one kind of data (images or captions)."""
-
-    augment: str  # center | tencrop
-    flip: bool
-
-
-@dataclass(frozen=True)
 class Evaluation:
     features: str  # inception | toy
     reference_split: str

@@ -14,6 +14,7 @@ import re
 from dataclasses import replace
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
+from tensorar.data.codes import CodeViews
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions, ReferenceOptions
 from tensorar.options import to_arguments
 from tensorar.plan.experiment import Experiment
@@ -154,9 +155,8 @@ class Jobs:
         args = ["--data", self.layout.images_of(tokenizer, split), *self.tokenizer_args(tokenizer),
                 "--image-size", str(size)]
         if split == "val":
-            return args + ["--augment", "center", "--no-flip"]
-        views = self.experiment.codes[self.experiment.tokenizers[tokenizer].data]
-        return args + ["--augment", views.augment, *([] if views.flip else ["--no-flip"])]
+            return args + to_arguments(CodeViews(augment="center", flip=False))
+        return args + to_arguments(self.experiment.codes[self.experiment.tokenizers[tokenizer].data])
 
     def text_encoder_args(self, name: str) -> list[str]:
         """The flags naming a text encoder (encode_captions and sample_prompts take the same); the toy's

@@ -48,7 +48,7 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from tensorar.data.captions import CaptionedImages, CaptionReading, is_captioned
-from tensorar.data.codes import CAPTIONS, MANIFEST, code_dtype, shard_names
+from tensorar.data.codes import CAPTIONS, MANIFEST, CodeViews, code_dtype, shard_names
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import (
     barrier,
@@ -109,8 +109,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="architecture of a released tokenizer file, which stores none (VQ-16, LFQ-256)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--image-size", type=positive_int, required=True)
-    parser.add_argument("--augment", choices=["tencrop", "center"], default="tencrop")
-    parser.add_argument("--no-flip", action="store_true", help="drop the mirrored views (A: 10 -> 5, 2 -> 1)")
+    add_arguments(parser.add_argument_group("views (CodeViews)"), CodeViews)
     parser.add_argument("--shard-size", type=positive_int, default=10_000, help="images per output shard")
     parser.add_argument("--batch-size", type=positive_int, default=64, help="images per tokenizer call (x A views)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
@@ -120,14 +119,15 @@ def main(argv: list[str] | None = None) -> None:
     dist_info = init_distributed()
     log = get_logger("extract_codes", dist_info.is_main)
     out = Path(args.out)
-    flip = not args.no_flip
-    views = VIEW_NAMES[(args.augment, flip)]
+    code_views = from_arguments(parser, args, CodeViews)
+    flip = code_views.flip
+    views = VIEW_NAMES[(code_views.augment, flip)]
 
     tokenizer = load_tokenizer(args.vq, args.vq_preset, device=dist_info.device)
     if args.image_size % tokenizer.config.downsample:
         parser.error(f"--image-size must be a multiple of the tokenizer's downsampling {tokenizer.config.downsample}")
     grid = [args.image_size // tokenizer.config.downsample] * 2
-    views_of = Views(args.image_size, args.augment, flip)
+    views_of = Views(args.image_size, code_views.augment, flip)
     captioned = is_captioned(args.data)  # a text-image set (JSONL or tar shards) rather than class folders
     dataset = CaptionedImages(args.data, views_of, from_arguments(parser, args, CaptionReading)) if captioned \
         else image_folder(args.data, views_of)
@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> None:
         "grid": grid,
         "vocab_size": tokenizer.config.codebook_size,
         "num_augmentations": len(views),
-        "augmentation": args.augment,
+        "augmentation": code_views.augment,
         "flip": flip,
         "views": views,
         "image_size": args.image_size,
@@ -195,7 +195,7 @@ def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_inf
     # Codes are written after labels, atomically: an existing codes file means a finished shard.
     todo = [i for i in mine if not (out / shard_names(i)[0]).is_file()]
     log.info(f"{len(dataset)} images, {manifest['num_classes']} classes -> {len(manifest['shards'])} shards of "
-             f"<= {args.shard_size}; A={len(views)} views ({args.augment}, flip={manifest['flip']}), "
+             f"<= {args.shard_size}; A={len(views)} views ({manifest['augmentation']}, flip={manifest['flip']}), "
              f"{manifest['grid'][0]}x{manifest['grid'][1]} tokens; rank 0: {len(mine) - len(todo)} of its "
              f"{len(mine)} shards done")
     bar = tqdm(total=sum(manifest["shards"][i]["count"] for i in todo), desc="extract_codes", unit="img",
