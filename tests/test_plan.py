@@ -275,3 +275,38 @@ def test_the_slurm_profile_deploys_conda_and_the_readme_lists_every_released_fil
 
     released = {p.removeprefix("pretrained/") for p in paths(workflow_config("paper.yaml"))}
     assert len(released) >= 15 and not [name for name in released if name not in section]
+
+
+def test_jobs_argument_lists_parse_back_into_the_plans_options(toy, paper):
+    """The plan writes the sampling stages' argument lists from the stages' own option dataclasses
+    (to_arguments), so each stage's parser reads them back into exactly the options the plan meant."""
+    from tensorar.decoding.sampling import SamplingOptions
+    from tensorar.options import from_arguments
+    from tensorar.sampling.options import DiagnoseOptions, ModelSource
+    from tensorar.stages import diagnose, sample, sample_prompts
+
+    for plan in (toy, paper):
+        e, seed = plan.experiment, plan.experiment.seeds[0]
+        for backbone, variant in e.tensorar_runs():
+            spec = e.backbones[backbone]
+            for method in ("base", f"tensorar-{variant}"):
+                official = method == "base" and spec.official_base
+                if not spec.text:
+                    parser = sample.build_parser()
+                    args = parser.parse_args([*plan.jobs.sample_args(backbone, method, seed, "final"), "--out", "s.npz"])
+                else:
+                    parser = sample_prompts.build_parser()
+                    bench = next(iter(e.benchmarks))
+                    args = parser.parse_args([*plan.jobs.sample_prompts_args(bench, backbone, method, seed), "--out", "o"])
+                    assert args.encoder == e.text_encoders[spec.text_encoder].kind and args.layout == bench
+                source = from_arguments(parser, args, ModelSource)
+                assert source == plan.jobs.model_source(backbone, plan.layout.checkpoint(backbone, method, seed),
+                                                        official=official)
+                assert (source.preset, source.family) == ((spec.preset, spec.family.name) if official else (None, None))
+                assert from_arguments(parser, args, SamplingOptions) == plan.jobs.sampling_options(backbone)
+            parser = diagnose.build_parser()
+            args = parser.parse_args([*plan.jobs.diagnose_args(backbone, variant, seed), "--out", "d.json"])
+            options = from_arguments(parser, args, DiagnoseOptions)
+            assert options.base == plan.layout.base_checkpoint(backbone, seed)
+            assert options.num_samples == e.diagnostics_samples
+            assert from_arguments(parser, args, ModelSource).preset == (spec.preset if spec.official_base else None)
