@@ -4,7 +4,8 @@ canvases and captions are: tensorar/toy/captioned_digits.py).
     tensorar make_captions --out DIR [--num-train 6000] [--num-val 600] [--seed 0]
 
 Writes DIR/train and DIR/val (captioned canvases in the JSONL layout: images/ + captions.jsonl), the toy
-GenEval prompt set DIR/geneval/evaluation_metadata.jsonl and the toy DPG-Bench set DIR/dpg/
+GenEval prompt set DIR/geneval/evaluation_metadata.jsonl (its compositions held out of the captions but
+for a seen fraction, listed in DIR/geneval/seen_prompts.txt) and the toy DPG-Bench set DIR/dpg/
 (dpg_bench.csv + prompts/), all deterministic; a rerun with the same settings is a no-op. The toy
 benchmarks are ours and are never compared with the paper's GenEval / DPG-Bench numbers.
 """
@@ -25,13 +26,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=positive_int, default=6000, help="training canvases (train glyphs)")
     parser.add_argument("--num-val", type=positive_int, default=600, help="held-out canvases (val glyphs)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seen-fraction", type=float, default=0.2,
+                        help="toy GenEval prompts per tag whose compositions the training captions hold; the "
+                             "rest are held out of them (geneval/seen_prompts.txt lists the seen ones)")
     parser.add_argument("--overwrite", action="store_true", help="replace folders holding something else")
     args = parser.parse_args(argv)
     out = Path(args.out)
     log = get_logger("make_captions")
+    prompts = captioned_digits.toy_geneval_metadata(args.seed)
+    seen = captioned_digits.seen_prompts(prompts, args.seed, args.seen_fraction)
+    held_out = captioned_digits.held_out(prompts, seen)
     for split, n, seed in (("train", args.num_train, args.seed), ("val", args.num_val, args.seed + 1)):
-        captioned_digits.build(out / split, n, seed=seed, split=split, overwrite=args.overwrite)
-    captioned_digits.write_toy_geneval(out / "geneval", seed=args.seed)
+        captioned_digits.build(out / split, n, seed=seed, split=split, held_out=held_out, overwrite=args.overwrite)
+    captioned_digits.write_toy_geneval(out / "geneval", seed=args.seed, seen=seen)
     captioned_digits.write_toy_dpg(out / "dpg", seed=args.seed)
     log.info(f"captioned canvases ({args.num_train} train, {args.num_val} val) and toy prompt sets in {out}")
 
