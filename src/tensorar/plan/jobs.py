@@ -130,7 +130,8 @@ class Jobs:
 
     def make_captions_args(self) -> list[str]:
         c = self.experiment.captions
-        return ["--num-train", str(c.num_train), "--num-val", str(c.num_val), "--seed", str(c.seed)]
+        return ["--num-train", str(c.num_train), "--num-val", str(c.num_val), "--seed", str(c.seed),
+                "--seen-fraction", str(c.seen_fraction)]
 
     def train_tokenizer_args(self, name: str) -> list[str]:
         spec = self.experiment.tokenizers[name]
