@@ -309,6 +309,8 @@ class Jobs:
         args = [name, "--images", f"{folder}/images", *self.bootstrap_args()]
         if name == "dpg":
             args += ["--questions", self.layout.dpg_questions()]
+        if name == "geneval" and self.benchmark_inputs(name):  # the toy's prompts, made here
+            args += ["--seen-prompts", self.layout.geneval_seen_prompts()]
         if self.toy_benchmark(name):
             return args + ["--toy-classifier", self.layout.classifier()]
         return args + ["--raw", f"{folder}/raw.jsonl"]

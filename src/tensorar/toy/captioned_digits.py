@@ -34,9 +34,17 @@ Dataset folder (`build`), the library's small-set JSONL layout for text-image da
 Written atomically and idempotently, as make_digits writes its ImageFolder.
 
 Toy benchmarks (ours): `toy_geneval_metadata` / `write_toy_geneval` (evaluation_metadata.jsonl in
-GenEval's exact format, ~20 prompts per tag) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
+GenEval's exact format, 20 prompts of distinct compositions per tag, 10 single objects) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
 DPG-Bench's exact columns + prompts/<item_id>.txt), read unchanged by `tensorar.evaluation.geneval` and
 `tensorar.evaluation.dpg`; `tensorar.toy.detector` answers them from generated canvases.
+
+Held-out compositions (ours). A benchmark that repeats training captions measures recall, so the toy
+GenEval prompts are held out of the captions by `composition` (tag, digits, counts, colours, relation; word
+order, mirror relations and the background phrase ignored): `seen_prompts` picks a fraction of each tag's
+prompts as the labelled seen subset (listed in geneval/seen_prompts.txt, each drawn once at the start of the
+training split), and `generate` redraws any caption with another benchmark prompt's composition (`HeldOut`).
+Every word of an unseen prompt still occurs in training; only the combination is new. The toy DPG prompts
+are not held out.
 """
 from __future__ import annotations
 
