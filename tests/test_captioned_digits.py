@@ -156,7 +156,7 @@ def test_toy_geneval_metadata_is_in_genevals_format(tmp_path):
     per_tag = {t: [m for m in metadata if m["tag"] == t] for t in geneval.TAGS}
     assert [len(v) for v in per_tag.values()] == [10, 20, 20, 20, 20, 20]
     for tag, ms in per_tag.items():
-        assert len({m["prompt"] for m in ms}) == len(ms)
+        assert len({cd.composition(m) for m in ms}) == len(ms)
         for m in ms:
             assert re.fullmatch(CAPTION_RE[tag], m["prompt"])
             assert all(r["class"] in cd.CLASSES and r.get("color", "red") in geneval.COLORS for r in m["include"])
@@ -165,6 +165,57 @@ def test_toy_geneval_metadata_is_in_genevals_format(tmp_path):
         official = [json.loads(x) for x in GENEVAL_PROMPTS.read_text().splitlines() if x.strip()]
         for tag in geneval.TAGS:
             assert {_key_shapes(m) for m in per_tag[tag]} == {_key_shapes(m) for m in official if m["tag"] == tag}
+
+
+def test_composition_ignores_wording_order_mirror_and_background():
+    key = cd.composition
+    assert key(cd.metadata_for("two_object", ["3", "7"])) == key(cd.metadata_for("two_object", ["7", "3"]))
+    assert key(cd.metadata_for("position", ["3", "7"], relation="left of")) == \
+        key(cd.metadata_for("position", ["7", "3"], relation="right of"))
+    assert key(cd.metadata_for("position", ["3", "7"], relation="above")) == \
+        key(cd.metadata_for("position", ["7", "3"], relation="below"))
+    assert key(cd.metadata_for("colors", ["2"], colors=["blue"], background=True)) == \
+        key(cd.metadata_for("colors", ["2"], colors=["blue"]))
+    different = [cd.metadata_for("position", ["3", "7"], relation="left of"),
+                 cd.metadata_for("position", ["3", "7"], relation="right of"),
+                 cd.metadata_for("position", ["3", "7"], relation="above"),
+                 cd.metadata_for("colors", ["2"], colors=["red"]), cd.metadata_for("single_object", ["2"]),
+                 cd.metadata_for("counting", ["2"], count=2), cd.metadata_for("counting", ["2"], count=3),
+                 cd.metadata_for("color_attr", ["2", "5"], colors=["red", "blue"]),
+                 cd.metadata_for("color_attr", ["2", "5"], colors=["blue", "red"])]
+    assert len({key(m) for m in different}) == len(different)
+
+
+def test_benchmark_compositions_are_held_out_of_the_training_captions(tmp_path):
+    """The toy GenEval prompts and the training captions are disjoint by composition, but for the
+    labelled seen prompts, which the training split does hold (make_captions, as the workflow runs it)."""
+    from tensorar.stages import make_captions
+
+    make_captions.main(["--out", str(tmp_path), "--num-train", "300", "--num-val", "30"])
+    bench = geneval.load_metadata(tmp_path / "geneval" / "evaluation_metadata.jsonl")
+    seen = set((tmp_path / "geneval" / cd.SEEN_PROMPTS_FILE).read_text().splitlines())
+    assert seen < {m["prompt"] for m in bench}
+    assert {t: sum(m["prompt"] in seen for m in bench if m["tag"] == t) for t in geneval.TAGS} == \
+        {"single_object": 2, "two_object": 4, "counting": 4, "colors": 4, "position": 4, "color_attr": 4}
+    assert len({cd.composition(m) for m in bench}) == len(bench)  # one prompt per composition
+    for split in ("train", "val"):
+        captions = [json.loads(line)["metadata"] for line in
+                    (tmp_path / split / "metadata.jsonl").read_text().splitlines()]
+        held = {cd.composition(m) for m in captions} & {cd.composition(m) for m in bench if m["prompt"] not in seen}
+        assert not held, f"{split} captions hold benchmark compositions {sorted(held)}"
+        texts = {m["prompt"].removesuffix(cd.BACKGROUND_SUFFIX) for m in captions}
+        assert {m["prompt"] for m in bench if m["prompt"] not in seen}.isdisjoint(texts)
+        if split == "train":
+            assert seen <= texts
+    card = json.loads((tmp_path / "train" / "dataset_card.json").read_text())
+    assert card["settings"]["held_out"]["unseen"] == len(bench) - len(seen)
+
+
+def test_held_out_rejects_a_prompt_both_seen_and_unseen():
+    bench = cd.toy_geneval_metadata()
+    clash = cd.HeldOut(frozenset(cd.composition(m) for m in bench), tuple(bench[:1]))
+    with pytest.raises(ValueError, match="both seen and held out"):
+        cd.generate(2, held_out=clash)
 
 
 def test_toy_dpg_csv_is_in_dpgs_format(tmp_path):

@@ -56,7 +56,12 @@ def test_toy_scores_with_our_detector_paper_with_the_official_raw_outputs(toy, p
     (t2i,) = toy.experiment.text_backbones()
     args = toy.jobs.score_args("geneval", t2i, "finetune", 0)
     assert flag(args, "--toy-classifier") == toy.layout.classifier() and "--raw" not in args
+    # Ours: the toy's seen prompts (made by make_captions with the config's fraction) scored apart.
+    assert flag(args, "--seen-prompts").endswith("data/captions/geneval/seen_prompts.txt")
+    assert "--seen-prompts" not in toy.jobs.score_args("dpg", t2i, "finetune", 0)
+    assert flag(toy.jobs.make_captions_args(), "--seen-fraction") == str(toy.experiment.captions.seen_fraction)
     official = paper.jobs.score_args("dpg", "LlamaGen-t2i-XL", "finetune", 0)
+    assert "--seen-prompts" not in paper.jobs.score_args("geneval", "LlamaGen-t2i-XL", "finetune", 0)
     assert flag(official, "--raw").endswith("bench/dpg/LlamaGen-t2i-XL/finetune/seed0/raw.jsonl")
     assert flag(official, "--questions") == paper.experiment.benchmarks["dpg"].questions
     detect = paper.jobs.detect_args("geneval", "LlamaGen-t2i-XL", "base", 0)

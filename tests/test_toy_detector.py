@@ -22,6 +22,7 @@ from tensorar.toy.detector import (
     write_geneval_detections,
 )
 from tensorar.toy.features import ToyClassifier, ToyClassifierConfig
+from tensorar.errors import InputError
 from tensorar.fileio import atomic_torch_save
 from tensorar.stages.train_classifier import accuracy, train
 
@@ -205,9 +206,21 @@ def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
     replicates = toy["overall_bootstrap"]["replicates"]  # resampled within tags: each between 0 and 1
     assert len(replicates) == 20 and all(0 <= r <= 1 for r in replicates)
     again = tmp_path / "scores" / "official.json"
+    (tmp_path / "seen.txt").write_text(metadata[0]["prompt"] + "\n" + metadata[-1]["prompt"] + "\n")
     score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again),
-                     "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2"])
-    assert json.loads(again.read_text())["scores"] == toy["scores"]
+                     "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2",
+                     "--seen-prompts", str(tmp_path / "seen.txt")])
+    official = json.loads(again.read_text())
+    assert official["scores"] == toy["scores"]
+    subsets = official["subsets"]  # ours: the prompts whose compositions training held, and the rest
+    assert subsets["seen_prompts"] == 2 and subsets["seen"]["num_images"] == 4
+    assert subsets["unseen"]["num_images"] == 2 * len(metadata) - 4
+    assert set(subsets["seen"]["scores"]) == {metadata[0]["tag"], metadata[-1]["tag"], "overall"}
+    (tmp_path / "stranger.txt").write_text("a prompt of no image\n")
+    with pytest.raises(InputError, match="not in the scored set"):
+        score_benchmark(["geneval", "--images", str(tmp_path / "gen"), "--raw", toy["raw"], "--out", str(again),
+                         "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2",
+                         "--seen-prompts", str(tmp_path / "stranger.txt")])
 
     items = cd.toy_dpg_items()[:5]
     (tmp_path / "prompts").mkdir()

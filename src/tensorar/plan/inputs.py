@@ -29,6 +29,7 @@ class Captions:
     train: str | None = None
     val: str | None = None
     train_items: int | None = None  # files: training image-caption pairs, for lengths in epochs
+    seen_fraction: float = 0.2  # captioned_digits: toy GenEval prompts per tag not held out of the captions
 
     def count(self) -> int | None:
         return self.num_train if self.name == "captioned_digits" else self.train_items

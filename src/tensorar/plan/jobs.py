@@ -135,7 +135,8 @@ class Jobs:
 
     def make_captions_args(self) -> list[str]:
         c = self.experiment.captions
-        return to_arguments(CaptionsOptions(num_train=c.num_train, num_val=c.num_val, seed=c.seed))
+        return to_arguments(CaptionsOptions(num_train=c.num_train, num_val=c.num_val, seed=c.seed,
+                                            seen_fraction=c.seen_fraction))
 
     def train_tokenizer_args(self, name: str) -> list[str]:
         spec = self.experiment.tokenizers[name]
@@ -313,6 +314,8 @@ class Jobs:
         args = [name, "--images", f"{folder}/images", *self.bootstrap_args()]
         if name == "dpg":
             args += ["--questions", self.layout.dpg_questions()]
+        if name == "geneval" and self.benchmark_inputs(name):  # the toy's prompts, made here
+            args += ["--seen-prompts", self.layout.geneval_seen_prompts()]
         if self.toy_benchmark(name):
             return args + ["--toy-classifier", self.layout.classifier()]
         return args + ["--raw", f"{folder}/raw.jsonl"]

@@ -178,6 +178,10 @@ class Layout:
         return f"{self.captions_root()}/geneval/evaluation_metadata.jsonl" if name == "geneval" else \
             f"{self.captions_root()}/dpg/prompts"
 
+    def geneval_seen_prompts(self) -> str:
+        """Ours: the toy GenEval prompts whose compositions the training captions hold (make_captions)."""
+        return f"{self.captions_root()}/geneval/seen_prompts.txt"
+
     def dpg_questions(self) -> str:
         return self.experiment.benchmarks["dpg"].questions or f"{self.captions_root()}/dpg/dpg_bench.csv"
 

@@ -4,7 +4,8 @@ canvases and captions are: tensorar/toy/captioned_digits.py).
     tensorar make_captions --out DIR [--num-train 6000] [--num-val 600] [--seed 0]
 
 Writes DIR/train and DIR/val (captioned canvases in the JSONL layout: images/ + captions.jsonl), the toy
-GenEval prompt set DIR/geneval/evaluation_metadata.jsonl and the toy DPG-Bench set DIR/dpg/
+GenEval prompt set DIR/geneval/evaluation_metadata.jsonl (its compositions held out of the captions but
+for a seen fraction, listed in DIR/geneval/seen_prompts.txt) and the toy DPG-Bench set DIR/dpg/
 (dpg_bench.csv + prompts/), all deterministic; a rerun with the same settings is a no-op. The toy
 benchmarks are ours and are never compared with the paper's GenEval / DPG-Bench numbers.
 """
@@ -29,9 +30,12 @@ def main(argv: list[str] | None = None) -> None:
     opts = from_arguments(parser, args, CaptionsOptions)
     out = Path(args.out)
     log = get_logger("make_captions")
+    prompts = captioned_digits.toy_geneval_metadata(opts.seed)
+    seen = captioned_digits.seen_prompts(prompts, opts.seed, opts.seen_fraction)
+    held_out = captioned_digits.held_out(prompts, seen)
     for split, n, seed in (("train", opts.num_train, opts.seed), ("val", opts.num_val, opts.seed + 1)):
-        captioned_digits.build(out / split, n, seed=seed, split=split, overwrite=args.overwrite)
-    captioned_digits.write_toy_geneval(out / "geneval", seed=opts.seed)
+        captioned_digits.build(out / split, n, seed=seed, split=split, held_out=held_out, overwrite=args.overwrite)
+    captioned_digits.write_toy_geneval(out / "geneval", seed=opts.seed, seen=seen)
     captioned_digits.write_toy_dpg(out / "dpg", seed=opts.seed)
     log.info(f"captioned canvases ({opts.num_train} train, {opts.num_val} val) and toy prompt sets in {out}")
 

@@ -17,6 +17,8 @@ the overall score's sampling noise: B replicates with the images (GenEval: withi
 Before anything is scored (ours), the image folder is checked against the prompt set
 (tensorar.evaluation.prompt_sets: `--prompts`, or the set sample_prompts recorded in the folder): every
 prompt's images present, none extra, one image size; the raw file must cover exactly those images.
+`--seen-prompts FILE` (GenEval, ours; the toy's geneval/seen_prompts.txt) adds "subsets": the scores of the
+prompts whose compositions the training captions held ("seen") and of the held-out rest ("unseen").
 SCORES.json records what it covered ("covered": prompts, images per prompt, images, size, the prompt
 set's hash).
 """
@@ -35,6 +37,23 @@ from tensorar.options import add_arguments, from_arguments
 from tensorar.fileio import atomic_write_json, sha256_file
 
 
+def seen_and_unseen(records: list[dict], seen_file: Path) -> dict:
+    """GenEval scores of the prompts listed in `seen_file` (their compositions were in the training
+    captions) and of the others (held out), each summarised as the whole set is."""
+    if not seen_file.is_file():
+        raise FileNotFoundError(f"seen-prompts file not found: {seen_file}")
+    seen = {line.strip() for line in seen_file.read_text().splitlines() if line.strip()}
+    unknown = seen - {r["prompt"] for r in records}
+    if unknown:
+        raise InputError(f"{seen_file}: prompts not in the scored set: {sorted(unknown)[:3]}")
+    out = {"seen_prompts": len(seen)}
+    for name, part in (("seen", [r for r in records if r["prompt"] in seen]),
+                       ("unseen", [r for r in records if r["prompt"] not in seen])):
+        if part:
+            out[name] = {"scores": geneval.summarize(part), "num_images": len(part)}
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="tensorar score_benchmark", description=__doc__.splitlines()[0])
     parser.add_argument("benchmark", choices=("geneval", "dpg"))
@@ -46,6 +65,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--questions", help="dpg: dpg_bench.csv (from github.com/TencentQQGYLab/ELLA)")
     parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
     parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
+    parser.add_argument("--seen-prompts", help="geneval, ours: a file of prompts (one a line) whose compositions "
+                        "the training captions held; SCORES.json adds the scores of them and of the rest apart")
     parser.add_argument("--no-official-quirks", action="store_true", help="dpg: the corrected scoring (dpg.py)")
     add_arguments(parser.add_argument_group("the overall score's bootstrap (BootstrapOptions)"), BootstrapOptions)
     parser.add_argument("--out", required=True)
@@ -84,6 +105,8 @@ def main(argv: list[str] | None = None) -> None:
             raise InputError(f"{raw}: {len(records)} detection records for {covered['images']} images (repeats)")
         geneval.write_results(out.with_name(out.stem + ".results.jsonl"), records)
         result.update(scores=geneval.summarize(records), num_images=len(records))
+        if args.seen_prompts:
+            result["subsets"] = seen_and_unseen(records, Path(args.seen_prompts))
         groups = [[float(r["correct"]) for r in records if r["tag"] == tag] for tag in result["scores"] if
                   tag != "overall"]
     else:

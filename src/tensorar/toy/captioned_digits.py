@@ -34,9 +34,17 @@ Dataset folder (`build`), the library's small-set JSONL layout for text-image da
 Written atomically and idempotently, as make_digits writes its ImageFolder.
 
 Toy benchmarks (ours): `toy_geneval_metadata` / `write_toy_geneval` (evaluation_metadata.jsonl in
-GenEval's exact format, ~20 prompts per tag) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
+GenEval's exact format, 20 prompts of distinct compositions per tag, 10 single objects) and `toy_dpg_items` / `write_toy_dpg` (dpg_bench.csv in
 DPG-Bench's exact columns + prompts/<item_id>.txt), read unchanged by `tensorar.evaluation.geneval` and
 `tensorar.evaluation.dpg`; `tensorar.toy.detector` answers them from generated canvases.
+
+Held-out compositions (ours). A benchmark that repeats training captions measures recall, so the toy
+GenEval prompts are held out of the captions by `composition` (tag, digits, counts, colours, relation; word
+order, mirror relations and the background phrase ignored): `seen_prompts` picks a fraction of each tag's
+prompts as the labelled seen subset (listed in geneval/seen_prompts.txt, each drawn once at the start of the
+training split), and `generate` redraws any caption with another benchmark prompt's composition (`HeldOut`).
+Every word of an unseen prompt still occurs in training; only the combination is new. The toy DPG prompts
+are not held out.
 (~550 lines, above the ~400 guide: the prompt sets are drawn from the same caption metadata and
 layout solver as the training canvases, and a benchmark item must render as its caption says.)
 """
@@ -70,7 +78,7 @@ from tensorar.distributed import get_logger
 from tensorar.evaluation import dpg, geneval
 from tensorar.fileio import atomic_write_json, atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: held-out benchmark compositions
 CLASSES = tuple(str(d) for d in range(10))  # GenEval class names of the toy: the digit itself
 GRID = 2  # cells per side
 NUM_CELLS = GRID * GRID
@@ -94,6 +102,7 @@ CAPTION_FORMS = {
     "position": "a 3 to the left of a 7", "color_attr": "a red 3 and a blue 7",
 }
 _IDENTITY_KEYS = ("format_version", "settings", "count", "sha256")
+SEEN_PROMPTS_FILE = "seen_prompts.txt"  # ours, beside evaluation_metadata.jsonl
 
 
 class Cell(NamedTuple):
@@ -240,6 +249,25 @@ def random_metadata(tag: str, rng: np.random.Generator, counts: Sequence[int] = 
     return metadata_for(tag, digits, count=count, colors=colors, relation=relation, background=background)
 
 
+# Ours: GenEval's relations come in mirror pairs; a composition names each pair by one of them.
+_MIRROR = {"right of": "left of", "below": "above"}
+
+
+def composition(metadata: dict[str, Any]) -> str:
+    """What a caption asks for, independent of wording: tag, digits, counts, colours and relation, with
+    the order of "a 3 and a 7" and the mirror "a 7 to the right of a 3" / "a 3 to the left of a 7" ignored
+    and the background phrase dropped. Two captions with one composition ask for the same canvases."""
+    tag, include = metadata["tag"], metadata["include"]
+    if tag == "position":
+        target, obj = include
+        a, rel, b = obj["class"], obj["position"][0], target["class"]
+        if rel in _MIRROR:
+            a, rel, b = b, _MIRROR[rel], a
+        return f"position:{a} {rel} {b}"
+    parts = sorted(f"{r['count']}x{r['class']}" + (f"/{r['color']}" if "color" in r else "") for r in include)
+    return f"{tag}:" + ",".join(parts)
+
+
 # --------------------------------------------------------------------------------------------------
 # Drawing a canvas that satisfies a metadata object
 # --------------------------------------------------------------------------------------------------
@@ -300,19 +328,42 @@ def render_metadata(metadata: dict[str, Any], rng: np.random.Generator, split: s
     return CaptionedCanvas(image, metadata["prompt"], metadata, cells)
 
 
+@dataclass(frozen=True)
+class HeldOut:
+    """The toy GenEval prompts' compositions as the training captions see them (ours): `unseen` ones never
+    occur in a generated caption (any wording, any background); `seen` prompts open the training split,
+    each drawn once there, so a seen/unseen comparison has both kinds."""
+    unseen: frozenset[str] = frozenset()
+    seen: tuple[dict[str, Any], ...] = ()
+
+    def identity(self) -> dict[str, Any]:
+        digest = hashlib.sha256("\n".join(sorted(self.unseen) + [m["prompt"] for m in self.seen]).encode())
+        return {"unseen": len(self.unseen), "seen": len(self.seen), "sha256": digest.hexdigest()}
+
+
 def generate(n: int, seed: int = 0, split: str = "train", cell_size: int = 8, *, background_rate: float = 0.2,
-             val_fraction: float = 0.2, split_seed: int = 0) -> list[CaptionedCanvas]:
+             val_fraction: float = 0.2, split_seed: int = 0, held_out: HeldOut = HeldOut()) -> list[CaptionedCanvas]:
     """`n` captioned canvases, tags uniform over GenEval's six, counts 1-4; deterministic in all arguments
-    (train and val draw from different streams even with one seed)."""
+    (train and val draw from different streams even with one seed). No caption has a composition in
+    `held_out.unseen` (redrawn); a train split starts with `held_out.seen`'s prompts."""
     if n < 0 or not 0.0 <= background_rate <= 1.0 or split not in SPLITS:
         raise ValueError(f"need n >= 0, background_rate in [0, 1] and split in {SPLITS}; got {n}, "
                          f"{background_rate}, {split!r}")
+    seen = [m for m in held_out.seen if composition(m) in held_out.unseen]
+    if seen:
+        raise ValueError(f"prompts both seen and held out: {[m['prompt'] for m in seen]}")
     rng = np.random.default_rng([seed, SPLITS.index(split)])
     out = []
+    first = list(held_out.seen) if split == "train" else []
     for _ in range(n):
-        tag = geneval.TAGS[int(rng.integers(len(geneval.TAGS)))]
-        background = bool(rng.random() < background_rate)
-        meta = random_metadata(tag, rng, background=background)
+        if first:
+            meta = first.pop(0)
+        else:
+            tag = geneval.TAGS[int(rng.integers(len(geneval.TAGS)))]
+            background = bool(rng.random() < background_rate)
+            meta = random_metadata(tag, rng, background=background)
+            while composition(meta) in held_out.unseen:
+                meta = random_metadata(tag, rng, background=background)
         out.append(render_metadata(meta, rng, split, cell_size, val_fraction=val_fraction, split_seed=split_seed))
     return out
 
@@ -321,12 +372,13 @@ def generate(n: int, seed: int = 0, split: str = "train", cell_size: int = 8, *,
 # The dataset folder
 # --------------------------------------------------------------------------------------------------
 def render(n: int, seed: int = 0, split: str = "train", cell_size: int = 8, *, background_rate: float = 0.2,
-           val_fraction: float = 0.2, split_seed: int = 0) -> tuple[dict, dict[str, bytes]]:
+           val_fraction: float = 0.2, split_seed: int = 0, held_out: HeldOut = HeldOut()) -> tuple[dict, dict[str, bytes]]:
     """The dataset in memory: its card and {relative path: bytes}. Pure and deterministic."""
     settings = {"n": n, "seed": seed, "split": split, "cell_size": cell_size, "background_rate": background_rate,
-                "digits_split": {"val_fraction": val_fraction, "seed": split_seed}}
+                "digits_split": {"val_fraction": val_fraction, "seed": split_seed},
+                "held_out": held_out.identity()}
     items = generate(n, seed, split, cell_size, background_rate=background_rate, val_fraction=val_fraction,
-                     split_seed=split_seed)
+                     split_seed=split_seed, held_out=held_out)
     files: dict[str, bytes] = {}
     captions, metadata = [], []
     for i, item in enumerate(items):
@@ -370,13 +422,13 @@ def verify(out: str | os.PathLike) -> dict | None:
 
 def build(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train", cell_size: int = 8, *,
           background_rate: float = 0.2, val_fraction: float = 0.2, split_seed: int = 0,
-          overwrite: bool = False) -> dict:
+          held_out: HeldOut = HeldOut(), overwrite: bool = False) -> dict:
     """Write the captioned dataset to `out` atomically; a no-op when it is already there. A folder holding
     anything else is refused unless `overwrite`."""
     out = Path(out)
     log = get_logger("captioned_digits")
     card, files = render(n, seed, split, cell_size, background_rate=background_rate, val_fraction=val_fraction,
-                         split_seed=split_seed)
+                         split_seed=split_seed, held_out=held_out)
     existing = verify(out)
     if existing is not None and all(existing.get(k) == card[k] for k in _IDENTITY_KEYS):
         log.info(f"{out} already holds this captioned dataset (same card, checksums verified): nothing to do")
@@ -405,27 +457,51 @@ def build(out: str | os.PathLike, n: int, seed: int = 0, split: str = "train", c
 # --------------------------------------------------------------------------------------------------
 def toy_geneval_metadata(seed: int = 0, per_tag: int = 20) -> list[dict[str, Any]]:
     """Deterministic toy prompts, tags in GenEval's order: single_object = each digit once (GenEval lists
-    each class once), `per_tag` distinct prompts for every other tag; counting uses 2-4 as GenEval does."""
+    each class once), `per_tag` prompts of distinct compositions for every other tag; counting uses 2-4 as
+    GenEval does."""
     rng = np.random.default_rng([seed, 7])  # a stream of its own, apart from generate()'s
     out = [metadata_for("single_object", [d]) for d in CLASSES]
     for tag in geneval.TAGS[1:]:
         seen: set[str] = set()
         while len(seen) < per_tag:
             meta = random_metadata(tag, rng, counts=(2, 3, 4))
-            if meta["prompt"] not in seen:
-                seen.add(meta["prompt"])
+            if composition(meta) not in seen:
+                seen.add(composition(meta))
                 out.append(meta)
     return out
 
 
-def write_toy_geneval(out: str | os.PathLike, seed: int = 0, per_tag: int = 20) -> list[dict[str, Any]]:
+def seen_prompts(metadata: Sequence[dict[str, Any]], seed: int = 0, seen_fraction: float = 0.2) -> list[dict]:
+    """The benchmark prompts whose compositions the training captions may hold (ours): per tag,
+    round(seen_fraction * n) of its n prompts, drawn at random; the rest are held out (`held_out`)."""
+    if not 0.0 <= seen_fraction <= 1.0:
+        raise ValueError(f"seen_fraction must be in [0, 1], got {seen_fraction}")
+    rng = np.random.default_rng([seed, 13])
+    out = []
+    for tag in geneval.TAGS:
+        of_tag = [m for m in metadata if m["tag"] == tag]
+        pick = sorted(rng.permutation(len(of_tag))[:round(seen_fraction * len(of_tag))].tolist())
+        out += [of_tag[i] for i in pick]
+    return out
+
+
+def held_out(metadata: Sequence[dict[str, Any]], seen: Sequence[dict[str, Any]]) -> HeldOut:
+    """The training captions' view of a benchmark: every composition but the seen prompts' held out."""
+    seen_keys = {composition(m) for m in seen}
+    return HeldOut(frozenset(composition(m) for m in metadata) - seen_keys, tuple(seen))
+
+
+def write_toy_geneval(out: str | os.PathLike, seed: int = 0, per_tag: int = 20,
+                      seen: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
     """Write GenEval's prompts folder for the toy: evaluation_metadata.jsonl, generation_prompts.txt (same
-    order) and object_names.txt (the detector's classes, "0".."9")."""
+    order), object_names.txt (the detector's classes, "0".."9") and, ours, seen_prompts.txt (the prompts
+    whose compositions the training captions hold; every other one is held out of them)."""
     out = Path(out)
     metadata = toy_geneval_metadata(seed, per_tag)
     atomic_write_text(out / "evaluation_metadata.jsonl", "".join(json.dumps(m) + "\n" for m in metadata))
     atomic_write_text(out / "generation_prompts.txt", "".join(m["prompt"] + "\n" for m in metadata))
     atomic_write_text(out / "object_names.txt", "".join(c + "\n" for c in CLASSES))
+    atomic_write_text(out / SEEN_PROMPTS_FILE, "".join(m["prompt"] + "\n" for m in seen))
     return metadata
 
 

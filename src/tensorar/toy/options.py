@@ -27,6 +27,9 @@ class CaptionsOptions:
     num_train: int = option(6000, "training canvases (train glyphs)", min=1)
     num_val: int = option(600, "held-out canvases (val glyphs)", min=1)
     seed: int = option(0, "seed of the canvases and of the toy prompt sets")
+    seen_fraction: float = option(0.2, "toy GenEval prompts per tag whose compositions the training captions hold; "
+                                  "the rest are held out of them (geneval/seen_prompts.txt lists the seen ones)",
+                                  min=0.0, max=1.0)
 
     def __post_init__(self):
         check_fields(self)
