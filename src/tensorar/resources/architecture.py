@@ -7,6 +7,7 @@ device (no memory, no weights), so parameter counts are the model's own, never r
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 
 import torch
@@ -100,7 +101,9 @@ def _stacks(backbone: nn.Module) -> tuple[Stack, Stack | None]:
     return Stack("llamagen", c.n_layer, c.dim, c.ffn_hidden_dim, c.n_head, kv, dropout), None
 
 
+@functools.cache
 def architecture(spec: ModelSpec) -> Architecture:
+    """Cached: building Janus-Pro-7B even on the meta device takes seconds."""
     with torch.device("meta"):
         model = build_model(spec)
     backbone = model.backbone

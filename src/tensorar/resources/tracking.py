@@ -12,11 +12,13 @@ are checked by a real two-process gloo run (docs/resources.md).
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 
 import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.utils.hooks import RemovableHandle
 
 from tensorar.models.registry import family
 from tensorar.resources.architecture import ModelSpec, build_model
@@ -67,6 +69,12 @@ def tracked_training_peak(spec: ModelSpec, batch: int, fake: bool = True, steps:
         tokens, cond, kwargs = example_batch(model, batch, device)
         loss_module = _Loss(model)
         tracker = MemTracker()
+        # MemTracker hooks every parameter's gradient and fails on frozen ones (Janus's understanding
+        # tower): mark those as already hooked, with handles that remove nothing.
+        unhooked = RemovableHandle(OrderedDict())
+        for p in model.parameters():
+            if not p.requires_grad:
+                tracker._param_to_grad_hook_handles[p] = (unhooked, unhooked)
         tracker.track_external(model, opt, tokens, cond, kwargs)
         with tracker:
             for _ in range(steps):
