@@ -55,8 +55,9 @@ def block_bytes(s: Stack, device: str, checkpointed_input_only: bool = False) ->
     w3's output, their product (w2) and the dropout mask.
 
     "hf_llama" (transformers' LlamaDecoderLayer, Janus): the residual stream is bf16 (JanusBackbone casts
-    the embeddings), each RMSNorm keeps its fp32 upcast, its bf16 pre-scale value and its output; q, k, v
-    are separate projections of that output; no dropout.
+    the embeddings); each RMSNorm keeps its fp32 upcast and its bf16 value before the fp32 weight, whose
+    product is fp32 again, so every projection reading it keeps its own bf16 cast (q, k, v; gate, up);
+    then the roped q and k, v, the attention output, and the FFN's four F-wide bf16 tensors; no dropout.
     """
     D, F, kv = s.dim, s.ffn_hidden, s.dim // s.heads * s.kv_heads
     if s.kind == "llamagen":
@@ -69,9 +70,9 @@ def block_bytes(s: Stack, device: str, checkpointed_input_only: bool = False) ->
     if s.kind == "hf_llama":
         if checkpointed_input_only:
             return BF16 * D
-        norm = FP32 * D + 2 * BF16 * D
-        attention = norm + BF16 * (D + 2 * kv) + BF16 * D + FP32 * s.heads
-        ffn = norm + 4 * BF16 * F
+        norm = FP32 * D + BF16 * D
+        attention = norm + 3 * BF16 * D + BF16 * (D + 2 * kv) + BF16 * D + FP32 * s.heads
+        ffn = norm + 2 * BF16 * D + 4 * BF16 * F
         return attention + ffn
     raise ValueError(f"unknown block kind {s.kind!r}")
 
@@ -97,21 +98,23 @@ def logits_bytes(a: Architecture, image_positions: int) -> tuple[int, int]:
     return 2 * FP32 * width * image_positions, 3 * FP32 * width * image_positions
 
 
-def activation_bytes(a: Architecture, micro_batch: int, device: str, checkpointing: bool) -> int:
-    """Saved activations of one micro-batch at the end of the forward (without the head's logits)."""
+def activation_bytes(a: Architecture, micro_batch: int, device: str, checkpointing: bool) -> tuple[int, int]:
+    """(saved, recomputed): activations of one micro-batch held at the end of the forward (without the
+    head's logits), and with checkpointing the one block recomputed at a time in the backward."""
     positions = micro_batch * (a.prefix + a.tokens)
     stacks = [(a.spatial, positions)] + ([(a.intra, 2 * micro_batch * a.tokens)] if a.intra else [])
-    saved = 0
+    saved = recomputed = 0
     for stack, n in stacks:
-        if checkpointing:  # every block's input, plus one block recomputed in the backward
-            saved += n * (stack.layers * block_bytes(stack, device, True) + block_bytes(stack, device))
+        if checkpointing:  # every block's input; one block's activations again in the backward
+            saved += n * stack.layers * block_bytes(stack, device, True)
+            recomputed = max(recomputed, n * block_bytes(stack, device))
         else:
             saved += n * stack.layers * block_bytes(stack, device)
     # The embeddings (fp32) and their dropout mask, the final norm, the head's bf16 input.
     residual = FP32 if a.spatial.kind == "llamagen" else BF16
     D = a.spatial.dim
     ends = positions * (residual * D + (mask_bytes(device, FP32) * D if a.token_dropout else 0) + 2 * FP32 * D)
-    return saved + ends + micro_batch * a.tokens * (plugin_bytes(a) + BF16 * D)
+    return saved + ends + micro_batch * a.tokens * (plugin_bytes(a) + BF16 * D), recomputed
 
 
 def training_peak(a: Architecture, micro_batch: int, world: int, strategy: str, checkpointing: bool,
@@ -133,17 +136,19 @@ def training_peak(a: Architecture, micro_batch: int, world: int, strategy: str, 
         # next is prefetched, and a block's fp32 gradient is whole until it is reduce-scattered.
         other = BF16 * (a.root_parameters + 2 * a.block_parameters) + FP32 * a.block_parameters
         cast = 0
-    act = activation_bytes(a, micro_batch, device, checkpointing) + cast
+    saved, recomputed = activation_bytes(a, micro_batch, device, checkpointing)
     forward_logits, backward_logits = logits_bytes(a, micro_batch * a.tokens)
-    # End of the forward: last step's gradients are still held. Start of the backward: they are gone and
-    # the head's gradients are at their largest.
-    if forward_logits + grads >= backward_logits:
-        peak_grads, logits = grads, forward_logits
-    else:
-        peak_grads, logits = 0, backward_logits
-    at_forward = Breakdown(params, peak_grads, optimizer, act, logits, other)
-    at_step = Breakdown(params, grads, optimizer, 0, 0, other)
-    return max(at_forward, at_step, key=lambda b: b.total)
+    moments = [
+        # end of the forward: last step's gradients are still held (zero_grad comes after the forward)
+        Breakdown(params, grads, optimizer, saved + cast, forward_logits, other),
+        # start of the backward: the gradients are gone, the head's are at their largest
+        Breakdown(params, 0, optimizer, saved + cast, backward_logits, other),
+        # a checkpointed block recomputed in the backward (the logits are gone by then)
+        Breakdown(params, 0, optimizer, saved + cast + recomputed, 0, other),
+        # the optimizer step
+        Breakdown(params, grads, optimizer, 0, 0, other),
+    ]
+    return max(moments, key=lambda b: b.total)
 
 
 def sampling_peak(a: Architecture, batch: int, cfg: bool, dtype_bytes: int = FP32) -> Breakdown:

@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.distributed._tools.mem_tracker import MemTracker
+from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import apply_activation_checkpointing
 from torch.utils.hooks import RemovableHandle
 
 from tensorar.models.registry import family
-from tensorar.resources.architecture import ModelSpec, build_model
+from tensorar.resources.architecture import ModelSpec, build_model, transformer_blocks
 from tensorar.training.trainer import param_groups
 
 
@@ -57,13 +58,18 @@ def example_batch(model: nn.Module, batch: int, device: str) -> tuple[torch.Tens
     return tokens, cond, kwargs
 
 
-def tracked_training_peak(spec: ModelSpec, batch: int, fake: bool = True, steps: int = 2) -> dict[str, int]:
+def tracked_training_peak(spec: ModelSpec, batch: int, checkpointing: bool = False, fake: bool = True,
+                          steps: int = 2) -> dict[str, int]:
     """Peak bytes of `steps` training steps of `spec` at `batch` samples on the CPU, by MemTracker's
-    categories (Parameter, Gradient, Optstate, Activation, Temp, ...) and "Total"."""
+    categories (Parameter, Gradient, Optstate, Activation, Temp, ...) and "Total". `checkpointing`:
+    torch's non-reentrant activation checkpoint around every transformer block."""
     device = "cpu"
     with FakeTensorMode() if fake else contextlib.nullcontext():
         torch.manual_seed(0)
         model = build_model(spec).train()
+        if checkpointing:
+            blocks = {id(b) for b in transformer_blocks(model.backbone)}
+            apply_activation_checkpointing(model, check_fn=lambda m: id(m) in blocks)
         # fused=True as on CUDA: one kernel, no per-parameter temporaries.
         opt = torch.optim.AdamW(param_groups(model, 1e-5, 1e-4, 0.05), betas=(0.9, 0.95), fused=True)
         tokens, cond, kwargs = example_batch(model, batch, device)
