@@ -6,7 +6,8 @@
 #   snakemake --report results/report.html                 every table, figure and sample grid in one page
 #
 # Rules live in workflow/rules/ (one file per stage, helpers in common.smk); what runs and with which
-# arguments is tensorar/plan.py. Config keys are documented in config/README.md and checked against
+# arguments is the tensorar.plan package
+# (src/tensorar/plan/). Config keys are documented in config/README.md and checked against
 # workflow/schemas/config.schema.yaml.
 
 
@@ -29,7 +30,7 @@ include: "workflow/rules/tables.smk"
 rule all:
     default_target: True
     input:
-        PLAN.targets(),
+        LAYOUT.targets(),
 
 
 onsuccess:

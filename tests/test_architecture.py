@@ -23,6 +23,10 @@ LAYERS = {
     "stages": 5,
     "cli": 6, "__init__": 6,
 }
+# Inside the plan package, one question per module, each answered from the ones above it:
+# run lengths -> the typed experiment -> its checks and its file layout -> jobs and manifests -> claims -> Plan.
+PLAN_LAYERS = {"lengths": 0, "experiment": 1, "checks": 2, "layout": 2, "jobs": 3, "manifests": 3, "claims": 4,
+               "plan": 5}
 
 
 def module_name(path: Path) -> str:
@@ -78,6 +82,19 @@ def test_no_import_from_a_higher_layer():
     upward = [f"{a} -> {b}" for a, targets in graph().items() for b in targets
               if a != "tensorar" and layer(b) > layer(a)]
     assert not upward, upward
+
+
+def test_plan_modules_answer_one_question_each():
+    edges = graph()
+    plan_modules = [m for m in edges if m == "tensorar.plan" or m.startswith("tensorar.plan.")]
+    assert {m.split(".")[-1] for m in plan_modules} == set(PLAN_LAYERS)
+    for module in plan_modules:
+        for target in edges[module]:
+            if target.startswith("tensorar.plan."):
+                assert PLAN_LAYERS[target.split(".")[-1]] < PLAN_LAYERS[module.split(".")[-1]], f"{module} -> {target}"
+        path = PACKAGE / Path(*module.split(".")[1:])
+        source = (path / "__init__.py" if path.is_dir() else path.with_suffix(".py")).read_text()
+        assert len(source.splitlines()) < 400, module
 
 
 def test_every_stage_is_a_command():

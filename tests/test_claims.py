@@ -169,13 +169,13 @@ def test_the_toy_plan_asks_every_claim_and_names_its_files(workflow_config):
     assert [c["id"] for c in manifest["claims"]] == list(CLAIMS)
     assert [r["seed"] for r in manifest["claims"][0]["tests"][0]["a"]] == [0, 1, 2]
     inputs = manifest_inputs(manifest)
-    assert all(p.startswith(plan.root) for p in inputs)
-    assert plan.timing("GPT-toy-S", "tensorar-depth4") in inputs  # claim 5's latency
-    assert plan.metrics("GPT-toy-S", "finetune-x3", 0) in inputs  # ours: longer fine-tuning
-    assert plan.metrics("GPT-toy-S", "tensorar-selfdraft", 0) in inputs
+    assert all(p.startswith(plan.layout.root) for p in inputs)
+    assert plan.layout.timing("GPT-toy-S", "tensorar-depth4") in inputs  # claim 5's latency
+    assert plan.layout.metrics("GPT-toy-S", "finetune-x3", 0) in inputs  # ours: longer fine-tuning
+    assert plan.layout.metrics("GPT-toy-S", "tensorar-selfdraft", 0) in inputs
     # The longer runs get three times the steps, the same learning rates.
-    args = plan.train_args("GPT-toy-S", "tensorar-default-x3", 0)
-    assert args[args.index("--steps") + 1] == str(3 * plan.config["finetuning"]["steps"])
+    args = plan.jobs.train_args("GPT-toy-S", "tensorar-default-x3", 0)
+    assert args[args.index("--steps") + 1] == str(3 * plan.experiment.backbones["GPT-toy-S"].finetuning.steps)
     assert args[args.index("--mode") + 1] == "tensorar"
 
 

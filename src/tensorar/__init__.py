@@ -9,7 +9,7 @@ Public API (README, "Python API"):
     FAMILIES                                    backbone families by name (tensorar.models.registry)
 
 Package map (docs/architecture.md): models/ (backbones, tokenizers, the plug-in), decoding/ (sampling,
-the generation loop), data/, training/, evaluation/, reporting/, plan.py (the experiment plan) and
+the generation loop), data/, training/, evaluation/, reporting/, plan/ (the experiment plan) and
 stages/ (one module per `tensorar <stage>` entry point).
 """
 import os as _os

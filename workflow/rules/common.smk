@@ -1,6 +1,7 @@
-"""Config validation, the experiment plan, resources, and the named input / params functions the rules
-use. Which runs exist, where every file lives, every stage's arguments and the table manifests come
-from `tensorar.plan` (one place, unit-tested in tests/test_plan.py); the rules only wire them together.
+"""Config validation, the experiment plan, resources, and the input / params functions the rules use.
+Which runs exist, where every file lives (`LAYOUT`), every stage's inputs and arguments (`JOBS`) and the
+table manifests (`MANIFESTS`) come from `tensorar.plan` (unit-tested in tests/test_plan.py); the rules
+only wire them together.
 
 Released inputs (ImageNet, official checkpoints, Inception weights) are config paths passed as stage
 arguments, never declared as inputs of a job, so a dry run needs none of them; the stages name a
@@ -23,7 +24,7 @@ validate(config, "../schemas/config.schema.yaml")
 os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 PLAN = Plan(config)
-R = PLAN.root
+LAYOUT, JOBS, MANIFESTS = PLAN.layout, PLAN.jobs, PLAN.manifests
 
 
 wildcard_constraints:
@@ -48,17 +49,9 @@ def args(arguments):
 # --------------------------------------------------------------------------------------------------
 # Resources: config `resources.default` < `resources.<stage>` < `backbones.<b>.resources.<stage>`
 # --------------------------------------------------------------------------------------------------
-def _stage_spec(stage, backbone=None):
-    spec = dict(config["resources"]["default"])
-    spec.update(config["resources"].get(stage) or {})
-    if backbone is not None:
-        spec.update((config["backbones"][backbone].get("resources") or {}).get(stage) or {})
-    return spec
-
-
 def _resource_getter(stage, key):
     def get(wildcards):
-        return _stage_spec(stage, getattr(wildcards, "backbone", None))[key]
+        return PLAN.experiment.stage_resources(stage, getattr(wildcards, "backbone", None))[key]
 
     get.__name__ = f"{stage}_{key}"
     return get
@@ -70,7 +63,7 @@ def stage_threads(stage):
 
 def stage_resources(stage):
     """Resource name -> callable(wildcards), for `resources: **stage_resources("train")`."""
-    keys = set(_stage_spec(stage)) - {"threads"}
+    keys = set(PLAN.experiment.stage_resources(stage)) - {"threads"}
     return {key: _resource_getter(stage, key) for key in sorted(keys)}
 
 
@@ -81,121 +74,53 @@ def launcher(wildcards, resources):
 
 
 # --------------------------------------------------------------------------------------------------
-# Inputs and arguments, per rule (wildcards -> the plan)
+# Inputs and arguments, per rule (wildcards -> the plan's jobs)
 # --------------------------------------------------------------------------------------------------
-def make_reference_args(w):
-    return args(PLAN.make_reference_args(w.split, w.size))
+def job_inputs(name, *keys):
+    """The input function of a rule: JOBS.<name>_inputs(wildcards.<key>, ...)."""
+    plan = getattr(JOBS, f"{name}_inputs")
+
+    def inputs(w):
+        return plan(*(getattr(w, key) for key in keys))
+
+    inputs.__name__ = f"{name}_inputs"
+    return inputs
 
 
-def train_tokenizer_args(w):
-    return args(PLAN.train_tokenizer_args(w.tokenizer))
+def job_args(name, *keys):
+    """The shell-quoted argument list of a rule: JOBS.<name>_args(wildcards.<key>, ...)."""
+    plan = getattr(JOBS, f"{name}_args")
+
+    def arguments(w):
+        return args(plan(*(getattr(w, key) for key in keys)))
+
+    arguments.__name__ = f"{name}_args"
+    return arguments
 
 
-def extract_codes_inputs(w):
-    return {**PLAN.images_inputs(w.tokenizer), **PLAN.tokenizer_inputs(w.tokenizer)}
+def detect_args(benchmark):
+    """The argument list of an official benchmark model's runner (rules geneval_detect, dpg_vqa)."""
 
+    def arguments(w):
+        return args(JOBS.detect_args(benchmark, w.backbone, w.method, w.seed))
 
-def train_tokenizer_inputs(w):
-    return PLAN.images_inputs(w.tokenizer)
-
-
-def extract_codes_args(w):
-    return args(PLAN.extract_codes_args(w.tokenizer, w.split, w.size))
-
-
-def train_inputs(w):
-    return PLAN.train_inputs(w.backbone, w.method, w.seed)
-
-
-def train_args(w):
-    return args(PLAN.train_args(w.backbone, w.method, w.seed))
-
-
-def sample_inputs(w):
-    return PLAN.sample_inputs(w.backbone, w.method, w.seed, w.tag)
-
-
-def sample_args(w):
-    return args(PLAN.sample_args(w.backbone, w.method, w.seed, w.tag))
-
-
-def timing_inputs(w):
-    return PLAN.sample_inputs(w.backbone, w.method, PLAN.seeds[0])
-
-
-def timing_args(w):
-    return args(PLAN.timing_args(w.backbone, w.method))
-
-
-def drafts_inputs(w):
-    return PLAN.sample_inputs(w.backbone, w.method, w.seed)
-
-
-def drafts_args(w):
-    return args(PLAN.drafts_args(w.backbone, w.method, w.seed))
-
-
-def evaluate_inputs(w):
-    return PLAN.evaluate_inputs(w.backbone, w.method, w.seed, w.tag)
-
-
-def evaluate_args(w):
-    return args([PLAN.reference(w.backbone), PLAN.sample(w.backbone, w.method, w.seed, w.tag),
-                 *PLAN.evaluate_args(w.backbone)])
-
-
-def diagnose_inputs(w):
-    return PLAN.diagnose_inputs(w.backbone, w.variant, w.seed)
-
-
-def diagnose_args(w):
-    return args(PLAN.diagnose_args(w.backbone, w.variant, w.seed))
-
-
-def encode_captions_args(w):
-    return args(PLAN.encode_captions_args(w.tokenizer, w.split, w.size, w.encoder))
-
-
-def sample_prompts_inputs(w):
-    return {**PLAN.sample_inputs(w.backbone, w.method, w.seed), **PLAN.benchmark_inputs(w.benchmark)}
-
-
-def sample_prompts_args(w):
-    return args(PLAN.sample_prompts_args(w.benchmark, w.backbone, w.method, w.seed))
-
-
-def geneval_detect_args(w):
-    return args(PLAN.detect_args("geneval", w.backbone, w.method, w.seed))
-
-
-def dpg_vqa_args(w):
-    return args(PLAN.detect_args("dpg", w.backbone, w.method, w.seed))
-
-
-def score_inputs(w):
-    folder = PLAN.bench_dir(w.benchmark, w.backbone, w.method, w.seed)
-    inputs = {"samples": f"{folder}/samples.json", **PLAN.benchmark_inputs(w.benchmark)}
-    if PLAN.toy_benchmark(w.benchmark):
-        return {**inputs, "classifier": PLAN.classifier()}
-    return {**inputs, "raw": f"{folder}/raw.jsonl"}
-
-
-def score_args(w):
-    return args(PLAN.score_args(w.benchmark, w.backbone, w.method, w.seed))
+    arguments.__name__ = f"{benchmark}_detect_args"
+    return arguments
 
 
 def table_inputs(w):
-    return manifest_inputs(PLAN.table_manifest(w.table))
+    return manifest_inputs(MANIFESTS.table_manifest(w.table))
 
 
 def table_manifest(w):
-    return json.dumps(PLAN.table_manifest(w.table))
+    return json.dumps(MANIFESTS.table_manifest(w.table))
 
 
 def done_message():
-    lines = [f"Tables ({config['experiment']}; {PLAN.provenance()['feature_network']}):"]
-    lines += [f"  {path}" for path in PLAN.targets() if path.endswith(".md") and os.path.exists(path)]
-    lines += ["Figures:", *(f"  {p}" for p in PLAN.targets() if p.endswith(".png") and os.path.exists(p))]
-    lines += [f"Per-run samples (PNG grids), metrics and logs: {R}/samples, {R}/metrics, {R}/logs",
+    targets, root = LAYOUT.targets(), LAYOUT.root
+    lines = [f"Tables ({PLAN.experiment.name}; {MANIFESTS.provenance()['feature_network']}):"]
+    lines += [f"  {path}" for path in targets if path.endswith(".md") and os.path.exists(path)]
+    lines += ["Figures:", *(f"  {p}" for p in targets if p.endswith(".png") and os.path.exists(p))]
+    lines += [f"Per-run samples (PNG grids), metrics and logs: {root}/samples, {root}/metrics, {root}/logs",
               "HTML report of every table and figure: snakemake --report results/report.html"]
     return "\n".join(lines)

@@ -4,11 +4,11 @@
 
 rule make_digits:
     output:
-        data=directory(PLAN.digits_dir()),
+        data=directory(LAYOUT.digits_dir()),
     params:
-        args=args(PLAN.make_digits_args()),
+        args=args(JOBS.make_digits_args()),
     log:
-        f"{R}/logs/make_digits.log",
+        LAYOUT.log("make_digits"),
     threads: stage_threads("make_digits")
     resources:
         **stage_resources("make_digits"),
@@ -18,13 +18,13 @@ rule make_digits:
 
 rule make_reference:
     input:
-        **PLAN.dataset_inputs(),
+        **JOBS.dataset_inputs(),
     output:
-        ref=PLAN.built_reference("{split}", "{size}"),
+        ref=LAYOUT.built_reference("{split}", "{size}"),
     params:
-        args=make_reference_args,
+        args=job_args("make_reference", "split", "size"),
     log:
-        f"{R}/logs/make_reference/{{split}}-{{size}}.log",
+        LAYOUT.log("make_reference", "{split}-{size}"),
     threads: stage_threads("make_reference")
     resources:
         **stage_resources("make_reference"),

@@ -4,14 +4,14 @@
 
 rule train_classifier:
     input:
-        **PLAN.dataset_inputs(),
+        **JOBS.dataset_inputs(),
     output:
-        ckpt=PLAN.classifier(),
-        report=PLAN.classifier().removesuffix(".pt") + ".json",
+        ckpt=LAYOUT.classifier(),
+        report=LAYOUT.classifier_report(),
     params:
-        args=args(PLAN.train_classifier_args()),
+        args=args(JOBS.train_classifier_args()),
     log:
-        f"{R}/logs/train_classifier.log",
+        LAYOUT.log("train_classifier"),
     threads: stage_threads("train_classifier")
     resources:
         **stage_resources("train_classifier"),
@@ -21,15 +21,15 @@ rule train_classifier:
 
 rule evaluate:
     input:
-        unpack(evaluate_inputs),
+        unpack(job_inputs("evaluate", "backbone", "method", "seed", "tag")),
     output:
-        metrics=PLAN.metrics("{backbone}", "{method}", "{seed}", "{tag}"),
+        metrics=LAYOUT.metrics("{backbone}", "{method}", "{seed}", "{tag}"),
     params:
-        args=evaluate_args,
+        args=job_args("evaluate", "backbone", "method", "seed", "tag"),
     log:
-        f"{R}/logs/evaluate/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.log",
+        LAYOUT.log("evaluate", "{backbone}", "{method}", "seed{seed}", "{tag}"),
     benchmark:
-        f"{R}/benchmarks/evaluate/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.tsv"
+        LAYOUT.benchmark("evaluate", "{backbone}", "{method}", "seed{seed}", "{tag}")
     threads: stage_threads("evaluate")
     resources:
         **stage_resources("evaluate"),
@@ -39,13 +39,13 @@ rule evaluate:
 
 rule diagnose:
     input:
-        unpack(diagnose_inputs),
+        unpack(job_inputs("diagnose", "backbone", "variant", "seed")),
     output:
-        diagnostics=PLAN.diagnostics("{backbone}", "{variant}", "{seed}"),
+        diagnostics=LAYOUT.diagnostics("{backbone}", "{variant}", "{seed}"),
     params:
-        args=diagnose_args,
+        args=job_args("diagnose", "backbone", "variant", "seed"),
     log:
-        f"{R}/logs/diagnose/{{backbone}}/tensorar-{{variant}}/seed{{seed}}.log",
+        LAYOUT.log("diagnose", "{backbone}", "tensorar-{variant}", "seed{seed}"),
     threads: stage_threads("diagnose")
     resources:
         **stage_resources("diagnose"),

@@ -5,23 +5,23 @@
 
 rule sample:
     input:
-        unpack(sample_inputs),
+        unpack(job_inputs("sample", "backbone", "method", "seed", "tag")),
     output:
-        samples=PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}"),
-        stats=PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}", "json"),
+        samples=LAYOUT.sample("{backbone}", "{method}", "{seed}", "{tag}"),
+        stats=LAYOUT.sample("{backbone}", "{method}", "{seed}", "{tag}", "json"),
         grid=report(
-            PLAN.sample("{backbone}", "{method}", "{seed}", "{tag}", "png"),
+            LAYOUT.sample("{backbone}", "{method}", "{seed}", "{tag}", "png"),
             category="Samples",
             subcategory="{backbone}",
             labels={"backbone": "{backbone}", "method": "{method}", "seed": "{seed}", "checkpoint": "{tag}"},
         ),
     params:
-        args=sample_args,
+        args=job_args("sample", "backbone", "method", "seed", "tag"),
         launcher=launcher,
     log:
-        f"{R}/logs/sample/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.log",
+        LAYOUT.log("sample", "{backbone}", "{method}", "seed{seed}", "{tag}"),
     benchmark:
-        f"{R}/benchmarks/sample/{{backbone}}/{{method}}/seed{{seed}}/{{tag}}.tsv"
+        LAYOUT.benchmark("sample", "{backbone}", "{method}", "seed{seed}", "{tag}")
     threads: stage_threads("sample")
     resources:
         **stage_resources("sample"),
@@ -37,13 +37,13 @@ rule sample:
 
 rule time_sampling:
     input:
-        unpack(timing_inputs),
+        unpack(job_inputs("timing", "backbone", "method")),
     output:
-        timing=PLAN.timing("{backbone}", "{method}"),
+        timing=LAYOUT.timing("{backbone}", "{method}"),
     params:
-        args=timing_args,
+        args=job_args("timing", "backbone", "method"),
     log:
-        f"{R}/logs/time_sampling/{{backbone}}/{{method}}.log",
+        LAYOUT.log("time_sampling", "{backbone}", "{method}"),
     threads: stage_threads("time_sampling")
     resources:
         **stage_resources("time_sampling"),
@@ -55,18 +55,18 @@ rule drafts:
     wildcard_constraints:
         method=r"tensorar-[A-Za-z0-9_]+",
     input:
-        unpack(drafts_inputs),
+        unpack(job_inputs("sample", "backbone", "method", "seed")),
     output:
-        samples=PLAN.drafts("{backbone}", "{method}", "{seed}", "npz"),
+        samples=LAYOUT.drafts("{backbone}", "{method}", "{seed}", "npz"),
         strip=report(
-            PLAN.drafts("{backbone}", "{method}", "{seed}"),
+            LAYOUT.drafts("{backbone}", "{method}", "{seed}"),
             category="Refinement strips",
             labels={"backbone": "{backbone}", "method": "{method}", "seed": "{seed}"},
         ),
     params:
-        args=drafts_args,
+        args=job_args("drafts", "backbone", "method", "seed"),
     log:
-        f"{R}/logs/drafts/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("drafts", "{backbone}", "{method}", "seed{seed}"),
     threads: stage_threads("sample")
     resources:
         **stage_resources("sample"),

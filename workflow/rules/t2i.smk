@@ -6,11 +6,11 @@
 
 rule make_captions:
     output:
-        data=directory(PLAN.captions_root()),
+        data=directory(LAYOUT.captions_root()),
     params:
-        args=args(PLAN.make_captions_args()),
+        args=args(JOBS.make_captions_args()),
     log:
-        f"{R}/logs/make_captions.log",
+        LAYOUT.log("make_captions"),
     threads: stage_threads("make_captions")
     resources:
         **stage_resources("make_captions"),
@@ -20,14 +20,14 @@ rule make_captions:
 
 rule encode_captions:
     input:
-        codes=PLAN.codes_manifest("{tokenizer}", "{split}", "{size}"),
+        codes=LAYOUT.codes_manifest("{tokenizer}", "{split}", "{size}"),
     output:
-        conditions=os.path.join(PLAN.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}"), "conditions.json"),
+        conditions=LAYOUT.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}") + "/conditions.json",
     params:
-        args=encode_captions_args,
-        out=PLAN.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}"),
+        args=job_args("encode_captions", "tokenizer", "split", "size", "encoder"),
+        out=LAYOUT.conditions_folder("{tokenizer}", "{split}", "{size}", "{encoder}"),
     log:
-        f"{R}/logs/encode_captions/{{tokenizer}}/{{split}}-{{size}}-{{encoder}}.log",
+        LAYOUT.log("encode_captions", "{tokenizer}", "{split}-{size}-{encoder}"),
     threads: stage_threads("encode_captions")
     resources:
         **stage_resources("encode_captions"),
@@ -37,15 +37,15 @@ rule encode_captions:
 
 rule sample_prompts:
     input:
-        unpack(sample_prompts_inputs),
+        unpack(job_inputs("sample_prompts", "benchmark", "backbone", "method", "seed")),
     output:
-        stats=PLAN.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "samples.json"),
+        stats=LAYOUT.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "samples.json"),
     params:
-        args=sample_prompts_args,
-        images=PLAN.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "images"),
+        args=job_args("sample_prompts", "benchmark", "backbone", "method", "seed"),
+        images=LAYOUT.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "images"),
         launcher=launcher,
     log:
-        f"{R}/logs/sample_prompts/{{benchmark}}/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("sample_prompts", "{benchmark}", "{backbone}", "{method}", "seed{seed}"),
     threads: stage_threads("sample_prompts")
     resources:
         **stage_resources("sample_prompts"),
@@ -57,16 +57,16 @@ rule sample_prompts:
 rule geneval_detect:
     # The official detector (Mask2Former + CLIP, mmdet 2.x) in its own environment; our scorer reads its file.
     input:
-        samples=PLAN.bench_file("geneval", "{backbone}", "{method}", "{seed}", "samples.json"),
+        samples=LAYOUT.bench_file("geneval", "{backbone}", "{method}", "{seed}", "samples.json"),
     output:
-        raw=PLAN.bench_file("geneval", "{backbone}", "{method}", "{seed}", "raw.jsonl"),
+        raw=LAYOUT.bench_file("geneval", "{backbone}", "{method}", "{seed}", "raw.jsonl"),
     params:
-        python=PLAN.benchmark_python("geneval"),
-        args=geneval_detect_args,
+        python=JOBS.benchmark_python("geneval"),
+        args=detect_args("geneval"),
     conda:
         "../envs/geneval.yaml"
     log:
-        f"{R}/logs/geneval_detect/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("geneval_detect", "{backbone}", "{method}", "seed{seed}"),
     threads: stage_threads("benchmark_model")
     resources:
         **stage_resources("benchmark_model"),
@@ -77,16 +77,16 @@ rule geneval_detect:
 rule dpg_vqa:
     # The official VQA model (mPLUG-large through modelscope) in its own environment.
     input:
-        samples=PLAN.bench_file("dpg", "{backbone}", "{method}", "{seed}", "samples.json"),
+        samples=LAYOUT.bench_file("dpg", "{backbone}", "{method}", "{seed}", "samples.json"),
     output:
-        raw=PLAN.bench_file("dpg", "{backbone}", "{method}", "{seed}", "raw.jsonl"),
+        raw=LAYOUT.bench_file("dpg", "{backbone}", "{method}", "{seed}", "raw.jsonl"),
     params:
-        python=PLAN.benchmark_python("dpg"),
-        args=dpg_vqa_args,
+        python=JOBS.benchmark_python("dpg"),
+        args=detect_args("dpg"),
     conda:
         "../envs/dpg.yaml"
     log:
-        f"{R}/logs/dpg_vqa/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("dpg_vqa", "{backbone}", "{method}", "seed{seed}"),
     threads: stage_threads("benchmark_model")
     resources:
         **stage_resources("benchmark_model"),
@@ -96,17 +96,17 @@ rule dpg_vqa:
 
 rule score_benchmark:
     input:
-        unpack(score_inputs),
+        unpack(job_inputs("score", "benchmark", "backbone", "method", "seed")),
     output:
         scores=report(
-            PLAN.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "scores.json"),
+            LAYOUT.bench_file("{benchmark}", "{backbone}", "{method}", "{seed}", "scores.json"),
             category="Text-to-image scores",
             labels={"benchmark": "{benchmark}", "backbone": "{backbone}", "method": "{method}", "seed": "{seed}"},
         ),
     params:
-        args=score_args,
+        args=job_args("score", "benchmark", "backbone", "method", "seed"),
     log:
-        f"{R}/logs/score_benchmark/{{benchmark}}/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("score_benchmark", "{benchmark}", "{backbone}", "{method}", "seed{seed}"),
     threads: stage_threads("score_benchmark")
     resources:
         **stage_resources("score_benchmark"),

@@ -7,12 +7,12 @@ rule table:
     input:
         table_inputs,
     output:
-        md="results/{table}.md",
-        csv=report("results/{table}.csv", category="{table}", caption="../report/table.rst"),
+        md=LAYOUT.table("{table}"),
+        csv=report(LAYOUT.table("{table}", "csv"), category="{table}", caption="../report/table.rst"),
     params:
         manifest=table_manifest,
     log:
-        f"{R}/logs/tables/{{table}}.log",
+        LAYOUT.log("tables", "{table}"),
     threads: stage_threads("tables")
     resources:
         **stage_resources("tables"),
@@ -22,14 +22,14 @@ rule table:
 
 rule diagnostics:
     input:
-        manifest_inputs(PLAN.diagnostics_manifest()),
+        manifest_inputs(MANIFESTS.diagnostics_manifest()),
     output:
-        md="results/diagnostics.md",
-        csv=report("results/diagnostics.csv", category="Diagnostics", caption="../report/diagnostics.rst"),
+        md=LAYOUT.table("diagnostics"),
+        csv=report(LAYOUT.table("diagnostics", "csv"), category="Diagnostics", caption="../report/diagnostics.rst"),
     params:
-        manifest=json.dumps(PLAN.diagnostics_manifest()),
+        manifest=json.dumps(MANIFESTS.diagnostics_manifest()),
     log:
-        f"{R}/logs/tables/diagnostics.log",
+        LAYOUT.log("tables", "diagnostics"),
     threads: stage_threads("tables")
     resources:
         **stage_resources("tables"),
@@ -39,13 +39,13 @@ rule diagnostics:
 
 rule figures:
     input:
-        manifest_inputs(PLAN.figures_manifest()),
+        manifest_inputs(MANIFESTS.figures_manifest()),
     output:
-        **{name: report(path, category="Figures", caption="../report/figures.rst") for name, path in PLAN.figures().items()},
+        **{name: report(path, category="Figures", caption="../report/figures.rst") for name, path in LAYOUT.figures().items()},
     params:
-        manifest=json.dumps(PLAN.figures_manifest()),
+        manifest=json.dumps(MANIFESTS.figures_manifest()),
     log:
-        f"{R}/logs/tables/figures.log",
+        LAYOUT.log("tables", "figures"),
     threads: stage_threads("tables")
     resources:
         **stage_resources("tables"),
@@ -57,13 +57,13 @@ rule claims:
     input:
         manifest_inputs(PLAN.claims_manifest()),
     output:
-        md="results/claims.md",
-        json="results/claims.json",
-        plot=report("results/claims.png", category="Claims", caption="../report/claims.rst"),
+        md=LAYOUT.table("claims"),
+        json=LAYOUT.table("claims", "json"),
+        plot=report(LAYOUT.table("claims", "png"), category="Claims", caption="../report/claims.rst"),
     params:
         manifest=json.dumps(PLAN.claims_manifest()),
     log:
-        f"{R}/logs/tables/claims.log",
+        LAYOUT.log("tables", "claims"),
     threads: stage_threads("tables")
     resources:
         **stage_resources("tables"),

@@ -4,16 +4,16 @@
 
 rule train_tokenizer:
     input:
-        unpack(train_tokenizer_inputs),
+        unpack(job_inputs("images", "tokenizer")),
     output:
-        tokenizer=f"{R}/tokenizers/{{tokenizer}}.pt",
-        report=f"{R}/tokenizers/{{tokenizer}}.json",
+        tokenizer=LAYOUT.trained_tokenizer("{tokenizer}"),
+        report=LAYOUT.tokenizer_report("{tokenizer}"),
     params:
-        args=train_tokenizer_args,
+        args=job_args("train_tokenizer", "tokenizer"),
     log:
-        f"{R}/logs/train_tokenizer/{{tokenizer}}.log",
+        LAYOUT.log("train_tokenizer", "{tokenizer}"),
     benchmark:
-        f"{R}/benchmarks/train_tokenizer/{{tokenizer}}.tsv"
+        LAYOUT.benchmark("train_tokenizer", "{tokenizer}")
     threads: stage_threads("train_tokenizer")
     resources:
         **stage_resources("train_tokenizer"),
@@ -23,17 +23,17 @@ rule train_tokenizer:
 
 rule extract_codes:
     input:
-        unpack(extract_codes_inputs),
+        unpack(job_inputs("extract_codes", "tokenizer")),
     output:
-        manifest=PLAN.codes_manifest("{tokenizer}", "{split}", "{size}"),
+        manifest=LAYOUT.codes_manifest("{tokenizer}", "{split}", "{size}"),
     params:
-        args=extract_codes_args,
-        out=PLAN.codes_dir("{tokenizer}", "{split}", "{size}"),
+        args=job_args("extract_codes", "tokenizer", "split", "size"),
+        out=LAYOUT.codes_dir("{tokenizer}", "{split}", "{size}"),
         launcher=launcher,
     log:
-        f"{R}/logs/extract_codes/{{tokenizer}}/{{split}}-{{size}}.log",
+        LAYOUT.log("extract_codes", "{tokenizer}", "{split}-{size}"),
     benchmark:
-        f"{R}/benchmarks/extract_codes/{{tokenizer}}/{{split}}-{{size}}.tsv"
+        LAYOUT.benchmark("extract_codes", "{tokenizer}", "{split}-{size}")
     threads: stage_threads("extract_codes")
     resources:
         **stage_resources("extract_codes"),

@@ -6,17 +6,17 @@
 
 rule train:
     input:
-        unpack(train_inputs),
+        unpack(job_inputs("train", "backbone", "method", "seed")),
     output:
-        ckpt=f"{R}/runs/{{backbone}}/{{method}}/seed{{seed}}/final.pt",
-        metrics=f"{R}/runs/{{backbone}}/{{method}}/seed{{seed}}/metrics.jsonl",
+        ckpt=LAYOUT.run_file("{backbone}", "{method}", "{seed}", "final.pt"),
+        metrics=LAYOUT.run_file("{backbone}", "{method}", "{seed}", "metrics.jsonl"),
     params:
-        args=train_args,
+        args=job_args("train", "backbone", "method", "seed"),
         launcher=launcher,
     log:
-        f"{R}/logs/train/{{backbone}}/{{method}}/seed{{seed}}.log",
+        LAYOUT.log("train", "{backbone}", "{method}", "seed{seed}"),
     benchmark:
-        f"{R}/benchmarks/train/{{backbone}}/{{method}}/seed{{seed}}.tsv"
+        LAYOUT.benchmark("train", "{backbone}", "{method}", "seed{seed}")
     threads: stage_threads("train")
     resources:
         **stage_resources("train"),
