@@ -59,7 +59,7 @@ def test_codes_equal_direct_encode_and_manifest(setup):
     want, want_labels = expected_codes(setup, flip=True)
     assert codes.dtype == torch.long and codes.shape == (7, 2, 16)
     assert torch.equal(codes, want) and labels.tolist() == want_labels
-    assert np.load(setup / "codes" / "codes_00000.npy").dtype == np.int32
+    assert np.load(setup / "codes" / "codes_00000.npy").dtype == np.uint16  # the smallest type for vocab 16
     assert np.load(setup / "codes" / "labels_00000.npy").dtype == np.int64
     sha = hashlib.sha256((setup / "vq.pt").read_bytes()).hexdigest()
     assert manifest["complete"] and manifest["tokenizer_sha256"] == sha

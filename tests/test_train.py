@@ -361,3 +361,31 @@ def test_self_drafting_trains_and_is_saved_in_the_checkpoint(base_model, tmp_pat
     # Same seed and batches, different drafts: the later slots see other inputs, so their losses differ.
     noise_losses, self_losses = (metrics(runs[s])[-1]["per_slot_loss"] for s in ("noise", "self"))
     assert noise_losses[1:] != self_losses[1:]
+
+
+def test_zero_steps_is_rejected_naming_the_flag(tmp_path, capsys):
+    codes = write_codes(tmp_path / "codes")
+    with pytest.raises(SystemExit):
+        main(base_args(codes, tmp_path / "run", 0))
+    assert "--steps" in capsys.readouterr().err and not (tmp_path / "run" / "final.pt").exists()
+
+
+def test_metrics_deleted_under_a_live_trainer_are_whole_at_the_end_and_on_every_rerun(tmp_path):
+    """Snakemake, killed alone, leaves its training job running and deletes that job's metrics.jsonl on the
+    rerun it refuses; the trainer then appends to a new file. The end of the run writes the whole history,
+    and a rerun that finds the run complete rewrites it from final.pt."""
+    codes, run, steps = write_codes(tmp_path / "codes"), tmp_path / "run", 60
+    proc = subprocess.Popen([sys.executable, "-m", "tensorar.train", *base_args(codes, run, steps)], env=_env(),
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not ((run / "metrics.jsonl").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) >= 5):
+        assert proc.poll() is None and time.time() < deadline
+        time.sleep(0.01)
+    (run / "metrics.jsonl").unlink()
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert [r["step"] for r in metrics(run)] == list(range(1, steps + 1))
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0][:20])  # cut short
+    main(base_args(codes, run, steps))
+    assert "nothing to do" in (run / "train.log").read_text()
+    assert [r["step"] for r in metrics(run)] == list(range(1, steps + 1))

@@ -30,11 +30,16 @@ class DistInfo:
         return self.world_size > 1 or dist.is_initialized()
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Initialise the process group from torchrun's environment, or return a single-process info."""
+def init_distributed(device: str = "auto", group: bool = False) -> DistInfo:
+    """Initialise the process group from torchrun's environment, or return a single-process info.
+    `group`: a single process also gets a process group of one (FSDP shards over a group, even of one),
+    rendezvousing in memory."""
     want_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     if "RANK" not in os.environ:
         dev = torch.device("cuda" if want_cuda else "cpu")
+        if group and not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if want_cuda else "gloo", store=dist.HashStore(), rank=0,
+                                    world_size=1)
         return DistInfo(rank=0, world_size=1, local_rank=0, device=dev)
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])

@@ -161,6 +161,11 @@ class Backbone(nn.Module, abc.ABC):
         head. `key_mask` (B, start+L): padded positions (no cache; with a cache, prefill records it).
         `start` may be a 0-d long tensor for one cached token: the static-shape step of a compiled loop."""
 
+    def blocks(self) -> list[nn.Module]:
+        """The transformer blocks, each called once per forward pass: the units that sharded training
+        shards and checkpoints one at a time (tensorar.training.sharding)."""
+        raise NotImplementedError(f"{type(self).__name__} does not name its transformer blocks (blocks())")
+
     @abc.abstractmethod
     def token_loss(self, hidden: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         """Cross-entropy of hidden states (B, L, D) against target ids (B, L); PAD targets are ignored.

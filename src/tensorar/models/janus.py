@@ -272,6 +272,9 @@ class JanusBackbone(Backbone):
                                               cache=None if cache is None else cache.hf, use_cache=cache is not None)
         return out.last_hidden_state  # (B, L, D)
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.model.model.language_model.layers)
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         """generation_head -> logits over the 16384 image codes, fp32."""
         return self.model.model.generation_head(hidden).float()

@@ -230,6 +230,9 @@ class GPT(Backbone):
             h = layer(h, rope, cache, i, start, key_mask)
         return self.norm(h)
 
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
     def head(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.output(hidden).float()
 

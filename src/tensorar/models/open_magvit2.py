@@ -227,6 +227,10 @@ class OpenMAGVIT2(Backbone):
             h = block(h, rope, cache, i, start)
         return h
 
+    def blocks(self) -> list[nn.Module]:
+        """The spatial blocks; the intra stack runs once per slot and sub-token, so it stays with the root."""
+        return list(self.spatial_blocks)
+
     # ----- token head: the intra transformer, norm, head.0 / head.1 -----
     def intra(self, x: torch.Tensor, start: int, cache: KVCache | None = None) -> torch.Tensor:
         """Intra sequences x (N, L, D) at sub-positions [start, start+L) -> normed (N, L, D). RoPE rows 0 and

@@ -20,7 +20,7 @@ AR training draws one view per image per step (LlamaGen picks one of the ten cro
 captioned text-image set (tensorar.data.captions: a captions.jsonl, or webdataset tar shards); a
 captioned set also gets `captions.jsonl` (item i's caption on line i) and labels 0.
 
-Outputs in --out: `codes_{i:05d}.npy` int32 (n_i, A, T), `labels_{i:05d}.npy` int64 (n_i,), shard i holding
+Outputs in --out: `codes_{i:05d}.npy` (n_i, A, T) uint16 (int32 for vocabularies over 65,536), `labels_{i:05d}.npy` int64 (n_i,), shard i holding
 images [i*shard_size, (i+1)*shard_size) of the dataset, and `manifest.json`. Under torchrun rank r does the shards with i % world_size == r. Shards are
 written atomically and a shard whose files exist is skipped, so a killed job resumes where it stopped.
 `identity.json` records what made the shards (the tokenizer's sha256, the image list, every setting):
@@ -28,7 +28,8 @@ a rerun with anything else deletes them first and starts fresh, saying what chan
 manifest.json before a rerun, so the manifest cannot be what decides). The manifest is written with
 "complete": false at the start and rewritten with "complete": true by rank 0 once every rank is done.
 
-Read the result with `tensorar.data.codes.load_codes(dir) -> (codes (N, A, T) int64, labels (N,) int64, manifest)`.
+Read the result with `tensorar.data.codes.CodeStore(dir)` (memory-mapped shards; training) or
+`load_codes(dir) -> (codes (N, A, T) int64, labels (N,) int64, manifest)` (all in memory; small sets).
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from tensorar.data.captions import CaptionedImages, is_captioned
-from tensorar.data.codes import CAPTIONS, MANIFEST, shard_names
+from tensorar.data.codes import CAPTIONS, MANIFEST, code_dtype, shard_names
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import (
     barrier,
@@ -209,7 +210,7 @@ def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_inf
             bar.update(len(x))
         codes_name, labels_name = shard_names(i)
         atomic_save_npy(out / labels_name, torch.cat(labels).numpy().astype(np.int64))
-        atomic_save_npy(out / codes_name, torch.cat(codes).numpy().astype(np.int32))
+        atomic_save_npy(out / codes_name, torch.cat(codes).numpy().astype(code_dtype(manifest["vocab_size"])))
     bar.close()
 
 

@@ -71,7 +71,8 @@ from tensorar.models.registry import FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
 from tensorar.training.options import MODES, TrainOptions
-from tensorar.training.trainer import RunSetup, train
+from tensorar.training.build import RunSetup
+from tensorar.training.trainer import train
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, str]:
@@ -101,7 +102,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
 
 def main(argv: list[str] | None = None) -> None:
     setup, opts, device = parse_args(argv)
-    info = init_distributed(device)
+    info = init_distributed(device, group=opts.strategy == "fsdp")
     status = train(setup, opts, info)
     cleanup_distributed()
     if status:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tensorar.options import check_fields, option
+from tensorar.training.sharding import STRATEGIES
 
 MODES = ("base", "finetune", "tensorar")
 
@@ -14,7 +15,7 @@ class TrainOptions:
     """Optimisation of one run. The paper's fine-tuning recipe: AdamW (0.9, 0.95), weight decay 0.05 on
     >= 2-D weights, lr 1e-4 for the plug-in and 1e-5 for the base weights, constant after warm-up."""
 
-    steps: int = option(1000, "optimizer steps in total (not per restart)", min=0)
+    steps: int = option(1000, "optimizer steps in total (not per restart)", min=1)
     global_batch_size: int = option(64, "samples per step, summed over all processes", min=1)
     lr_base: float = option(1e-5, "learning rate of the base weights (every mode)", min=0.0)
     lr_plugin: float = option(1e-4, "learning rate of the plug-in modules (tensorar mode)", min=0.0)
@@ -28,6 +29,14 @@ class TrainOptions:
     keep_steps: tuple[int, ...] = option((), "steps whose checkpoints are always kept (never pruned)")
     log_every: int = option(10, "a metrics.jsonl line every N steps", min=1)
     seed: int = option(0, "seed of the data order, noise, dropout and initial weights")
+    # How a step is spread over memory (ours; the memory plan picks them per job): none changes what a
+    # step computes beyond float reduction order, except that dropout masks follow the micro-batches.
+    strategy: str = option("ddp", "ddp: a full replica per process; fsdp: parameters, gradients and optimizer "
+                           "states sharded per transformer block (FSDP2)", choices=STRATEGIES)
+    activation_checkpointing: bool = option(False, "recompute each transformer block's activations in the "
+                                            "backward pass instead of storing them")
+    micro_batch_size: int = option(0, "samples per forward/backward pass on each process, gradients "
+                                   "accumulated up to the per-process batch (0: the whole per-process batch)", min=0)
 
     def __post_init__(self):
         check_fields(self)
