@@ -28,5 +28,5 @@ def training_options(values: dict, where: str, data: str, counts: dict) -> Train
         raise ValueError(f"{where}.epochs.{data}: needed for a backbone trained on {data}")
     if not counts[data]:
         raise ValueError(f"{ITEMS_KEY[data]}: the number of training items is needed for {where}.epochs")
-    options = from_mapping(TrainOptions, {**values, "steps": 0}, where)
+    options = from_mapping(TrainOptions, {**values, "steps": 1}, where)  # checked; replaced below
     return replace(options, steps=math.ceil(epochs[data] * counts[data] / options.global_batch_size))

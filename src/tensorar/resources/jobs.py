@@ -7,9 +7,9 @@ runs (`sample`), the timing runs (`time_sampling`) and the prompt runs of text b
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from tensorar.models.registry import family, tokenizer_family
+from tensorar.models.registry import tokenizer_family
 from tensorar.resources.architecture import Architecture, ModelSpec, architecture
 from tensorar.resources.memory import Breakdown, HostBreakdown, host_sampling, host_training, sampling_peak
 from tensorar.resources.strategy import Choice, DoesNotFit, choose_training, usable_gpu_bytes
@@ -17,8 +17,8 @@ from tensorar.resources.strategy import Choice, DoesNotFit, choose_training, usa
 MiB, GiB = 2**20, 2**30
 # Ours, until the config says: an 80 GB GPU (A100 / H100), when `resources.<stage>.gpu_mem_mb` is unset.
 ASSUMED_GPU_MB = 81920
-# Images per dataset the codes are made of, where the config names a known one (ILSVRC-2012 train).
-KNOWN_ITEMS = {"imagenet": 1_281_167}
+# Classes of the class-conditional datasets (the embedding table's rows).
+CLASSES = {"imagenet": 1000, "digits": 10}
 
 
 @dataclass(frozen=True)
@@ -37,53 +37,41 @@ class Job:
     condition_bytes: int = 0  # training: stored condition bytes per item
 
 
-def _resources(config: dict, stage: str, backbone: str) -> dict:
-    """config `resources.default` < `resources.<stage>` < `backbones.<b>.resources.<stage>` (as the rules)."""
-    spec = dict(config["resources"]["default"])
-    spec.update(config["resources"].get(stage) or {})
-    spec.update((config["backbones"][backbone].get("resources") or {}).get(stage) or {})
-    return spec
-
-
 def planned_jobs(plan) -> list[Job]:
     """Every training and sampling job of `plan` (a tensorar.plan.Plan), in table order."""
-    config = plan.config
-    names = list(dict.fromkeys([*plan.run_backbones(), *plan.text_backbones()]))
-    codes = config["codes"]
-    augmentations = (10 if codes["augment"] == "tencrop" else 2) // (1 if codes["flip"] else 2)
+    exp = plan.experiment
     jobs = []
-    for backbone in names:
-        b = config["backbones"][backbone]
-        tok = config["tokenizers"][b["tokenizer"]]
-        tok_preset = tokenizer_family(tok["preset"]).presets[tok["preset"]]
-        fam = family(b["family"])
-        tokens = b.get("block_size") or (b["image_size"] // tok_preset.downsample) ** 2
-        encoder = (config.get("text_encoders") or {}).get(b.get("text_encoder"), {})
-        base = ModelSpec(b["family"], b["preset"], tokens, tok_preset.codebook_size,
-                         1000 if fam.condition == "class" else None, prompt_length=encoder.get("prompt_length"))
-        methods = [("finetune", base)] + [(f"tensorar-{v}", ModelSpec(**{**base.__dict__, "k": plan.variants[v]["k"],
-                                                                         "depth": plan.variants[v]["depth"]}))
-                                          for v in plan.variants_of(backbone)]
-        items = KNOWN_ITEMS.get(config["dataset"]["name"]) if fam.condition == "class" else None
-        cfg = plan.sampling_options(backbone).use_cfg
+    for backbone in dict.fromkeys([*exp.run_backbones(), *exp.text_backbones()]):
+        b = exp.backbones[backbone]
+        tokenizer = exp.tokenizers[b.tokenizer]
+        codebook = tokenizer_family(tokenizer.preset).presets[tokenizer.preset].codebook_size
+        encoder = exp.text_encoders.get(b.text_encoder) if b.text_encoder else None
+        base = ModelSpec(b.family.name, b.preset, b.block_size or (b.image_size // tokenizer.downsample) ** 2,
+                         codebook, None if b.text else CLASSES.get(exp.dataset.name),
+                         prompt_length=encoder.prompt_length if encoder else None)
+        methods = [("finetune", base)] + [(f"tensorar-{v}", replace(base, k=exp.variants[v].k,
+                                                                     depth=exp.variants[v].depth))
+                                          for v in exp.variants_of(backbone)]
+        views = exp.codes[b.data]
+        augmentations = (10 if views.augment == "tencrop" else 2) // (1 if views.flip else 2)
+        items = exp.captions.count() if b.text else exp.dataset.train_items
+        cfg = plan.jobs.sampling_options(backbone).use_cfg
 
         def job(stage, method, spec, batch, **extra):
-            res = _resources(config, stage, backbone)
+            res = exp.stage_resources(stage, backbone)
             gpu_mb = res.get("gpu_mem_mb")
             return Job(f"{stage} {backbone} {method}", stage, spec, batch, max(int(res["gpu"]), 1),
                        (gpu_mb or ASSUMED_GPU_MB) * MiB, gpu_mb is None, int(res["mem_mb"]) * MiB, **extra)
 
         for method, spec in methods:
-            jobs.append(job("train", method, spec, plan.train_options(backbone, method, plan.seeds[0]).global_batch_size,
-                            codes_items=items, augmentations=augmentations,
-                            condition_bytes=_condition_bytes(fam.condition, spec)))
+            batch = plan.jobs.train_options(backbone, method, exp.seeds[0]).global_batch_size
+            jobs.append(job("train", method, spec, batch, codes_items=items, augmentations=augmentations,
+                            condition_bytes=_condition_bytes(b.family.condition, spec)))
+        sampling = "sample_prompts" if b.text else "sample"
         for method, spec in [("base", base), *methods]:
-            if fam.condition == "class":
-                jobs.append(job("sample", method, spec, config["evaluation"]["sample_batch_size"], cfg=cfg))
-            else:
-                jobs.append(job("sample_prompts", method, spec, config["evaluation"]["sample_batch_size"], cfg=cfg))
-            if backbone in plan.run_backbones():
-                jobs.append(job("time_sampling", method, spec, config["timing"]["batch_size"], cfg=cfg))
+            jobs.append(job(sampling, method, spec, exp.evaluation.sample_batch_size, cfg=cfg))
+            if (backbone, method) in exp.timed_runs():
+                jobs.append(job("time_sampling", method, spec, exp.timing.batch_size, cfg=cfg))
     return jobs
 
 
