@@ -49,8 +49,8 @@ class Architecture:
     parameters: int  # all of them, frozen included (Janus holds its understanding tower)
     trainable: int
     matmul_weights: int  # trainable Linear weights: what bf16 autocast casts and caches
-    block_parameters: int  # the largest transformer block (FSDP gathers one at a time)
-    root_parameters: int  # outside the blocks (FSDP's root group: embeddings, head, plug-in)
+    block_parameters: int  # the largest of `Backbone.blocks()` (FSDP gathers one at a time)
+    root_parameters: int  # outside them (FSDP's root group: embeddings, head, plug-in, Open-MAGVIT2's intra stack)
     spatial: Stack  # over the sequence: prefix + image tokens
     intra: Stack | None  # Open-MAGVIT2's sub-token stack: 2 positions per image token
     prefix: int
@@ -78,14 +78,6 @@ def build_model(spec: ModelSpec) -> nn.Module:
     return TensorAR(backbone, TensorARConfig(k=spec.k, depth=spec.depth))
 
 
-def transformer_blocks(backbone: nn.Module) -> list[nn.Module]:
-    """The backbone's transformer blocks, the units FSDP shards and checkpointing recomputes."""
-    stacks = {"llamagen": lambda m: [*m.layers], "llamagen_t2i": lambda m: [*m.layers],
-              "open_magvit2": lambda m: [*m.spatial_blocks, *m.factorized_blocks],
-              "janus": lambda m: [*m.model.model.language_model.layers]}
-    return stacks[backbone.family](backbone)
-
-
 def _stacks(backbone: nn.Module) -> tuple[Stack, Stack | None]:
     c = backbone.config
     if backbone.family == "janus":
@@ -108,7 +100,7 @@ def architecture(spec: ModelSpec) -> Architecture:
         model = build_model(spec)
     backbone = model.backbone
     params = list(model.parameters())
-    blocks = transformer_blocks(backbone)
+    blocks = backbone.blocks()
     in_blocks = sum(p.numel() for b in blocks for p in b.parameters())
     spatial, intra = _stacks(backbone)
     widths = ((2 ** backbone.config.factorized_bits[0], 2 ** backbone.config.factorized_bits[1])

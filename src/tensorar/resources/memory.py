@@ -43,9 +43,12 @@ def mask_bytes(device: str, dtype_bytes: int) -> int:
     return 1 if device == "cuda" else dtype_bytes
 
 
-def block_bytes(s: Stack, device: str, checkpointed_input_only: bool = False) -> int:
+def block_bytes(s: Stack, device: str, bf16_params: bool = False, checkpointed_input_only: bool = False) -> int:
     """Saved bytes per token of one block in training (bf16 autocast). `checkpointed_input_only`: with
     activation checkpointing a block keeps only its input (the residual stream) until it is recomputed.
+    `bf16_params`: FSDP's gathered parameters are bf16 (MixedPrecisionPolicy), so the embeddings and the
+    residual stream are bf16 and no projection casts its input; each RMSNorm keeps its fp32 upcast, its
+    bf16 value before the weight and its output (either block kind).
 
     "llamagen" (tensorar.models.layers.TransformerBlock): the residual stream stays fp32 (the embeddings
     are fp32 and bf16 branch outputs promote on the add). Attention saves: the block input and the fp32
@@ -60,18 +63,22 @@ def block_bytes(s: Stack, device: str, checkpointed_input_only: bool = False) ->
     then the roped q and k, v, the attention output, and the FFN's four F-wide bf16 tensors; no dropout.
     """
     D, F, kv = s.dim, s.ffn_hidden, s.dim // s.heads * s.kv_heads
+    mask = mask_bytes(device, BF16) * D if s.dropout else 0
+    if checkpointed_input_only:
+        return (BF16 if bf16_params or s.kind == "hf_llama" else FP32) * D
+    # SDPA's roped q and k (and v); ours keep the fused qkv output whole (v is a view of it)
+    qkv = BF16 * (D + 2 * kv) + (BF16 * (D + kv) if s.kind == "llamagen" else 0)
+    if bf16_params:
+        norm = FP32 * D + 2 * BF16 * D
+        attention = norm + qkv + BF16 * D + mask + FP32 * s.heads
+        return attention + norm + 4 * BF16 * F + mask
     if s.kind == "llamagen":
-        if checkpointed_input_only:
-            return FP32 * D
-        mask = mask_bytes(device, BF16) * D if s.dropout else 0
-        attention = 2 * FP32 * D + BF16 * D + BF16 * (D + 2 * kv) + BF16 * (D + kv) + BF16 * D + mask + FP32 * s.heads
+        attention = 2 * FP32 * D + BF16 * D + qkv + BF16 * D + mask + FP32 * s.heads
         ffn = 2 * FP32 * D + 2 * BF16 * D + 4 * BF16 * F + mask
         return attention + ffn
     if s.kind == "hf_llama":
-        if checkpointed_input_only:
-            return BF16 * D
         norm = FP32 * D + BF16 * D
-        attention = norm + 3 * BF16 * D + BF16 * (D + 2 * kv) + BF16 * D + FP32 * s.heads
+        attention = norm + 3 * BF16 * D + qkv + BF16 * D + FP32 * s.heads
         ffn = norm + 2 * BF16 * D + 4 * BF16 * F
         return attention + ffn
     raise ValueError(f"unknown block kind {s.kind!r}")
@@ -98,7 +105,8 @@ def logits_bytes(a: Architecture, image_positions: int) -> tuple[int, int]:
     return 2 * FP32 * width * image_positions, 3 * FP32 * width * image_positions
 
 
-def activation_bytes(a: Architecture, micro_batch: int, device: str, checkpointing: bool) -> tuple[int, int]:
+def activation_bytes(a: Architecture, micro_batch: int, device: str, checkpointing: bool,
+                     bf16_params: bool = False) -> tuple[int, int]:
     """(saved, recomputed): activations of one micro-batch held at the end of the forward (without the
     head's logits), and with checkpointing the one block recomputed at a time in the backward."""
     positions = micro_batch * (a.prefix + a.tokens)
@@ -106,12 +114,12 @@ def activation_bytes(a: Architecture, micro_batch: int, device: str, checkpointi
     saved = recomputed = 0
     for stack, n in stacks:
         if checkpointing:  # every block's input; one block's activations again in the backward
-            saved += n * stack.layers * block_bytes(stack, device, True)
-            recomputed = max(recomputed, n * block_bytes(stack, device))
+            saved += n * stack.layers * block_bytes(stack, device, bf16_params, True)
+            recomputed = max(recomputed, n * block_bytes(stack, device, bf16_params))
         else:
-            saved += n * stack.layers * block_bytes(stack, device)
+            saved += n * stack.layers * block_bytes(stack, device, bf16_params)
     # The embeddings (fp32) and their dropout mask, the final norm, the head's bf16 input.
-    residual = FP32 if a.spatial.kind == "llamagen" else BF16
+    residual = FP32 if a.spatial.kind == "llamagen" and not bf16_params else BF16
     D = a.spatial.dim
     ends = positions * (residual * D + (mask_bytes(device, FP32) * D if a.token_dropout else 0) + 2 * FP32 * D)
     return saved + ends + micro_batch * a.tokens * (plugin_bytes(a) + BF16 * D), recomputed
@@ -136,7 +144,7 @@ def training_peak(a: Architecture, micro_batch: int, world: int, strategy: str, 
         # next is prefetched, and a block's fp32 gradient is whole until it is reduce-scattered.
         other = BF16 * (a.root_parameters + 2 * a.block_parameters) + FP32 * a.block_parameters
         cast = 0
-    saved, recomputed = activation_bytes(a, micro_batch, device, checkpointing)
+    saved, recomputed = activation_bytes(a, micro_batch, device, checkpointing, bf16_params=strategy == "fsdp")
     forward_logits, backward_logits = logits_bytes(a, micro_batch * a.tokens)
     moments = [
         # end of the forward: last step's gradients are still held (zero_grad comes after the forward)
