@@ -20,7 +20,7 @@ from tensorar.plan import Plan
 from tensorar.resources.architecture import ModelSpec, architecture
 from tensorar.resources.jobs import planned_jobs
 from tensorar.resources.memory import training_peak
-from tensorar.resources.tracking import tracked_training_peak
+from tensorar.resources.tracking import fsdp_tracked_peak, tracked_training_peak
 from tensorar.stages.resources import SCHEMA, load_config
 
 GiB = 2**30
@@ -31,6 +31,7 @@ SMALL = {
     "GPT-toy-t2i k=4": (ModelSpec("llamagen_t2i", "GPT-toy-t2i", 64, 256, None, k=4), 32),
     "GPT-B k=4": (ModelSpec("llamagen", "GPT-B", 256, 16384, 1000, k=4), 2),
 }
+FSDP_WORLD = 2
 
 
 def paper_rows(config_file: Path) -> dict[str, tuple[ModelSpec, int]]:
@@ -56,7 +57,22 @@ def compare(name: str, spec: ModelSpec, batch: int, checkpointing: bool, real: b
     return row
 
 
+def compare_fsdp(name: str, spec: ModelSpec, batch: int, checkpointing: bool) -> dict:
+    """Rank 0 of a real FSDP_WORLD-process gloo run against the analytic FSDP rank."""
+    start = time.time()
+    peak = training_peak(architecture(spec), batch, FSDP_WORLD, "fsdp", checkpointing, device="cpu")
+    return {"row": f"{name} FSDP x{FSDP_WORLD}", "batch": batch, "checkpointing": checkpointing,
+            "analytic": peak.total, "real": fsdp_tracked_peak(spec, batch, checkpointing, FSDP_WORLD)["Total"],
+            "seconds": round(time.time() - start, 1)}
+
+
 def markdown(rows: list[dict]) -> str:
+    if rows and "fake" not in rows[0]:  # FSDP rows: real runs only
+        lines = ["| row | batch/GPU | AC | analytic GiB | FSDPMemTracker (real, gloo) GiB | analytic / real |",
+                 "|---|---|---|---|---|---|"]
+        return "\n".join(lines + [f"| {r['row']} | {r['batch']} | {'yes' if r['checkpointing'] else 'no'} "
+                                  f"| {r['analytic'] / GiB:.3f} | {r['real'] / GiB:.3f} | {r['analytic'] / r['real']:.3f} |"
+                                  for r in rows])
     real = any("real" in r for r in rows)
     head = "| row | batch/GPU | AC | analytic GiB | MemTracker (fake) GiB | analytic / fake |"
     lines = [head + (" MemTracker (real CPU) GiB | analytic / real |" if real else ""),
@@ -75,25 +91,32 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--configfile", type=Path, default=Path("config/paper.yaml"))
     parser.add_argument("--rows", nargs="*", help="paper rows (backbone names; default: all)")
     parser.add_argument("--no-checkpointing", action="store_true", help="skip the activation-checkpointing runs")
-    parser.add_argument("--small-only", action="store_true", help="only the small configs on real tensors")
+    parser.add_argument("--sections", nargs="*", choices=("small", "fsdp", "paper"), default=["small", "fsdp", "paper"],
+                        help="small configs on real tensors, real FSDP runs, paper rows on fake tensors")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     modes = (False,) if args.no_checkpointing else (False, True)
     results = []
-    for name, (spec, batch) in SMALL.items():
+    sections = {"small": [], "fsdp": [], "paper": []}
+    for name, (spec, batch) in SMALL.items() if "small" in args.sections else ():
         for ac in modes:
-            results.append(compare(name, spec, batch, ac, real=True))
-            print(markdown(results[-1:]).splitlines()[-1], flush=True)
-    if not args.small_only:
+            sections["small"].append(compare(name, spec, batch, ac, real=True))
+            print(markdown(sections["small"][-1:]).splitlines()[-1], flush=True)
+    for name in ("GPT-toy-M k=4", "GPT-B k=4") if "fsdp" in args.sections else ():
+        for ac in modes:
+            sections["fsdp"].append(compare_fsdp(name, *SMALL[name], ac))
+            print(markdown(sections["fsdp"][-1:]).splitlines()[-1], flush=True)
+    if "paper" in args.sections:
         paper = paper_rows(args.configfile)
         for name in args.rows or paper:
             spec, batch = paper[name]
             for ac in modes:
-                results.append(compare(name, spec, batch, ac, real=False))
-                print(markdown(results[-1:]).splitlines()[-1], flush=True)
-    print(markdown([r for r in results if "real" in r]))
-    print()
-    print(markdown([r for r in results if "real" not in r]))
+                sections["paper"].append(compare(name, spec, batch, ac, real=False))
+                print(markdown(sections["paper"][-1:]).splitlines()[-1], flush=True)
+    for rows in sections.values():
+        if rows:
+            print("\n" + markdown(rows))
+        results += rows
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
     return results

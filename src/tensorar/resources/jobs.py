@@ -11,7 +11,14 @@ from dataclasses import dataclass, replace
 
 from tensorar.models.registry import tokenizer_family
 from tensorar.resources.architecture import Architecture, ModelSpec, architecture
-from tensorar.resources.memory import Breakdown, HostBreakdown, host_sampling, host_training, sampling_peak
+from tensorar.resources.memory import (
+    Breakdown,
+    HostBreakdown,
+    host_sampling,
+    host_training,
+    sampling_peak,
+    training_peak,
+)
 from tensorar.resources.strategy import Choice, DoesNotFit, choose_training, usable_gpu_bytes
 
 MiB, GiB = 2**20, 2**30
@@ -27,7 +34,7 @@ class Job:
     stage: str  # train | sample | time_sampling | sample_prompts
     spec: ModelSpec
     batch: int  # train: the global batch; sampling: per rank
-    gpus: int
+    gpus: int  # 0: a CPU job (the toy), whose tensors live in the node's memory
     gpu_bytes: int
     gpu_assumed: bool  # gpu_mem_mb not in the config: ASSUMED_GPU_MB
     node_bytes: int  # the job's mem_mb
@@ -60,7 +67,7 @@ def planned_jobs(plan) -> list[Job]:
         def job(stage, method, spec, batch, **extra):
             res = exp.stage_resources(stage, backbone)
             gpu_mb = res.get("gpu_mem_mb")
-            return Job(f"{stage} {backbone} {method}", stage, spec, batch, max(int(res["gpu"]), 1),
+            return Job(f"{stage} {backbone} {method}", stage, spec, batch, int(res["gpu"]),
                        (gpu_mb or ASSUMED_GPU_MB) * MiB, gpu_mb is None, int(res["mem_mb"]) * MiB, **extra)
 
         for method, spec in methods:
@@ -89,7 +96,7 @@ def _condition_bytes(condition: str, spec: ModelSpec) -> int:
 class Planned:
     job: Job
     arch: Architecture
-    gpu: Breakdown | None  # None: refused
+    gpu: Breakdown | None  # None: no strategy fits (a CPU job: its peak in host memory)
     host: HostBreakdown
     choice: Choice | None = None  # training
     refusal: str | None = None
@@ -97,27 +104,31 @@ class Planned:
 
 def plan_job(job: Job) -> Planned:
     arch = architecture(job.spec)
+    device, ranks = ("cuda", job.gpus) if job.gpus else ("cpu", 1)
+    refusal = choice = None
     if job.stage == "train":
-        host = host_training(arch, job.gpus, job.codes_items or 0, job.augmentations, job.spec.vocab,
-                             job.condition_bytes)
-        try:
-            choice = choose_training(job.name, arch, job.batch, job.gpus, job.gpu_bytes)
-        except DoesNotFit as refused:
-            return Planned(job, arch, None, host, refusal=str(refused))
-        planned = Planned(job, arch, choice.peak, host, choice)
+        host = host_training(arch, ranks, job.codes_items or 0, job.augmentations, job.spec.vocab,
+                             job.condition_bytes, device=device)
+        if job.gpus:
+            try:
+                choice = choose_training(job.name, arch, job.batch, job.gpus, job.gpu_bytes)
+                peak = choice.peak
+            except DoesNotFit as refused:
+                peak, refusal = None, str(refused)
+        else:
+            peak = training_peak(arch, job.batch, 1, "ddp", False, device="cpu")
     else:
         peak = sampling_peak(arch, job.batch, job.cfg)
-        host = host_sampling(arch, job.gpus)
-        refusal = None
-        if peak.total > usable_gpu_bytes(job.gpu_bytes):
+        host = host_sampling(arch, ranks, device=device)
+        if job.gpus and peak.total > usable_gpu_bytes(job.gpu_bytes):
             refusal = (f"{job.name}: batch {job.batch} needs {peak.total / GiB:.1f} GiB, more than the "
                        f"{usable_gpu_bytes(job.gpu_bytes) / GiB:.1f} GiB usable of a {job.gpu_bytes / GiB:.0f} GiB GPU")
-        planned = Planned(job, arch, peak, host, refusal=refusal)
-    if planned.refusal is None and host.resident > job.node_bytes:
-        return Planned(job, arch, planned.gpu, host, planned.choice,
-                       f"{job.name}: the node's resident memory {host.resident / GiB:.0f} GiB exceeds the "
-                       f"{job.node_bytes / GiB:.0f} GiB its resources ask for (mem_mb)")
-    return planned
+    if not job.gpus:  # the step's tensors are the process's own memory
+        host = HostBreakdown(host.resident + peak.total, host.page_cache)
+    if refusal is None and host.resident > job.node_bytes:
+        refusal = (f"{job.name}: the node's resident memory {host.resident / GiB:.1f} GiB exceeds the "
+                   f"{job.node_bytes / GiB:.1f} GiB its resources ask for (mem_mb)")
+    return Planned(job, arch, peak, host, choice, refusal)
 
 
 def memory_plan(jobs: list[Job]) -> list[Planned]:

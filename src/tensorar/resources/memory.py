@@ -193,21 +193,21 @@ class HostBreakdown:
 
 
 # Ours: a CUDA process of torch holds ~2.5 GiB of host memory before it allocates anything (runtime,
-# kernels, pinned staging); a DataLoader worker ~0.5 GiB.
-PROCESS_BYTES = int(2.5 * 2**30)
+# kernels, pinned staging), a CPU-only one ~0.5 GiB; a DataLoader worker ~0.5 GiB.
+PROCESS_BYTES = {"cuda": int(2.5 * 2**30), "cpu": 2**29}
 WORKER_BYTES = 2**29
 
 
 def host_training(a: Architecture, ranks_per_node: int, codes_items: int, augmentations: int, vocab: int,
-                  condition_bytes_per_item: int, workers: int = 0) -> HostBreakdown:
+                  condition_bytes_per_item: int, workers: int = 0, device: str = "cuda") -> HostBreakdown:
     """Host memory of one training node: per rank the process, its loader workers and the model built
     on the CPU beside the checkpoint it loads (both fp32) before they move to the GPU; shared by the
     ranks: the codes (smallest integer type, memory-mapped) and the stored conditions, in page cache."""
-    per_rank = PROCESS_BYTES + workers * WORKER_BYTES + 2 * FP32 * a.parameters
+    per_rank = PROCESS_BYTES[device] + workers * WORKER_BYTES + 2 * FP32 * a.parameters
     codes = codes_items * augmentations * a.tokens * smallest_int_bytes(vocab)
     return HostBreakdown(ranks_per_node * per_rank, codes + codes_items * condition_bytes_per_item)
 
 
-def host_sampling(a: Architecture, ranks_per_node: int, dtype_bytes: int = FP32) -> HostBreakdown:
+def host_sampling(a: Architecture, ranks_per_node: int, dtype_bytes: int = FP32, device: str = "cuda") -> HostBreakdown:
     """Host memory of one sampling node: per rank the process and the checkpoint read on the CPU."""
-    return HostBreakdown(ranks_per_node * (PROCESS_BYTES + (FP32 + dtype_bytes) * a.parameters), 0)
+    return HostBreakdown(ranks_per_node * (PROCESS_BYTES[device] + (FP32 + dtype_bytes) * a.parameters), 0)

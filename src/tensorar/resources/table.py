@@ -18,7 +18,7 @@ def render(planned: list[Planned]) -> str:
              "|---|---|---|---|---|---|---|"]
     for p in planned:
         j = p.job
-        gpu = f"{j.gpus} x {j.gpu_bytes / GiB:.0f}{'*' if j.gpu_assumed else ''}"
+        gpu = f"{j.gpus} x {j.gpu_bytes / GiB:.0f}{'*' if j.gpu_assumed else ''}" if j.gpus else "CPU"
         if p.gpu is None:
             peak = "—"
         else:
@@ -30,8 +30,10 @@ def render(planned: list[Planned]) -> str:
             c = p.choice
             strategy = c.strategy + (" + AC" if c.activation_checkpointing else "")
             strategy += f", micro-batch {c.micro_batch_size}" if c.micro_batch_size else f", batch {j.batch // j.gpus}/GPU"
+        elif j.stage == "train":
+            strategy = "—" if j.gpus else f"one process, batch {j.batch}"
         else:
-            strategy = f"batch {j.batch}/GPU" if j.stage != "train" else "—"
+            strategy = f"batch {j.batch}/{'GPU' if j.gpus else 'process'}"
         cache = _gib(p.host.page_cache) if j.stage != "train" or j.codes_items is not None else "?"
         status = "refused" if p.refusal else "fits"
         lines.append(f"| {j.name} | {gpu} | {peak} | {strategy} | {_gib(p.host.resident)} / {cache} "
@@ -41,6 +43,7 @@ def render(planned: list[Planned]) -> str:
              "(\"?\": the dataset's size is not known from the config)."]
     if any(p.job.gpu_assumed for p in planned):
         notes.append("\\*: `resources.<stage>.gpu_mem_mb` is not set; an 80 GB GPU is assumed (ours).")
+    notes.append("CPU: a job without GPUs (the toy); its peak is counted in the node's resident memory.")
     refusals = [p.refusal for p in planned if p.refusal]
     if refusals:
         notes += ["", "Refused:", *(f"- {r}" for r in refusals)]
