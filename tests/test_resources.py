@@ -102,8 +102,8 @@ def test_docs_list_the_stage_output_for_every_paper_job(repo_root, tmp_path):
         if line.startswith("error: "):
             assert " GiB" in line and line.split()[1] in ("train", "sample", "time_sampling", "sample_prompts")
     assert "| train LlamaGen-XXL-384 tensorar-default |" in done.stdout
-    assert doc.read_text() == (repo_root / "docs" / "resources.md").read_text(), \
-        "docs/resources.md is stale: run tensorar resources --configfile config/paper.yaml --update-doc docs/resources.md"
+    stale = "docs/resources.md is stale: tensorar resources --configfile config/paper.yaml --update-doc docs/resources.md"
+    assert doc.read_text() == (repo_root / "docs" / "resources.md").read_text(), stale
 
 
 def test_the_toy_config_fits_its_resources(repo_root):

@@ -4,7 +4,8 @@ from __future__ import annotations
 from tensorar.resources.jobs import Planned
 
 GiB = 2**30
-BEGIN = "<!-- BEGIN resources table: written by `tensorar resources --configfile config/paper.yaml --update-doc docs/resources.md` -->"
+BEGIN = ("<!-- BEGIN resources table: written by "
+         "`tensorar resources --configfile config/paper.yaml --update-doc docs/resources.md` -->")
 END = "<!-- END resources table -->"
 
 
@@ -29,7 +30,8 @@ def render(planned: list[Planned]) -> str:
         if p.choice is not None:
             c = p.choice
             strategy = c.strategy + (" + AC" if c.activation_checkpointing else "")
-            strategy += f", micro-batch {c.micro_batch_size}" if c.micro_batch_size else f", batch {j.batch // j.gpus}/GPU"
+            per_gpu = f", batch {j.batch // j.gpus}/GPU"
+            strategy += f", micro-batch {c.micro_batch_size}" if c.micro_batch_size else per_gpu
         elif j.stage == "train":
             strategy = "—" if j.gpus else f"one process, batch {j.batch}"
         else:
