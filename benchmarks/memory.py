@@ -92,7 +92,8 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--rows", nargs="*", help="paper rows (backbone names; default: all)")
     parser.add_argument("--no-checkpointing", action="store_true", help="skip the activation-checkpointing runs")
     parser.add_argument("--sections", nargs="*", choices=("small", "fsdp", "paper"),
-                        default=["small", "fsdp", "paper"], help="small configs on real tensors, real FSDP runs, paper rows on fake tensors")
+                        default=["small", "fsdp", "paper"],
+                        help="small configs on real tensors, real FSDP runs, paper rows on fake tensors")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     modes = (False,) if args.no_checkpointing else (False, True)
