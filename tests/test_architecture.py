@@ -18,6 +18,7 @@ LAYERS = {
     "decoding": 1, "data": 1, "evaluation": 1, "reporting": 1,
     "models": 2, "toy": 2,
     "training": 3, "sampling": 3,
+    "resources": 3.5,  # the memory plan: reads models and training, read by plan and stages
     "plan": 4,
     "stages": 5,
     "cli": 6, "__init__": 6, "__main__": 6,

@@ -23,6 +23,7 @@ COMMANDS = {
     "score_benchmark": "GenEval / DPG-Bench scores from a model's raw outputs (or the toy detector)",
     "diagnose": "draft-copying diagnostics for a TensorAR checkpoint",
     "tables": "assemble result tables and figures",
+    "resources": "the memory plan: predicted GPU / host memory and strategy of every planned job (ours)",
 }
 
 
