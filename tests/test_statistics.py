@@ -10,23 +10,25 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tensorar.evaluation.adm import FIDStatistics, compute_statistics
-from tensorar.evaluation.statistics import (
-    ArmResults,
+from tensorar.evaluation.sample_bootstrap import (
     FIDBootstrap,
     FIDResampler,
     FrechetReference,
-    Interval,
     bootstrap_fid,
     bootstrap_group_means,
+    frechet_distance_eig,
+    resample_counts,
+    symmetric_sqrt,
+)
+from tensorar.evaluation.statistics import (
+    ArmResults,
+    Interval,
     consecutive_differences,
     consecutive_t_intervals,
-    frechet_distance_eig,
     mean_over_seeds,
     monotonic_trend,
     paired_difference,
     paired_t_interval,
-    resample_counts,
-    symmetric_sqrt,
     trend_verdict,
     verdict,
 )
