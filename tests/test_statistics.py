@@ -14,6 +14,7 @@ from tensorar.evaluation.sample_bootstrap import (
     FIDBootstrap,
     FIDResampler,
     FrechetReference,
+    arm_from_bootstraps,
     bootstrap_fid,
     bootstrap_group_means,
     frechet_distance_eig,
@@ -304,7 +305,7 @@ def test_arms_must_be_paired_and_alike():
 
 def test_arm_from_bootstraps_keeps_fids_and_replicates():
     boots = [FIDBootstrap(2.0, np.array([2.1, 2.3]), 10), FIDBootstrap(3.0, np.array([2.9, 3.2]), 10)]
-    arm = ArmResults.from_bootstraps([7, 8], boots)
+    arm = arm_from_bootstraps([7, 8], boots)
     assert arm.seeds == (7, 8)
     np.testing.assert_array_equal(arm.fids, [2.0, 3.0])
     np.testing.assert_allclose(arm.deviations, [[-0.1, 0.1], [-0.15, 0.15]])

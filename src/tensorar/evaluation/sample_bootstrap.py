@@ -44,7 +44,7 @@ from scipy import linalg
 from scipy.linalg import blas
 
 from tensorar.evaluation.adm import FIDStatistics
-from tensorar.evaluation.statistics import Interval, percentiles
+from tensorar.evaluation.statistics import ArmResults, Interval, percentiles
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -80,6 +80,14 @@ class FIDBootstrap:
         if include_replicates:
             d["replicates"] = [float(r) for r in self.replicates]
         return d
+
+
+def arm_from_bootstraps(seeds: Sequence[int], bootstraps: Sequence[FIDBootstrap]) -> ArmResults:
+    """One arm of a comparison from its seeds' sample bootstraps (seed s's FID and replicates in row s)."""
+    if len({len(b.replicates) for b in bootstraps}) > 1:
+        raise ValueError("every seed needs the same number of bootstrap replicates")
+    return ArmResults(tuple(seeds), np.array([b.fid for b in bootstraps]),
+                      np.stack([b.replicates for b in bootstraps]))
 
 
 # --------------------------------------------------------------------------------------------------------

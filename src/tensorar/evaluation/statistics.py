@@ -54,13 +54,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import pairwise
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from scipy import stats as scipy_stats
-
-if TYPE_CHECKING:  # sample_bootstrap imports Interval from here; at run time only its attributes are read
-    from tensorar.evaluation.sample_bootstrap import FIDBootstrap
 
 Verdict = Literal["supported", "contradicted", "inconclusive"]
 Side = Literal["less", "greater"]  # the claim: the quantity (e.g. FID_A - FID_B) is less / greater than 0
@@ -106,6 +103,7 @@ class ArmResults:
     replicates.
 
     Arms are paired by seed: row s of two arms must come from the same seed (checked through `seeds`).
+    From per-seed `FIDBootstrap`s: `tensorar.evaluation.sample_bootstrap.arm_from_bootstraps`.
     """
 
     seeds: tuple[int, ...]
@@ -125,13 +123,6 @@ class ArmResults:
             if reps.ndim != 2 or reps.shape[0] != len(fids) or reps.shape[1] < 2:
                 raise ValueError(f"replicates must be (S={len(fids)}, B>=2), got {reps.shape}")
             object.__setattr__(self, "replicates", reps)
-
-    @classmethod
-    def from_bootstraps(cls, seeds: Sequence[int], bootstraps: Sequence[FIDBootstrap]) -> ArmResults:
-        if len({len(b.replicates) for b in bootstraps}) > 1:
-            raise ValueError("every seed needs the same number of bootstrap replicates")
-        return cls(tuple(seeds), np.array([b.fid for b in bootstraps]),
-                   np.stack([b.replicates for b in bootstraps]))
 
     @property
     def deviations(self) -> np.ndarray | None:
