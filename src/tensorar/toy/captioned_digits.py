@@ -37,6 +37,9 @@ The toy benchmarks' prompt sets (toy GenEval, toy DPG-Bench) are drawn from thes
 `tensorar.toy.benchmarks`. `generate` takes their `HeldOut` compositions: it redraws any caption whose
 `composition` (tag, digits, counts, colours, relation; word order, mirror relations and the background
 phrase ignored) is a held-out benchmark prompt's, and opens the training split with the seen prompts.
+(~440 lines, a little above the ~400 guide: every canvas is drawn from its caption's GenEval metadata by
+the layout solver here, and the dataset card records palette, caption forms and canvas layout together,
+so captions, canvases and the dataset folder are one format; the prompt sets built on them are apart.)
 """
 from __future__ import annotations
 
