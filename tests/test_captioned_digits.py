@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tensorar.toy import benchmarks
 from tensorar.toy import captioned_digits as cd
 from tensorar.data.captions import CaptionedImages
 from tensorar.toy.digits import load_digits_rgb, split_indices
@@ -147,8 +148,8 @@ def _key_shapes(meta: dict) -> tuple:
 
 
 def test_toy_geneval_metadata_is_in_genevals_format(tmp_path):
-    metadata = cd.write_toy_geneval(tmp_path)
-    assert metadata == cd.toy_geneval_metadata()  # deterministic
+    metadata = benchmarks.write_toy_geneval(tmp_path)
+    assert metadata == benchmarks.toy_geneval_metadata()  # deterministic
     loaded = geneval.load_metadata(tmp_path / "evaluation_metadata.jsonl")
     assert loaded == metadata
     assert (tmp_path / "generation_prompts.txt").read_text().splitlines() == [m["prompt"] for m in metadata]
@@ -193,7 +194,7 @@ def test_benchmark_compositions_are_held_out_of_the_training_captions(tmp_path):
 
     make_captions.main(["--out", str(tmp_path), "--num-train", "300", "--num-val", "30"])
     bench = geneval.load_metadata(tmp_path / "geneval" / "evaluation_metadata.jsonl")
-    seen = set((tmp_path / "geneval" / cd.SEEN_PROMPTS_FILE).read_text().splitlines())
+    seen = set((tmp_path / "geneval" / benchmarks.SEEN_PROMPTS_FILE).read_text().splitlines())
     assert seen < {m["prompt"] for m in bench}
     assert {t: sum(m["prompt"] in seen for m in bench if m["tag"] == t) for t in geneval.TAGS} == \
         {"single_object": 2, "two_object": 4, "counting": 4, "colors": 4, "position": 4, "color_attr": 4}
@@ -212,15 +213,15 @@ def test_benchmark_compositions_are_held_out_of_the_training_captions(tmp_path):
 
 
 def test_held_out_rejects_a_prompt_both_seen_and_unseen():
-    bench = cd.toy_geneval_metadata()
+    bench = benchmarks.toy_geneval_metadata()
     clash = cd.HeldOut(frozenset(cd.composition(m) for m in bench), tuple(bench[:1]))
     with pytest.raises(ValueError, match="both seen and held out"):
         cd.generate(2, held_out=clash)
 
 
 def test_toy_dpg_csv_is_in_dpgs_format(tmp_path):
-    items = cd.write_toy_dpg(tmp_path)
-    assert len(items) == 30 and items == cd.toy_dpg_items()
+    items = benchmarks.write_toy_dpg(tmp_path)
+    assert len(items) == 30 and items == benchmarks.toy_dpg_items()
     with open(tmp_path / "dpg_bench.csv", newline="") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames) == dpg.CSV_COLUMNS
@@ -239,5 +240,5 @@ def test_toy_dpg_csv_is_in_dpgs_format(tmp_path):
     # Ground-truth canvases of an item satisfy its GenEval-style requirements.
     rng = np.random.default_rng(0)
     for item in items[:6]:
-        for image in cd.render_dpg_item(item, rng):
+        for image in benchmarks.render_dpg_item(item, rng):
             assert image.shape == (16, 16, 3)

@@ -10,23 +10,26 @@ import pytest
 from scipy import stats as scipy_stats
 
 from tensorar.evaluation.adm import FIDStatistics, compute_statistics
-from tensorar.evaluation.statistics import (
-    ArmResults,
+from tensorar.evaluation.sample_bootstrap import (
     FIDBootstrap,
     FIDResampler,
     FrechetReference,
-    Interval,
+    arm_from_bootstraps,
     bootstrap_fid,
     bootstrap_group_means,
+    frechet_distance_eig,
+    resample_counts,
+    symmetric_sqrt,
+)
+from tensorar.evaluation.statistics import (
+    ArmResults,
+    Interval,
     consecutive_differences,
     consecutive_t_intervals,
-    frechet_distance_eig,
     mean_over_seeds,
     monotonic_trend,
     paired_difference,
     paired_t_interval,
-    resample_counts,
-    symmetric_sqrt,
     trend_verdict,
     verdict,
 )
@@ -302,7 +305,7 @@ def test_arms_must_be_paired_and_alike():
 
 def test_arm_from_bootstraps_keeps_fids_and_replicates():
     boots = [FIDBootstrap(2.0, np.array([2.1, 2.3]), 10), FIDBootstrap(3.0, np.array([2.9, 3.2]), 10)]
-    arm = ArmResults.from_bootstraps([7, 8], boots)
+    arm = arm_from_bootstraps([7, 8], boots)
     assert arm.seeds == (7, 8)
     np.testing.assert_array_equal(arm.fids, [2.0, 3.0])
     np.testing.assert_allclose(arm.deviations, [[-0.1, 0.1], [-0.15, 0.15]])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from tensorar.toy import benchmarks
 from tensorar.toy import captioned_digits as cd
 from tensorar.toy.digits import load_digits_rgb, split_indices
 from tensorar.evaluation import dpg, geneval
@@ -109,13 +110,13 @@ def test_questions_of_every_toy_template():
     assert answer_question("Is the background black?", [], np.full((16, 16, 3), 90, np.uint8)) == "no"
     with pytest.raises(ValueError, match="cannot answer"):
         answer_question("Is the cat black?", dets, black)
-    for item in cd.toy_dpg_items():  # every question the toy CSV asks is understood
+    for item in benchmarks.toy_dpg_items():  # every question the toy CSV asks is understood
         for row in item.questions():
             answer_question(row["question_natural_language"], dets, black)
 
 
 def test_geneval_ground_truth_near_one_shuffled_near_chance(detector, tmp_path):
-    metadata = cd.write_toy_geneval(tmp_path / "prompts")
+    metadata = benchmarks.write_toy_geneval(tmp_path / "prompts")
     rng = np.random.default_rng(0)
     images = [cd.render_metadata(m, rng, split="val").image for m in metadata for _ in range(4)]  # held-out glyphs
     shuffled = [images[j] for j in np.random.default_rng(1).permutation(len(images))]
@@ -135,10 +136,10 @@ def test_geneval_ground_truth_near_one_shuffled_near_chance(detector, tmp_path):
 
 
 def test_dpg_ground_truth_near_hundred_shuffled_near_chance(detector, tmp_path):
-    items = cd.write_toy_dpg(tmp_path / "dpg")
+    items = benchmarks.write_toy_dpg(tmp_path / "dpg")
     csv_path = tmp_path / "dpg" / "dpg_bench.csv"
     rng = np.random.default_rng(0)
-    grids = [cd.render_dpg_item(item, rng, split="val") for item in items]
+    grids = [benchmarks.render_dpg_item(item, rng, split="val") for item in items]
     perm = np.random.default_rng(2).permutation(len(items))
     results = {}
     for name, order in (("truth", range(len(items))), ("shuffled", perm)):
@@ -160,7 +161,7 @@ def test_dpg_ground_truth_near_hundred_shuffled_near_chance(detector, tmp_path):
 
 
 def test_batched_raw_detections_score_as_the_official_export(detector, tmp_path):
-    metadata = cd.toy_geneval_metadata()[::9]  # every tag
+    metadata = benchmarks.toy_geneval_metadata()[::9]  # every tag
     rng = np.random.default_rng(4)
     for i, m in enumerate(metadata):
         geneval.write_prompt_images(tmp_path / "s", i, m, [cd.render_metadata(m, rng).image for _ in range(4)])
@@ -222,10 +223,10 @@ def test_make_captions_then_score_benchmark_stages(checkpoint, tmp_path):
                          "--prompts", str(tmp_path / "subset.jsonl"), "--images-per-prompt", "2",
                          "--seen-prompts", str(tmp_path / "stranger.txt")])
 
-    items = cd.toy_dpg_items()[:5]
+    items = benchmarks.toy_dpg_items()[:5]
     (tmp_path / "prompts").mkdir()
     for item in items:
-        dpg.write_grid(tmp_path / "grids", item.item_id, cd.render_dpg_item(item, rng, split="val"))
+        dpg.write_grid(tmp_path / "grids", item.item_id, benchmarks.render_dpg_item(item, rng, split="val"))
         (tmp_path / "prompts" / f"{item.item_id}.txt").write_text(item.prompt)
     out = tmp_path / "scores" / "dpg.json"
     score_benchmark(["dpg", "--images", str(tmp_path / "grids"), "--prompts", str(tmp_path / "prompts"), "--questions",

@@ -11,7 +11,7 @@ from tensorar.options import check_fields, option
 @dataclass(frozen=True, kw_only=True)
 class BootstrapOptions:
     """Sampling noise of a score (ours): replicates with the samples resampled with replacement
-    (tensorar.evaluation.statistics)."""
+    (tensorar.evaluation.sample_bootstrap)."""
 
     bootstrap: int = option(0, "sample-bootstrap replicates (0: none, else at least 2; ours)", min=0)
     bootstrap_seed: int = option(0, "seed of the bootstrap's resampling")

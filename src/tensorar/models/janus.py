@@ -45,7 +45,7 @@ Needs transformers (5.24, the version the reference fixtures were made with) and
 Presets "Janus-Pro-1B" / "Janus-Pro-7B" hold the published sizes (spec §3 parameter table; untied lm_head
 as the original release). Real weights come from a transformers model directory (`load_official`).
 Reading order: config -> prompts -> cache -> backbone -> VQ tokenizer -> presets -> official weights.
-(~490 lines, above the ~400 guide: the release's image tokenizer and its model-directory loader read
+(~500 lines, above the ~400 guide: the release's image tokenizer and its model-directory loader read
 the same files and config as the backbone, so they stay with it.)
 """
 from __future__ import annotations

@@ -10,7 +10,7 @@ sFID; its images are still read for precision / recall. Prints ADM's five lines 
 METRICS.json with the metrics, the feature network, the image counts and both files' sha256.
 
 `--bootstrap B` (ours) adds FID's sampling noise: B replicates of FID over the samples resampled with
-replacement, against the same reference (tensorar.evaluation.statistics.bootstrap_fid), stored as
+replacement, against the same reference (tensorar.evaluation.sample_bootstrap.bootstrap_fid), stored as
 `fid_bootstrap` (replicates and a 95% interval); the reported `fid` is unchanged.
 """
 from __future__ import annotations
@@ -35,7 +35,7 @@ from tensorar.evaluation.adm import (
 )
 from tensorar.evaluation.features import FeatureExtractor
 from tensorar.evaluation.inception import tf32_disabled
-from tensorar.evaluation.statistics import bootstrap_fid
+from tensorar.evaluation.sample_bootstrap import bootstrap_fid
 from tensorar.fileio import atomic_write_json, sha256_file
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
 from tensorar.options import add_arguments, from_arguments

@@ -1,5 +1,5 @@
 """`tensorar make_captions`: the embedded toy's text-to-image data and benchmark prompts (ours; what the
-canvases and captions are: tensorar/toy/captioned_digits.py).
+canvases and captions are: tensorar/toy/captioned_digits.py; the prompt sets: tensorar/toy/benchmarks.py).
 
     tensorar make_captions --out DIR [--num-train 6000] [--num-val 600] [--seed 0]
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tensorar.toy import captioned_digits
+from tensorar.toy import benchmarks, captioned_digits
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
 from tensorar.options import add_arguments, from_arguments
@@ -30,13 +30,13 @@ def main(argv: list[str] | None = None) -> None:
     opts = from_arguments(parser, args, CaptionsOptions)
     out = Path(args.out)
     log = get_logger("make_captions")
-    prompts = captioned_digits.toy_geneval_metadata(opts.seed)
-    seen = captioned_digits.seen_prompts(prompts, opts.seed, opts.seen_fraction)
-    held_out = captioned_digits.held_out(prompts, seen)
+    prompts = benchmarks.toy_geneval_metadata(opts.seed)
+    seen = benchmarks.seen_prompts(prompts, opts.seed, opts.seen_fraction)
+    held_out = benchmarks.held_out(prompts, seen)
     for split, n, seed in (("train", opts.num_train, opts.seed), ("val", opts.num_val, opts.seed + 1)):
         captioned_digits.build(out / split, n, seed=seed, split=split, held_out=held_out, overwrite=args.overwrite)
-    captioned_digits.write_toy_geneval(out / "geneval", seed=opts.seed, seen=seen)
-    captioned_digits.write_toy_dpg(out / "dpg", seed=opts.seed)
+    benchmarks.write_toy_geneval(out / "geneval", seed=opts.seed, seen=seen)
+    benchmarks.write_toy_dpg(out / "dpg", seed=opts.seed)
     log.info(f"captioned canvases ({opts.num_train} train, {opts.num_val} val) and toy prompt sets in {out}")
 
 

@@ -12,7 +12,7 @@ given, and its raw file is written beside SCORES.json. SCORES.json holds the pap
 (GenEval: the six tags and overall, fractions; DPG-Bench: global, entity, attribute, relation, other,
 overall, percentages) and, for GenEval, the per-image results file beside it. `--bootstrap B` (ours) adds
 the overall score's sampling noise: B replicates with the images (GenEval: within each tag) resampled
-(tensorar.evaluation.statistics.bootstrap_group_means).
+(tensorar.evaluation.sample_bootstrap.bootstrap_group_means).
 
 Before anything is scored (ours), the image folder is checked against the prompt set
 (tensorar.evaluation.prompt_sets: `--prompts`, or the set sample_prompts recorded in the folder): every
@@ -32,7 +32,7 @@ import numpy as np
 from tensorar.errors import InputError, run_stage
 from tensorar.evaluation import dpg, geneval, prompt_sets
 from tensorar.evaluation.options import BootstrapOptions
-from tensorar.evaluation.statistics import bootstrap_group_means
+from tensorar.evaluation.sample_bootstrap import bootstrap_group_means
 from tensorar.options import add_arguments, from_arguments
 from tensorar.fileio import atomic_write_json, sha256_file
 

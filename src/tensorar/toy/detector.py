@@ -21,7 +21,7 @@ protocols, so `geneval.export_raw_detections` / `geneval.score_folder` run it un
 `write_geneval_detections` writes the same raw file faster (canvases in batches, a colour on every box),
 scored by `geneval.score_raw_detections`.
 DPG-Bench: `ToyDetector.answer` implements dpg's `VQAModel` for the question templates of the toy DPG
-prompts (`captioned_digits.DPGItem.questions`, listed in `QUESTION_PATTERNS`); anything else raises.
+prompts (`benchmarks.DPGItem.questions`, listed in `QUESTION_PATTERNS`); anything else raises.
 `write_dpg_answers` writes the raw answers file for a folder of <item_id>.png grids, scored by
 `dpg.score_answers_file`. Answers use the detections scoring above `answer_threshold` (GenEval's 0.3):
     Is there a 3? / an 8?            some 3
