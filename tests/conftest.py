@@ -121,3 +121,12 @@ def _small_thread_count():
     # when a test starts subprocesses beside it).
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compile_caches():
+    # torch.compile caches graphs per code object: the compiled decode step of every family and test shares
+    # one, and dynamo refuses a ninth recompile (recompile_limit), so tests that each compile "once" must
+    # start from empty caches whatever ran before them in the same process.
+    torch._dynamo.reset()
+    yield

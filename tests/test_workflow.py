@@ -114,23 +114,24 @@ def test_paper_full_dry_run_lists_every_job():
     assert counts["geneval_detect"] == counts["dpg_vqa"] == 2 * 3
     assert counts["encode_captions"] == 2 * 2
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
-    # Timed alone: base, control and TensorAR of each Table 2 backbone, and the two deeper Table 6b variants.
-    assert counts["time_sampling"] == 7 * 3 + 2 and counts["claims"] == 1
+    # Timed alone, one job per Table 2 backbone: its base, control and TensorAR interleaved (LlamaGen-B's
+    # also holds the two deeper Table 6b variants).
+    assert counts["time_sampling"] == 7 and counts["claims"] == 1
 
 
 # Toy dry runs use a fresh working directory: the repository's own results/ may hold a real run.
 def test_toy_default_dry_run_runs_every_table(tmp_path):
     counts = dry_run("--configfile", str(TOY), cwd=tmp_path)
-    # Four backbones from scratch (GPT-toy-S, GPT-toy-M, Open-MAGVIT2-toy, LlamaGen-t2i-toy), 11 TensorAR
-    # runs (9 on the class-conditional LlamaGen toys), a fine-tune control per backbone; three tokenizers;
-    # ours: self-drafting (3x fine-tuning is in config/toy-seeds.yaml).
-    assert counts["train"] == 4 + 11 + 4 + 1
+    # Four backbones from scratch (GPT-toy-S, GPT-toy-M, Open-MAGVIT2-toy, LlamaGen-t2i-toy), 12 TensorAR
+    # runs (10 on the class-conditional LlamaGen toys, the literal loss weights among them), a fine-tune
+    # control per backbone; three tokenizers; ours: self-drafting (3x fine-tuning is in config/toy-seeds.yaml).
+    assert counts["train"] == 4 + 12 + 4 + 1
     assert counts["train_tokenizer"] == 3 and counts["make_captions"] == 1
     # the toy benchmarks are scored by our toy detector: no official detector or VQA jobs
     assert counts["sample_prompts"] == counts["score_benchmark"] == 3 * 2
     assert "geneval_detect" not in counts and "dpg_vqa" not in counts
     assert counts["table"] == 5 and counts["figures"] == 1 and counts["diagnostics"] == 1
-    assert counts["time_sampling"] == 3 * 3 + 2 and counts["claims"] == 1
+    assert counts["time_sampling"] == 3 and counts["claims"] == 1  # one interleaved job per Table 2 backbone
 
 
 def test_single_ablation_row_runs_only_its_branch(tmp_path):
@@ -143,8 +144,8 @@ def test_single_ablation_row_runs_only_its_branch(tmp_path):
 def test_seeds_multiply_runs(tmp_path):
     # config/toy-seeds.yaml, the documented three-seed toy (an override file: --config would parse the list as strings)
     counts = dry_run("--configfile", str(TOY), str(TOY.with_name("toy-seeds.yaml")), cwd=tmp_path)
-    assert counts["train"] == 3 * (20 + 2)  # + TensorAR and control fine-tuned 3x as long
-    assert counts["time_sampling"] == 3 * 3 + 2  # the first seed's models only
+    assert counts["train"] == 3 * (21 + 2)  # + TensorAR and control fine-tuned 3x as long
+    assert counts["time_sampling"] == 3  # the first seed's models only
 
 
 def test_lint_has_only_the_conda_warning():
