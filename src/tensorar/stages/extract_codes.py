@@ -100,7 +100,7 @@ class Views:
         return torch.stack([to_signed_tensor(v) for v in views])  # (A, 3, S, S)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorar extract_codes", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder: DIR/<class>/<image>")
     add_arguments(parser.add_argument_group("tokenizer (TokenizerSource)"), TokenizerSource)
@@ -108,6 +108,11 @@ def main(argv: list[str] | None = None) -> None:
     add_arguments(parser.add_argument_group("codes (CodesOptions)"), CodesOptions)
     add_arguments(parser.add_argument_group("views (CodeViews)"), CodeViews)
     add_arguments(parser.add_argument_group("captioned data (CaptionReading)"), CaptionReading)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     source = from_arguments(parser, args, TokenizerSource)
     opts = from_arguments(parser, args, CodesOptions)

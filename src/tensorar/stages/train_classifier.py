@@ -92,13 +92,18 @@ def train(model: ToyClassifier, images: torch.Tensor, labels: torch.Tensor, *, s
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="ImageFolder to train on (DIR/train)")
     parser.add_argument("--val-data", required=True, help="held-out ImageFolder (DIR/val) for the accuracy")
     parser.add_argument("--out", required=True, help="CLS.pt; CLS.json is written next to it")
     add_arguments(parser.add_argument_group("network (ClassifierSetup)"), ClassifierSetup)
     add_arguments(parser.add_argument_group("training (ClassifierTrainOptions)"), ClassifierTrainOptions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup = from_arguments(parser, args, ClassifierSetup)
     from_arguments(parser, args, ClassifierTrainOptions)  # checks the values, naming the flag

@@ -85,13 +85,18 @@ def evaluate(model: VQModel, images: torch.Tensor, batch_size: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorar train_tokenizer", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder with training images")
     parser.add_argument("--val-data", required=True, help="ImageFolder with held-out images")
     parser.add_argument("--out", required=True, help="checkpoint path, e.g. TOK.pt (TOK.json is written beside)")
     add_arguments(parser.add_argument_group("tokenizer (TokenizerSetup)"), TokenizerSetup)
     add_arguments(parser.add_argument_group("training (TokenizerTrainOptions)"), TokenizerTrainOptions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
     setup = from_arguments(parser, args, TokenizerSetup)
     opts = from_arguments(parser, args, TokenizerTrainOptions)
