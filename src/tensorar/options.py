@@ -173,11 +173,3 @@ class DictForm:
     @classmethod
     def from_dict(cls, d: dict):
         return from_mapping(cls, d, cls.__name__)
-
-
-def positive_int(text: str) -> int:
-    """argparse type for counts and sizes: a bad value is refused with the flag's name."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value

@@ -40,6 +40,19 @@ class CodeViews:
         check_fields(self)
 
 
+@dataclass(frozen=True, kw_only=True)
+class CodesOptions:
+    """The codes extract_codes writes besides their views: the image side, and how the job runs."""
+
+    image_size: int = option(help="image side S the views are cropped to (a multiple of the tokenizer's "
+                                  "downsampling)", min=1)
+    shard_size: int = option(10_000, "images per output shard", min=1)
+    batch_size: int = option(64, "images per tokenizer call (x A views)", min=1)
+    num_workers: int = option(0, "DataLoader worker processes", min=0)
+
+    def __post_init__(self):
+        check_fields(self)
+
 
 def shard_names(i: int) -> tuple[str, str]:
     return f"codes_{i:05d}.npy", f"labels_{i:05d}.npy"

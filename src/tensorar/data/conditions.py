@@ -14,6 +14,7 @@ shards, the encoder's identity, the identity of the codes whose captions were en
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +22,24 @@ import torch
 
 from tensorar.errors import InputError
 from tensorar.fileio import atomic_save_npy, atomic_write_json, load_npy, read_json
+from tensorar.options import check_fields, option
 
 MANIFEST = "conditions.json"
 Condition = dict[str, torch.Tensor]
 # Each kind's shard files in the order they are written: the last one marks the shard done.
 SHARD_KEYS = {"caption_features": ("valid", "lengths"), "prompt_tokens": ("attention_mask", "input_ids")}
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeOptions:
+    """How encode_captions runs (the text encoder itself: tensorar.sampling.options.TextEncoderSpec)."""
+
+    shard_size: int = option(10_000, "captions per output shard", min=1)
+    batch_size: int = option(64, "captions per encoder call", min=1)
+    device: str = option("cpu", "torch device of the text encoder, e.g. cpu, cuda, cuda:1")
+
+    def __post_init__(self):
+        check_fields(self)
 
 
 class LabelStore:

@@ -46,3 +46,16 @@ class ReferenceOptions:
 
     def __post_init__(self):
         check_fields(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoringOptions:
+    """How score_benchmark reads a folder and scores it (besides the bootstrap)."""
+
+    images_per_prompt: int | None = option(None, "with --prompts on a folder without a recorded set (default 4, "
+                                                 "the benchmarks')", min=1)
+    official_quirks: bool = option(True, "dpg: the official scoring, quirks included (--no-official-quirks: the "
+                                         "corrected scoring, dpg.py)")
+
+    def __post_init__(self):
+        check_fields(self)

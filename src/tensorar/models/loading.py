@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch.nn as nn
@@ -28,6 +29,9 @@ from tensorar.fileio import atomic_torch_save
 from tensorar.models.backbone import Backbone
 from tensorar.models.registry import DEFAULT_FAMILY, TOKENIZERS, family, tokenizer_family
 from tensorar.models.tensorar import TensorAR, TensorARConfig
+from tensorar.options import check_fields, option
+
+TOKENIZER_PRESETS = tuple(sorted(p for f in TOKENIZERS.values() for p in f.presets))
 
 
 def is_ours(contents) -> bool:
@@ -114,6 +118,21 @@ def model_checkpoint(model: nn.Module, **extra) -> dict:
 
 def save_model(path: str | os.PathLike, model: nn.Module, **extra) -> None:
     atomic_torch_save(model_checkpoint(model, **extra), path)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerSource:
+    """An image tokenizer file (extract_codes): ours names its kind and config; a released one needs its preset."""
+
+    vq: str = option(help="tokenizer checkpoint (ours, or LlamaGen's vq_ds16_c2i.pt)")
+    vq_preset: str | None = option(None, "architecture of a released tokenizer file, which stores none (VQ-16, "
+                                         "LFQ-256)", choices=TOKENIZER_PRESETS)
+
+    def __post_init__(self):
+        check_fields(self)
+
+    def load(self, device="cpu") -> nn.Module:
+        return load_tokenizer(self.vq, self.vq_preset, device=device)
 
 
 def load_tokenizer(path: str | os.PathLike, preset: str | None = None, device="cpu") -> nn.Module:

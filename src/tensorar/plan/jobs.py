@@ -14,15 +14,16 @@ import re
 from dataclasses import replace
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
-from tensorar.data.codes import CodeViews
+from tensorar.data.codes import CodesOptions, CodeViews
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions, ReferenceOptions
+from tensorar.models.loading import TokenizerSource
 from tensorar.options import to_arguments
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
 from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions, TextEncoderSpec, TimingOptions
 from tensorar.sampling.prompts import PromptSamples
 from tensorar.toy.options import CaptionsOptions, DigitsOptions
-from tensorar.training.options import TrainOptions
+from tensorar.training.options import ClassifierSetup, TokenizerSetup, TrainOptions, TrainSource
 
 
 def parse_method(method: str) -> tuple[str, str | None, int]:
@@ -140,21 +141,22 @@ class Jobs:
 
     def train_tokenizer_args(self, name: str) -> list[str]:
         spec = self.experiment.tokenizers[name]
+        setup = TokenizerSetup(preset=spec.preset, image_size=self.experiment.dataset.image_size)
         return ["--data", self.layout.images_of(name, "train"), "--val-data", self.layout.images_of(name, "val"),
-                "--preset", spec.preset, "--image-size", str(self.experiment.dataset.image_size),
-                *to_arguments(spec.training)]
+                *to_arguments(setup), *to_arguments(spec.training)]
 
-    def tokenizer_args(self, name: str) -> list[str]:
-        args = ["--vq", self.layout.tokenizer_path(name)]
-        if not self.trained_tokenizer(name):  # a released file carries no config: name its preset
-            args += ["--vq-preset", self.experiment.tokenizers[name].preset]
-        return args
+    def tokenizer_source(self, name: str) -> TokenizerSource:
+        released = not self.trained_tokenizer(name)  # a released file carries no config: name its preset
+        return TokenizerSource(vq=self.layout.tokenizer_path(name),
+                               vq_preset=self.experiment.tokenizers[name].preset if released else None)
 
     def extract_codes_args(self, tokenizer, split, size) -> list[str]:
         """Training codes use the augmentation configured for the tokenizer's data (codes.images or
-        codes.captions); held-out codes (diagnostics) one plain view."""
-        args = ["--data", self.layout.images_of(tokenizer, split), *self.tokenizer_args(tokenizer),
-                "--image-size", str(size)]
+        codes.captions); held-out codes (diagnostics) one plain view. The shard size, batch size and
+        workers are the stage's defaults (ours: unset in the config), left off the command line."""
+        codes = CodesOptions(image_size=int(size))
+        args = ["--data", self.layout.images_of(tokenizer, split), *to_arguments(self.tokenizer_source(tokenizer)),
+                *to_arguments(codes, skip=("shard_size", "batch_size", "num_workers"))]
         if split == "val":
             return args + to_arguments(CodeViews(augment="center", flip=False))
         return args + to_arguments(self.experiment.codes[self.experiment.tokenizers[tokenizer].data])
@@ -192,15 +194,12 @@ class Jobs:
 
     def train_args(self, backbone, method, seed) -> list[str]:
         spec = self.experiment.backbones[backbone]
-        args = ["--codes", self.layout.backbone_codes(backbone, "train"),
-                "--run-dir", self.layout.run_dir(backbone, method, seed),
-                "--family", spec.family.name, "--preset", spec.preset]
-        if self.layout.conditions_dir(backbone, "train"):
-            args += ["--conditions", self.layout.conditions_dir(backbone, "train")]
         mode, variant, _ = parse_method(method)
-        args += ["--mode", mode]
-        if mode != "base":
-            args += ["--init", self.layout.base_checkpoint(backbone, seed)]
+        source = TrainSource(family=spec.family.name, preset=spec.preset, mode=mode,
+                             conditions=self.layout.conditions_dir(backbone, "train") or None,
+                             init=self.layout.base_checkpoint(backbone, seed) if mode != "base" else None)
+        args = ["--codes", self.layout.backbone_codes(backbone, "train"),
+                "--run-dir", self.layout.run_dir(backbone, method, seed), *to_arguments(source)]
         if variant:
             args += to_arguments(self.experiment.variants[variant])
         return args + to_arguments(self.train_options(backbone, method, seed))
@@ -266,9 +265,10 @@ class Jobs:
         return ["--data", self.layout.dataset_dir(split), *to_arguments(reference)]
 
     def train_classifier_args(self) -> list[str]:
+        # The toy network is trained on the stage's default device (cpu: it is tiny).
+        setup = ClassifierSetup(image_size=self.experiment.dataset.image_size)
         return ["--data", self.layout.dataset_dir("train"), "--val-data", self.layout.dataset_dir("val"),
-                "--image-size", str(self.experiment.dataset.image_size),
-                *to_arguments(self.experiment.evaluation.classifier)]
+                *to_arguments(setup, skip=("device",)), *to_arguments(self.experiment.evaluation.classifier)]
 
     def bootstrap_args(self) -> list[str]:
         """FID's / a benchmark score's sample bootstrap (ours, for claims.md; 0 replicates: none)."""

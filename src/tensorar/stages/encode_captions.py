@@ -27,6 +27,7 @@ from tensorar.data.codes import CAPTIONS, read_manifest
 from tensorar.data.conditions import (
     MANIFEST,
     SHARD_KEYS,
+    EncodeOptions,
     codes_identity,
     finish,
     kind_of,
@@ -43,7 +44,7 @@ from tensorar.fileio import (
     read_jsonl,
     remove_stale_temp_files,
 )
-from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.options import add_arguments, from_arguments
 from tensorar.sampling.options import TextEncoderSpec
 
 
@@ -68,19 +69,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--codes", required=True, help="codes folder of a captioned dataset (tensorar extract_codes)")
     add_arguments(parser.add_argument_group("text encoder (TextEncoderSpec)"), TextEncoderSpec)
     parser.add_argument("--out", required=True, help="conditions folder")
-    parser.add_argument("--shard-size", type=positive_int, default=10_000)
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--device", default="cpu")
+    add_arguments(parser.add_argument_group("run (EncodeOptions)"), EncodeOptions)
     args = parser.parse_args(argv)
     spec = from_arguments(parser, args, TextEncoderSpec)
+    opts = from_arguments(parser, args, EncodeOptions)
 
     log = get_logger("encode_captions")
     codes, out = Path(args.codes), Path(args.out)
     captions, manifest = read_captions(codes)
-    encoder = spec.build(args.device)
-    num_shards = math.ceil(len(captions) / args.shard_size)
+    encoder = spec.build(opts.device)
+    num_shards = math.ceil(len(captions) / opts.shard_size)
     identity = {"encoder": encoder.identity(), "codes": codes_identity(manifest), "captions": identity_hash(captions),
-                "shard_size": args.shard_size}
+                "shard_size": opts.shard_size}
     sample = encoder.encode(captions[:1])  # the kind and shapes, for the manifest
     kind = kind_of(sample)
     with contextlib.ExitStack() as held:
@@ -93,11 +93,11 @@ def main(argv: list[str] | None = None) -> None:
             mark_incomplete(out)
         shards = []
         for i in tqdm(range(num_shards), desc="encode_captions", unit="shard"):
-            chunk = captions[i * args.shard_size:(i + 1) * args.shard_size]
+            chunk = captions[i * opts.shard_size:(i + 1) * opts.shard_size]
             if i not in todo:
                 shards.append({"count": len(chunk)})
                 continue
-            parts = [encoder.encode(chunk[b:b + args.batch_size]) for b in range(0, len(chunk), args.batch_size)]
+            parts = [encoder.encode(chunk[b:b + opts.batch_size]) for b in range(0, len(chunk), opts.batch_size)]
             cond = {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
             shards.append(write_shard(out, i, cond))
         finish(out, shards, sample, {**encoder.identity(), "identity": identity_hash(identity)}, manifest,

@@ -48,7 +48,7 @@ from torchvision import transforms
 from tqdm import tqdm
 
 from tensorar.data.captions import CaptionedImages, CaptionReading, is_captioned
-from tensorar.data.codes import CAPTIONS, MANIFEST, CodeViews, code_dtype, shard_names
+from tensorar.data.codes import CAPTIONS, MANIFEST, CodesOptions, CodeViews, code_dtype, shard_names
 from tensorar.data.imagefolder import center_crop_arr, image_folder, to_signed_tensor
 from tensorar.distributed import (
     barrier,
@@ -67,9 +67,8 @@ from tensorar.fileio import (
     identity_hash,
     remove_stale_temp_files,
 )
-from tensorar.models.loading import load_tokenizer
-from tensorar.models.registry import TOKENIZERS
-from tensorar.options import add_arguments, from_arguments, positive_int
+from tensorar.models.loading import TokenizerSource
+from tensorar.options import add_arguments, from_arguments
 
 TENCROP_CROP_RANGE = 1.1  # LlamaGen's --crop-range: crops of S are taken from a int(1.1*S) centre crop
 VIEW_NAMES = {
@@ -101,20 +100,22 @@ class Views:
         return torch.stack([to_signed_tensor(v) for v in views])  # (A, 3, S, S)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorar extract_codes", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder: DIR/<class>/<image>")
-    parser.add_argument("--vq", required=True, help="tokenizer checkpoint (ours, or LlamaGen's vq_ds16_c2i.pt)")
-    parser.add_argument("--vq-preset", default=None, choices=sorted(p for f in TOKENIZERS.values() for p in f.presets),
-                        help="architecture of a released tokenizer file, which stores none (VQ-16, LFQ-256)")
+    add_arguments(parser.add_argument_group("tokenizer (TokenizerSource)"), TokenizerSource)
     parser.add_argument("--out", required=True, help="output folder")
-    parser.add_argument("--image-size", type=positive_int, required=True)
+    add_arguments(parser.add_argument_group("codes (CodesOptions)"), CodesOptions)
     add_arguments(parser.add_argument_group("views (CodeViews)"), CodeViews)
-    parser.add_argument("--shard-size", type=positive_int, default=10_000, help="images per output shard")
-    parser.add_argument("--batch-size", type=positive_int, default=64, help="images per tokenizer call (x A views)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader worker processes")
     add_arguments(parser.add_argument_group("captioned data (CaptionReading)"), CaptionReading)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    source = from_arguments(parser, args, TokenizerSource)
+    opts = from_arguments(parser, args, CodesOptions)
 
     dist_info = init_distributed()
     log = get_logger("extract_codes", dist_info.is_main)
@@ -123,16 +124,16 @@ def main(argv: list[str] | None = None) -> None:
     flip = code_views.flip
     views = VIEW_NAMES[(code_views.augment, flip)]
 
-    tokenizer = load_tokenizer(args.vq, args.vq_preset, device=dist_info.device)
-    if args.image_size % tokenizer.config.downsample:
+    tokenizer = source.load(device=dist_info.device)
+    if opts.image_size % tokenizer.config.downsample:
         parser.error(f"--image-size must be a multiple of the tokenizer's downsampling {tokenizer.config.downsample}")
-    grid = [args.image_size // tokenizer.config.downsample] * 2
-    views_of = Views(args.image_size, code_views.augment, flip)
+    grid = [opts.image_size // tokenizer.config.downsample] * 2
+    views_of = Views(opts.image_size, code_views.augment, flip)
     captioned = is_captioned(args.data)  # a text-image set (JSONL or tar shards) rather than class folders
     dataset = CaptionedImages(args.data, views_of, from_arguments(parser, args, CaptionReading)) if captioned \
         else image_folder(args.data, views_of)
     classes = [] if captioned else dataset.classes
-    num_shards = math.ceil(len(dataset) / args.shard_size)
+    num_shards = math.ceil(len(dataset) / opts.shard_size)
     manifest = {
         "count": len(dataset),
         "grid": grid,
@@ -141,17 +142,17 @@ def main(argv: list[str] | None = None) -> None:
         "augmentation": code_views.augment,
         "flip": flip,
         "views": views,
-        "image_size": args.image_size,
-        "shard_size": args.shard_size,
+        "image_size": opts.image_size,
+        "shard_size": opts.shard_size,
         "shards": [{"codes": shard_names(i)[0], "labels": shard_names(i)[1],
-                    "count": min(args.shard_size, len(dataset) - i * args.shard_size)}
+                    "count": min(opts.shard_size, len(dataset) - i * opts.shard_size)}
                    for i in range(num_shards)],
         "condition": "caption" if captioned else "class",
         "num_classes": len(classes),
         "class_names": classes,
         "data": str(args.data),
-        "tokenizer_path": str(args.vq),
-        "tokenizer_preset": args.vq_preset,
+        "tokenizer_path": str(source.vq),
+        "tokenizer_preset": source.vq_preset,
         "tokenizer_config": asdict(tokenizer.config),
     }
     with contextlib.ExitStack() as held:
@@ -160,14 +161,14 @@ def main(argv: list[str] | None = None) -> None:
             remove_stale_temp_files(out)
             # What the codes are made of: the tokenizer's bytes, the images (their list) and every setting
             # that changes a code. Shards of anything else are deleted before a single new one is written.
-            identity = {"tokenizer_sha256": content_id(args.vq), "images": image_list_hash(dataset),
+            identity = {"tokenizer_sha256": content_id(source.vq), "images": image_list_hash(dataset),
                         **{k: v for k, v in manifest.items() if k not in ("data", "tokenizer_path")}}
             claim_for(out, identity, [MANIFEST, "codes_*.npy", "labels_*.npy", CAPTIONS], log, "code shards")
             manifest.update(tokenizer_sha256=identity["tokenizer_sha256"], images_sha256=identity["images"],
                             identity=identity_hash(identity))
             atomic_write_json(out / MANIFEST, {**manifest, "complete": False})
         barrier()
-        extract_shards(tokenizer, dataset, manifest, out, args, dist_info, log)
+        extract_shards(tokenizer, dataset, manifest, out, opts, dist_info, log)
         barrier()
         if dist_info.is_main:
             if captioned:  # item i's caption, beside its codes (tensorar encode_captions reads them)
@@ -188,22 +189,22 @@ def image_list_hash(dataset) -> str:
     return identity_hash(listing)
 
 
-def extract_shards(tokenizer, dataset, manifest: dict, out: Path, args, dist_info, log) -> None:
+def extract_shards(tokenizer, dataset, manifest: dict, out: Path, opts: CodesOptions, dist_info, log) -> None:
     """This rank's missing shards (i % world_size == rank), each written atomically."""
     views = manifest["views"]
     mine = [i for i in range(len(manifest["shards"])) if i % dist_info.world_size == dist_info.rank]
     # Codes are written after labels, atomically: an existing codes file means a finished shard.
     todo = [i for i in mine if not (out / shard_names(i)[0]).is_file()]
     log.info(f"{len(dataset)} images, {manifest['num_classes']} classes -> {len(manifest['shards'])} shards of "
-             f"<= {args.shard_size}; A={len(views)} views ({manifest['augmentation']}, flip={manifest['flip']}), "
+             f"<= {opts.shard_size}; A={len(views)} views ({manifest['augmentation']}, flip={manifest['flip']}), "
              f"{manifest['grid'][0]}x{manifest['grid'][1]} tokens; rank 0: {len(mine) - len(todo)} of its "
              f"{len(mine)} shards done")
     bar = tqdm(total=sum(manifest["shards"][i]["count"] for i in todo), desc="extract_codes", unit="img",
                disable=not dist_info.is_main, dynamic_ncols=True)
     for i in todo:
-        start = i * args.shard_size
+        start = i * opts.shard_size
         loader = DataLoader(Subset(dataset, range(start, start + manifest["shards"][i]["count"])),
-                            batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
+                            batch_size=opts.batch_size, shuffle=False, num_workers=opts.num_workers)
         codes, labels = [], []
         for x, y in loader:  # x: (B, A, 3, S, S)
             indices = tokenizer.encode(x.flatten(0, 1).to(dist_info.device))  # (B*A, h, w)

@@ -31,7 +31,7 @@ import numpy as np
 
 from tensorar.errors import InputError, run_stage
 from tensorar.evaluation import dpg, geneval, prompt_sets
-from tensorar.evaluation.options import BootstrapOptions
+from tensorar.evaluation.options import BootstrapOptions, ScoringOptions
 from tensorar.evaluation.sample_bootstrap import bootstrap_group_means
 from tensorar.options import add_arguments, from_arguments
 from tensorar.fileio import atomic_write_json, sha256_file
@@ -60,25 +60,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--images", required=True, help="the generated images (tensorar sample_prompts' layout)")
     parser.add_argument("--prompts", default=None, help="the prompt file the images were generated for (GenEval "
                         "metadata JSONL, DPG-Bench prompts folder); default: the set recorded in --images")
-    parser.add_argument("--images-per-prompt", type=int, default=None,
-                        help="with --prompts on a folder without a recorded set (default 4, the benchmarks')")
     parser.add_argument("--questions", help="dpg: dpg_bench.csv (from github.com/TencentQQGYLab/ELLA)")
     parser.add_argument("--raw", help="raw detections / answers written by the official model's runner")
     parser.add_argument("--toy-classifier", help="the toy: run our toy detector with this CLS.pt instead")
     parser.add_argument("--seen-prompts", help="geneval, ours: a file of prompts (one a line) whose compositions "
                         "the training captions held; SCORES.json adds the scores of them and of the rest apart")
-    parser.add_argument("--no-official-quirks", action="store_true", help="dpg: the corrected scoring (dpg.py)")
+    add_arguments(parser.add_argument_group("scoring (ScoringOptions)"), ScoringOptions)
     add_arguments(parser.add_argument_group("the overall score's bootstrap (BootstrapOptions)"), BootstrapOptions)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
     boot = from_arguments(parser, args, BootstrapOptions)
+    scoring = from_arguments(parser, args, ScoringOptions)
     if (args.raw is None) == (args.toy_classifier is None):
         parser.error("give exactly one of --raw (an official model's outputs) and --toy-classifier (the toy)")
     if args.benchmark == "dpg" and not args.questions:
         parser.error("dpg needs --questions dpg_bench.csv")
     out = Path(args.out)
     images = Path(args.images)
-    expected = prompt_sets.expected_set(images, args.benchmark, args.prompts, args.images_per_prompt)
+    expected = prompt_sets.expected_set(images, args.benchmark, args.prompts, scoring.images_per_prompt)
     covered = prompt_sets.check_folder(images, expected)
     raw = Path(args.raw) if args.raw else out.with_name(out.stem + ".raw.jsonl")
     if args.toy_classifier:
@@ -110,11 +109,11 @@ def main(argv: list[str] | None = None) -> None:
         groups = [[float(r["correct"]) for r in records if r["tag"] == tag] for tag in result["scores"] if
                   tag != "overall"]
     else:
-        scored = dpg.score_answers_file(args.questions, raw, official_quirks=not args.no_official_quirks)
+        scored = dpg.score_answers_file(args.questions, raw, official_quirks=scoring.official_quirks)
         prompt_sets.check_covered("answered items", set(scored.image_scores) | _failed_items(scored),
                                   prompt_sets.expected_files(expected), raw)
         result.update(scores=scored.table_row(), num_images=len(scored.image_scores), failed=scored.failed,
-                      official_quirks=not args.no_official_quirks)
+                      official_quirks=scoring.official_quirks)
         groups = [[100.0 * v for v in scored.image_scores.values()]]  # DPG-Bench: a percentage per prompt
     if boot.bootstrap:
         replicates = bootstrap_group_means(groups, boot.bootstrap, np.random.default_rng(boot.bootstrap_seed))

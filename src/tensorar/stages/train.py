@@ -64,10 +64,10 @@ import argparse
 
 from tensorar.distributed import cleanup_distributed, init_distributed
 from tensorar.errors import run_stage
-from tensorar.models.registry import DEFAULT_FAMILY, FAMILIES
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments
-from tensorar.training.options import MODES, TrainOptions
+from tensorar.sampling.options import RunOptions
+from tensorar.training.options import TrainOptions, TrainSource
 from tensorar.training.build import RunSetup
 from tensorar.training.trainer import train
 
@@ -75,28 +75,18 @@ from tensorar.training.trainer import train
 def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, str]:
     parser = argparse.ArgumentParser(prog="tensorar train", description=__doc__.split("\n")[0])
     parser.add_argument("--codes", required=True, help="codes directory written by tensorar extract_codes")
-    parser.add_argument("--conditions", default=None,
-                        help="text-image codes: the conditions folder written by tensorar encode_captions")
     parser.add_argument("--run-dir", required=True, help="outputs and checkpoints; rerun to resume")
-    parser.add_argument("--mode", required=True, choices=MODES)
-    parser.add_argument("--family", default=DEFAULT_FAMILY, choices=sorted(FAMILIES), help="backbone family")
-    parser.add_argument("--preset", dest="model", help="the backbone's preset, e.g. GPT-toy-S, GPT-B: what --mode "
-                        "base builds (required there) and what an official --init file holds (ours record theirs)")
-    parser.add_argument("--init", help="base checkpoint for finetune / tensorar: ours or an official file")
-    parser.add_argument("--init-preset", help="preset of an official --init file that is not checked against "
-                        "--preset (default: --preset)")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_arguments(parser.add_argument_group("what is trained (TrainSource)"), TrainSource)
+    add_arguments(parser.add_argument_group("placement (RunOptions)"), RunOptions, skip=("dtype", "batch_size"))
     add_arguments(parser.add_argument_group("TensorAR plug-in (--mode tensorar)"), TensorARConfig)
     add_arguments(parser.add_argument_group("optimisation (TrainOptions)"), TrainOptions)
     args = parser.parse_args(argv)
-    if args.mode == "base" and not args.model:
-        parser.error("--mode base needs --preset PRESET")
-    if args.mode != "base" and not args.init:
-        parser.error(f"--mode {args.mode} needs --init BASE_CHECKPOINT")
-    plugin = from_arguments(parser, args, TensorARConfig) if args.mode == "tensorar" else None
-    setup = RunSetup(codes=args.codes, run_dir=args.run_dir, mode=args.mode, family=args.family, model=args.model,
-                     init=args.init, init_preset=args.init_preset, plugin=plugin, conditions=args.conditions)
-    return setup, from_arguments(parser, args, TrainOptions), args.device
+    source = from_arguments(parser, args, TrainSource)
+    plugin = from_arguments(parser, args, TensorARConfig) if source.mode == "tensorar" else None
+    setup = RunSetup(codes=args.codes, run_dir=args.run_dir, mode=source.mode, family=source.family,
+                     model=source.preset, init=source.init, init_preset=source.init_preset, plugin=plugin,
+                     conditions=source.conditions)
+    return setup, from_arguments(parser, args, TrainOptions), from_arguments(parser, args, RunOptions).device
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,8 +30,8 @@ from tensorar.toy.features import (
     to_model_input,
 )
 from tensorar.fileio import atomic_torch_save, atomic_write_json
-from tensorar.options import add_arguments, from_arguments, positive_int
-from tensorar.training.options import ClassifierTrainOptions
+from tensorar.options import add_arguments, from_arguments
+from tensorar.training.options import ClassifierSetup, ClassifierTrainOptions
 
 
 def load_uint8(root: str | Path) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
@@ -92,15 +92,20 @@ def train(model: ToyClassifier, images: torch.Tensor, labels: torch.Tensor, *, s
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", required=True, help="ImageFolder to train on (DIR/train)")
     parser.add_argument("--val-data", required=True, help="held-out ImageFolder (DIR/val) for the accuracy")
     parser.add_argument("--out", required=True, help="CLS.pt; CLS.json is written next to it")
-    parser.add_argument("--image-size", type=positive_int, default=16, help="classifier input side (images are resized)")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (the network is tiny: cpu is fine)")
+    add_arguments(parser.add_argument_group("network (ClassifierSetup)"), ClassifierSetup)
     add_arguments(parser.add_argument_group("training (ClassifierTrainOptions)"), ClassifierTrainOptions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    setup = from_arguments(parser, args, ClassifierSetup)
     from_arguments(parser, args, ClassifierTrainOptions)  # checks the values, naming the flag
     log = get_logger("train_classifier")
 
@@ -109,8 +114,8 @@ def main(argv: list[str] | None = None) -> None:
     val_images, val_labels, val_classes = load_uint8(args.val_data)
     if val_classes != classes:
         raise SystemExit(f"train classes {classes} and val classes {val_classes} differ")
-    config = ToyClassifierConfig(image_size=args.image_size, num_classes=len(classes))
-    model = ToyClassifier(config).to(args.device)
+    config = ToyClassifierConfig(image_size=setup.image_size, num_classes=len(classes))
+    model = ToyClassifier(config).to(setup.device)
     log.info(f"{len(train_images)} train / {len(val_images)} val images, {len(classes)} classes, "
              f"{sum(p.numel() for p in model.parameters()):,} parameters")
 

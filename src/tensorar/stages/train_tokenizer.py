@@ -29,10 +29,10 @@ from tensorar.data.imagefolder import load_all
 from tensorar.distributed import get_logger
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_torch_save, atomic_write_json
-from tensorar.models.registry import TOKENIZERS, tokenizer_family
+from tensorar.models.registry import tokenizer_family
 from tensorar.models.vq import VQModel
-from tensorar.options import add_arguments, from_arguments, positive_int
-from tensorar.training.options import TokenizerTrainOptions
+from tensorar.options import add_arguments, from_arguments
+from tensorar.training.options import TokenizerSetup, TokenizerTrainOptions
 
 
 def latent_vectors(model: VQModel, x: torch.Tensor) -> torch.Tensor:
@@ -85,15 +85,20 @@ def evaluate(model: VQModel, images: torch.Tensor, batch_size: int) -> dict:
     }
 
 
-def main(argv: list[str] | None = None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tensorar train_tokenizer", description=__doc__.split("\n")[0])
     parser.add_argument("--data", required=True, help="ImageFolder with training images")
     parser.add_argument("--val-data", required=True, help="ImageFolder with held-out images")
     parser.add_argument("--out", required=True, help="checkpoint path, e.g. TOK.pt (TOK.json is written beside)")
-    parser.add_argument("--preset", default="VQ-toy", choices=sorted(p for f in TOKENIZERS.values() for p in f.presets))
-    parser.add_argument("--image-size", type=positive_int, default=16, help="images are resized + center-cropped to this")
+    add_arguments(parser.add_argument_group("tokenizer (TokenizerSetup)"), TokenizerSetup)
     add_arguments(parser.add_argument_group("training (TokenizerTrainOptions)"), TokenizerTrainOptions)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
     args = parser.parse_args(argv)
+    setup = from_arguments(parser, args, TokenizerSetup)
     opts = from_arguments(parser, args, TokenizerTrainOptions)
 
     log = get_logger("train_tokenizer")
@@ -101,17 +106,17 @@ def main(argv: list[str] | None = None) -> None:
     gen = torch.Generator().manual_seed(opts.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
-    family = tokenizer_family(args.preset)
-    config = family.presets[args.preset]
-    if args.image_size % config.downsample:
+    family = tokenizer_family(setup.preset)
+    config = family.presets[setup.preset]
+    if setup.image_size % config.downsample:
         parser.error(f"--image-size must be a multiple of the downsampling factor {config.downsample}")
-    train_x, _ = load_all(args.data, args.image_size)  # (N, 3, S, S) in [-1, 1]
-    val_x, _ = load_all(args.val_data, args.image_size)
+    train_x, _ = load_all(args.data, setup.image_size)  # (N, 3, S, S) in [-1, 1]
+    val_x, _ = load_all(args.val_data, setup.image_size)
     train_x, val_x = train_x.to(device), val_x.to(device)
     model = family.model_class(config).to(device).train()
     revive = isinstance(model, VQModel) and opts.restart_every > 0  # dead-code restarts: VQ codebooks only
-    log.info(f"{args.preset}: {model.num_parameters():,} parameters; {len(train_x)} train / {len(val_x)} val "
-             f"images of {args.image_size}px -> {args.image_size // config.downsample}^2 tokens")
+    log.info(f"{setup.preset}: {model.num_parameters():,} parameters; {len(train_x)} train / {len(val_x)} val "
+             f"images of {setup.image_size}px -> {setup.image_size // config.downsample}^2 tokens")
 
     # LlamaGen's tokenizer optimiser settings (betas 0.9/0.95, weight decay 0.05); higher lr for a short run.
     opt = torch.optim.AdamW(model.parameters(), lr=opts.lr, betas=(0.9, 0.95), weight_decay=0.05)
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
     train_seconds = time.time() - start
 
     metrics = evaluate(model, val_x, batch_size=256)
-    metrics.update(preset=args.preset, steps=opts.steps, train_seconds=round(train_seconds, 1),
+    metrics.update(preset=setup.preset, steps=opts.steps, train_seconds=round(train_seconds, 1),
                    num_parameters=model.num_parameters(), final_train_recon=losses["recon"].item())
     out = Path(args.out)
     checkpoint = {"tokenizer": family.name, "config": asdict(config), "model": model.cpu().state_dict(),

@@ -4,10 +4,35 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tensorar.models.loading import TOKENIZER_PRESETS
+from tensorar.models.registry import DEFAULT_FAMILY, FAMILIES
 from tensorar.options import check_fields, option
 from tensorar.training.sharding import STRATEGIES
 
 MODES = ("base", "finetune", "tensorar")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainSource:
+    """What a `tensorar train` run starts from besides its codes: the backbone, the mode and the base
+    checkpoint (tensorar.training.build.RunSetup holds them for the trainer; `preset` is its `model`).
+    Fields in the order the workflow writes them."""
+
+    family: str = option(DEFAULT_FAMILY, "backbone family", choices=tuple(sorted(FAMILIES)))
+    preset: str | None = option(None, "the backbone's preset, e.g. GPT-toy-S, GPT-B: what --mode base builds "
+                                      "(required there) and what an official --init file holds (ours record theirs)")
+    conditions: str | None = option(None, "text-image codes: the conditions folder written by tensorar encode_captions")
+    mode: str = option(help="base: a backbone from --preset; finetune / tensorar: from --init", choices=MODES)
+    init: str | None = option(None, "base checkpoint for finetune / tensorar: ours or an official file")
+    init_preset: str | None = option(None, "preset of an official --init file that is not checked against "
+                                           "--preset (default: --preset)")
+
+    def __post_init__(self):
+        check_fields(self)
+        if self.mode == "base" and not self.preset:
+            raise ValueError("--mode base needs --preset PRESET")
+        if self.mode != "base" and not self.init:
+            raise ValueError(f"--mode {self.mode} needs --init BASE_CHECKPOINT")
 
 
 @dataclass(frozen=True)
@@ -52,6 +77,28 @@ class TokenizerTrainOptions:
     restart_every: int = option(25, "VQ: re-seed codes unused in the last 65536 tokens every N steps (0: never)",
                                 min=0)
     seed: int = option(0, "seed of the initial weights and the batches")
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenizerSetup:
+    """Which toy tokenizer `tensorar train_tokenizer` trains, on images of which side."""
+
+    preset: str = option("VQ-toy", "tokenizer preset", choices=TOKENIZER_PRESETS)
+    image_size: int = option(16, "images are resized + center-cropped to this", min=1)
+
+    def __post_init__(self):
+        check_fields(self)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClassifierSetup:
+    """The toy feature network's input side, and where `tensorar train_classifier` trains it."""
+
+    image_size: int = option(16, "classifier input side (images are resized)", min=1)
+    device: str = option("cpu", "cpu or cuda (the network is tiny: cpu is fine)")
 
     def __post_init__(self):
         check_fields(self)
