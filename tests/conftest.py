@@ -7,6 +7,7 @@ and an invariance test can fail.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import torch.nn as nn
 
 from tensorar.models.llamagen import GPT, GPTConfig
 from tensorar.models.tensorar import TensorAR, TensorARConfig
-from tensorar.models.vq import VQConfig, VQModel
+from tensorar.models.loading import save_model
+from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("TENSORAR_SHARED", REPO_ROOT.parent / "shared"))
@@ -108,6 +110,37 @@ class Tiny:
         cfg = VQConfig(codebook_size=codes, codebook_embed_dim=8, encoder_ch_mult=(1, 2), decoder_ch_mult=(1, 2),
                        z_channels=32, base_channels=32, num_res_blocks=1)
         return VQModel(cfg).eval()
+
+    @classmethod
+    def t2i_files(cls, root: Path, prompts: list[dict]) -> Path:
+        """A tiny text-to-image LlamaGen GPT (toy text features), its VQ tokenizer, a GenEval prompt file and
+        a two-item DPG-Bench prompt folder, under `root` -> root."""
+        torch.manual_seed(0)
+        model = GPT(GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=64, block_size=16,
+                              model_type="t2i", cls_token_num=16, caption_dim=32))
+        nn.init.normal_(model.output.weight, std=0.5)
+        save_model(root / "t2i.pt", model)
+        torch.save(vq_checkpoint(cls.vq(codes=64)), root / "vq.pt")
+        (root / "geneval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
+        (root / "dpg").mkdir()
+        for item, text in (("itemA", "a 3 and a 7"), ("itemB", "two green 5s")):
+            (root / "dpg" / f"{item}.txt").write_text(text)
+        return root
+
+    @staticmethod
+    def captioned_codes(root: Path) -> Path:
+        """Ten toy captioned canvases tokenized by a tiny (untrained) VQ -> the codes folder under `root`."""
+        from tensorar.stages.extract_codes import main as extract_codes
+        from tensorar.toy import captioned_digits
+
+        captioned_digits.build(root / "train", 10, seed=0)
+        torch.manual_seed(0)
+        torch.save(vq_checkpoint(VQModel(VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2, 2),
+                                                  decoder_ch_mult=(1, 2, 2), z_channels=8, base_channels=8,
+                                                  num_res_blocks=1, norm_groups=4))), root / "vq.pt")
+        extract_codes(["--data", str(root / "train"), "--vq", str(root / "vq.pt"), "--out", str(root / "codes"),
+                       "--image-size", "16", "--augment", "center", "--no-flip"])
+        return root / "codes"
 
 
 @pytest.fixture(scope="session")

@@ -8,30 +8,17 @@ import json
 import pytest
 import torch
 
-from tensorar.toy import captioned_digits
 from tensorar.data.conditions import FolderStore
 from tensorar.toy.text import ToyTextEncoder
 from tensorar.models.llamagen import GPT
 from tensorar.models.loading import load_model
-from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
 from tensorar.stages.encode_captions import main as encode_captions
-from tensorar.stages.extract_codes import main as extract_codes
 from tensorar.stages.train import main as train
-
-TINY_VQ = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2, 2), decoder_ch_mult=(1, 2, 2),
-                   z_channels=8, base_channels=8, num_res_blocks=1, norm_groups=4)
 
 
 @pytest.fixture(scope="module")
-def codes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t2i_data")
-    captioned_digits.build(root / "train", 10, seed=0)
-    torch.manual_seed(0)
-    torch.save(vq_checkpoint(VQModel(TINY_VQ)), root / "vq.pt")
-    extract_codes(["--data", str(root / "train"), "--vq", str(root / "vq.pt"), "--out", str(root / "codes"),
-                   "--image-size", "16", "--augment", "center", "--no-flip"])
-    return root / "codes"
-
+def codes(tmp_path_factory, tiny):
+    return tiny.captioned_codes(tmp_path_factory.mktemp("t2i_data"))
 
 def encode(codes, out, *extra):
     encode_captions(["--codes", str(codes), "--encoder", "toy", "--out", str(out), "--shard-size", "4",

@@ -9,14 +9,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tensorar.errors import InputError
-from tensorar.evaluation import dpg, geneval
-from tensorar.models.llamagen import GPT, GPTConfig
-from tensorar.models.loading import save_model
-from tensorar.models.vq import vq_checkpoint
+from tensorar.evaluation import geneval
 from tensorar.stages import sample_prompts as sample_prompts_stage
 from tensorar.sampling.labels import class_labels
 from tensorar.sampling.sampler import Sampler
@@ -28,19 +24,7 @@ PROMPTS = [{"tag": "single_object", "include": [{"class": "3", "count": 1}], "pr
 
 @pytest.fixture(scope="module")
 def t2i(tmp_path_factory, tiny):
-    root = tmp_path_factory.mktemp("t2i_bench")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=64, block_size=16,
-                          model_type="t2i", cls_token_num=16, caption_dim=32))
-    torch.nn.init.normal_(model.output.weight, std=0.5)
-    save_model(root / "t2i.pt", model)
-    torch.save(vq_checkpoint(tiny.vq(codes=64)), root / "vq.pt")
-    (root / "geneval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in PROMPTS))
-    (root / "dpg").mkdir()
-    for item, text in (("itemA", "a 3 and a 7"), ("itemB", "two green 5s")):
-        (root / "dpg" / f"{item}.txt").write_text(text)
-    return root
-
+    return tiny.t2i_files(tmp_path_factory.mktemp("t2i_bench"), PROMPTS)
 
 def run_prompts(t2i, out, prompts, layout="geneval", *extra):
     sample_prompts_stage.main(["--ckpt", str(t2i / "t2i.pt"), "--vq", str(t2i / "vq.pt"), "--encoder", "toy",

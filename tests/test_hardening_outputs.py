@@ -12,31 +12,16 @@ import sys
 import pytest
 import torch
 
-from tensorar.toy import captioned_digits
 from tensorar.data.conditions import FolderStore
 from tensorar.errors import InputError
-from tensorar.models.llamagen import GPT, GPTConfig
-from tensorar.models.loading import save_model
-from tensorar.models.vq import VQConfig, VQModel, vq_checkpoint
 from tensorar.stages.encode_captions import main as encode_captions
-from tensorar.stages.extract_codes import main as extract_codes
 from tensorar.stages.sample_prompts import main as sample_prompts
 from tensorar.stages.train import main as train
 
-TINY_VQ = VQConfig(codebook_size=16, codebook_embed_dim=4, encoder_ch_mult=(1, 2, 2), decoder_ch_mult=(1, 2, 2),
-                   z_channels=8, base_channels=8, num_res_blocks=1, norm_groups=4)
-
 
 @pytest.fixture(scope="module")
-def codes(tmp_path_factory):
-    root = tmp_path_factory.mktemp("t2i_codes")
-    captioned_digits.build(root / "train", 10, seed=0)
-    torch.manual_seed(0)
-    torch.save(vq_checkpoint(VQModel(TINY_VQ)), root / "vq.pt")
-    extract_codes(["--data", str(root / "train"), "--vq", str(root / "vq.pt"), "--out", str(root / "codes"),
-                   "--image-size", "16", "--augment", "center", "--no-flip"])
-    return root / "codes"
-
+def codes(tmp_path_factory, tiny):
+    return tiny.captioned_codes(tmp_path_factory.mktemp("t2i_codes"))
 
 def encode_args(codes, out, *extra):
     return ["--codes", str(codes), "--encoder", "toy", "--out", str(out), "--shard-size", "4", "--batch-size", "3",
@@ -58,17 +43,9 @@ def test_encode_captions_pointed_at_the_codes_folder_deletes_nothing(codes):
 
 @pytest.fixture(scope="module")
 def t2i(tmp_path_factory, tiny):
-    root = tmp_path_factory.mktemp("t2i_model")
-    torch.manual_seed(0)
-    model = GPT(GPTConfig(dim=32, n_layer=2, n_head=2, multiple_of=32, vocab_size=64, block_size=16,
-                          model_type="t2i", cls_token_num=16, caption_dim=32))
-    torch.nn.init.normal_(model.output.weight, std=0.5)
-    save_model(root / "t2i.pt", model)
-    torch.save(vq_checkpoint(tiny.vq(codes=64)), root / "vq.pt")
     prompts = [{"tag": "single_object", "include": [{"class": "3", "count": 1}], "prompt": "a 3"},
                {"tag": "counting", "include": [{"class": "5", "count": 2}], "prompt": "two 5s"}]
-    (root / "geneval.jsonl").write_text("".join(json.dumps(p) + "\n" for p in prompts))
-    return root
+    return tiny.t2i_files(tmp_path_factory.mktemp("t2i_model"), prompts)
 
 
 def run_prompts(t2i, out, *extra):
