@@ -34,6 +34,7 @@ class Cluster:
     def job_resources(self, rule: str, backbone: str | None = None) -> dict:
         """A rule's resources (threads included) for one job; `backbone` applies its overrides."""
         spec = self.stage_resources(RULE_STAGES[rule], backbone)
+        spec.pop("gpu_mem_mb", None)  # read by the memory plan, not a scheduler request
         if rule == "train" and self.settings.train_signal_lead:
             # Slurm sends SIGTERM this long before the time limit; the trainer saves and exits, and the
             # resubmitted job (profile `retries`) resumes from that checkpoint.

@@ -28,6 +28,7 @@ from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
 from tensorar.plan.inputs import Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
 from tensorar.plan.lengths import training_options
+from tensorar.resources.strategy import STRATEGY_FIELDS
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
 
 
@@ -51,6 +52,8 @@ class Backbone:
     eval_image_size: int | None = None
     base_training: TrainOptions | None = None
     finetuning: TrainOptions | None = None  # of its TensorAR runs and control: `finetuning`, steps resolved
+    # The sharding settings `finetuning` sets itself (the memory plan picks the others on GPU jobs)
+    finetuning_strategy_set: tuple[str, ...] = ()
     sampling: SamplingOptions | None = None
     resources: dict = field(default_factory=dict)  # stage -> overrides of the stage's resources
 
@@ -258,6 +261,7 @@ def _backbone(key: str, spec: dict, finetuning: dict, counts: dict) -> Backbone:
         values["base_training"] = training_options(values["base_training"], f"{where}.base_training", data, counts)
     if not values.get("pending"):
         values["finetuning"] = training_options(finetuning, "finetuning", data, counts)
+        values["finetuning_strategy_set"] = tuple(k for k in STRATEGY_FIELDS if k in finetuning)
     return _typed(Backbone, {"key": key, **values}, where)
 
 

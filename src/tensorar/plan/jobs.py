@@ -6,20 +6,24 @@ Config paths to released files (ImageNet, official checkpoints, Inception weight
 inputs: a dry run needs none of them, and the stages name a missing one and where to get it.
 
 A per-job training setting (one picked per job, e.g. a sharding strategy) goes in `Jobs.train_options`,
-where every run gets its `TrainOptions` (lengths are resolved earlier, by `tensorar.plan.lengths`).
+where every run gets its `TrainOptions` (lengths are resolved earlier, by `tensorar.plan.lengths`): on a
+GPU job, the memory plan's strategy (tensorar.resources; docs/resources.md).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import cached_property
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.data.codes import CodeViews
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions, ReferenceOptions
 from tensorar.options import to_arguments
+from tensorar.plan.cluster import Cluster
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
 from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions, TextEncoderSpec, TimingOptions
+from tensorar.resources.jobs import Planned, memory_plan, planned_jobs
 from tensorar.sampling.prompts import PromptSamples
 from tensorar.toy.options import CaptionsOptions, DigitsOptions
 from tensorar.training.options import TrainOptions
@@ -40,8 +44,13 @@ def parse_method(method: str) -> tuple[str, str | None, int]:
 
 
 class Jobs:
-    def __init__(self, experiment: Experiment, layout: Layout):
-        self.experiment, self.layout = experiment, layout
+    def __init__(self, experiment: Experiment, layout: Layout, cluster: Cluster):
+        self.experiment, self.layout, self.cluster = experiment, layout, cluster
+
+    @cached_property
+    def memory_plan(self) -> list[Planned]:
+        """Every planned training and sampling job's predicted memory and training strategy."""
+        return memory_plan(planned_jobs(self.experiment, self, self.cluster))
 
     # ----------------------------------------------------------------------------------------------
     # Inputs made by this workflow
@@ -181,8 +190,24 @@ class Jobs:
         return ()
 
     def train_options(self, backbone, method, seed) -> TrainOptions:
-        """The run's optimisation: the backbone's base training, or its fine-tuning (times the method's
-        -x<N>, with Fig. 5's kept checkpoints)."""
+        """The run's options as configured, with a GPU fine-tuning job's strategy from the memory plan:
+        its choice (DDP -> FSDP -> + activation checkpointing -> smaller micro-batches), or the config's
+        own setting if it fits. A job that does not fit is refused here, naming it and its numbers.
+        CPU jobs (the toy) and base training keep the config's values."""
+        options = self.configured_train_options(backbone, method, seed)
+        mode, variant, _ = parse_method(method)
+        if mode == "base" or not self.cluster.stage_resources("train", backbone).get("gpu"):
+            return options
+        # -x<N> trains longer on the same batch: the same memory as its method
+        name = f"train {backbone} {'finetune' if mode == 'finetune' else f'tensorar-{variant}'}"
+        planned = next(p for p in self.memory_plan if p.job.name == name)
+        if planned.refusal:
+            raise ValueError(f"memory plan (tensorar resources): {planned.refusal}")
+        return replace(options, **planned.choice.options())
+
+    def configured_train_options(self, backbone, method, seed) -> TrainOptions:
+        """The run's optimisation as configured: the backbone's base training, or its fine-tuning (times
+        the method's -x<N>, with Fig. 5's kept checkpoints)."""
         mode, _, times = parse_method(method)
         if mode == "base":
             return replace(self.experiment.backbones[backbone].base_training, seed=int(seed))
