@@ -26,7 +26,15 @@ from tensorar.models.backbone import Family
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
-from tensorar.plan.inputs import Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
+from tensorar.plan.inputs import (
+    Benchmark,
+    Captions,
+    Dataset,
+    Evaluation,
+    SamplingProtocol,
+    TextEncoder,
+    Tokenizer,
+)
 from tensorar.plan.lengths import training_options
 from tensorar.resources.strategy import STRATEGY_FIELDS
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
@@ -55,6 +63,7 @@ class Backbone:
     # The sharding settings `finetuning` sets itself (the memory plan picks the others on GPU jobs)
     finetuning_strategy_set: tuple[str, ...] = ()
     sampling: SamplingOptions | None = None
+    sampling_protocol: SamplingProtocol = SamplingProtocol()
     resources: dict = field(default_factory=dict)  # stage -> overrides of the stage's resources
 
     @property
@@ -257,6 +266,7 @@ def _backbone(key: str, spec: dict, finetuning: dict, counts: dict) -> Backbone:
     data = "captions" if values["family"].condition != "class" else "images"
     if values.get("sampling") is not None:
         values["sampling"] = from_mapping(SamplingOptions, values["sampling"], f"{where}.sampling")
+    values["sampling_protocol"] = _typed(SamplingProtocol, values.get("sampling_protocol"), f"{where}.sampling_protocol")
     if values.get("base_training") is not None:
         values["base_training"] = training_options(values["base_training"], f"{where}.base_training", data, counts)
     if not values.get("pending"):

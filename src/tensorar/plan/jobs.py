@@ -236,6 +236,17 @@ class Jobs:
     def sampling_options(self, backbone: str, draft_noise: str = "none") -> SamplingOptions:
         return replace(self.experiment.backbones[backbone].sampling, draft_noise=draft_noise)
 
+    def protocol_run_options(self, backbone: str, **values) -> RunOptions:
+        """RunOptions with the backbone's sampling protocol (dtype, TF32) for sample, sample_prompts and
+        time_sampling jobs."""
+        protocol = self.experiment.backbones[backbone].sampling_protocol
+        return RunOptions(dtype=protocol.dtype, tf32="on" if protocol.tf32 else None, **values)
+
+    def protocol_sampling_config(self, backbone: str, **values) -> SamplingConfig:
+        """SamplingConfig with the backbone's sampling protocol (label order, compiled step)."""
+        protocol = self.experiment.backbones[backbone].sampling_protocol
+        return SamplingConfig(labels=protocol.labels, compile_step=protocol.compile_step, **values)
+
     def model_source(self, backbone: str, ckpt: str, *, official: bool, tokenizer: bool = True) -> ModelSource:
         """A checkpoint of `backbone` and its tokenizer; `official`: the checkpoint (or, for diagnose and
         time_sampling, one of the files named with it) is an official file, which needs its family,
@@ -260,11 +271,11 @@ class Jobs:
         """Checkpoint, the backbone's sampling settings (the official evaluation's), count and seed."""
         ev = self.experiment.evaluation
         num = self.experiment.tables.fig5.num_samples if tag.startswith("step") else ev.num_samples
-        cfg = SamplingConfig(num_samples=num, seed=int(seed),
-                             image_size=self.experiment.backbones[backbone].eval_image_size)
+        cfg = self.protocol_sampling_config(backbone, num_samples=num, seed=int(seed),
+                                            image_size=self.experiment.backbones[backbone].eval_image_size)
         options = self.sampling_options(backbone, "schedule" if tag == "final_draftnoise" else "none")
         return [*self.model_args(backbone, method, seed, tag), *to_arguments(cfg), *to_arguments(options),
-                *to_arguments(RunOptions(batch_size=ev.sample_batch_size))]
+                *to_arguments(self.protocol_run_options(backbone, batch_size=ev.sample_batch_size))]
 
     def drafts_args(self, backbone, method, seed) -> list[str]:
         """A few samples of a TensorAR run with the refinement strip (paper Fig. 8/10)."""
@@ -276,7 +287,8 @@ class Jobs:
         """The backbone's timed models of the first seed (`--ckpt METHOD=CKPT`, base first), sampled as their
         Table 2 / 6b runs are, timed together in interleaved rounds (tensorar time_sampling)."""
         t, seed, spec = self.experiment.timing, self.experiment.seeds[0], self.experiment.backbones[backbone]
-        cfg = SamplingConfig(num_samples=t.batch_size, seed=seed, image_size=spec.eval_image_size)
+        cfg = self.protocol_sampling_config(backbone, num_samples=t.batch_size, seed=seed,
+                                            image_size=spec.eval_image_size)
         ckpts = [a for m in self.experiment.timed_models(backbone)
                  for a in ("--ckpt", f"{m}={self.layout.checkpoint(backbone, m, seed)}")]
         # An official base file needs its family and preset; our checkpoints record theirs and accept the same.
@@ -284,7 +296,7 @@ class Jobs:
         timing = TimingOptions(batch_size=t.batch_size, warmup=t.warmup, repeats=t.repeats)
         return [*ckpts, *to_arguments(source, skip=("ckpt",)), *to_arguments(self.sampling_options(backbone)),
                 *to_arguments(cfg, skip=("num_samples", "shard_size")), *to_arguments(timing),
-                *to_arguments(RunOptions(), skip=("batch_size",))]
+                *to_arguments(self.protocol_run_options(backbone), skip=("batch_size",))]
 
     def make_reference_args(self, split, size) -> list[str]:
         reference = ReferenceOptions(image_size=int(size), max_images=self.experiment.evaluation.reference_max_images)
@@ -331,7 +343,8 @@ class Jobs:
         samples = PromptSamples(prompts=self.layout.benchmark_prompts(name), layout=name,
                                 images_per_prompt=bench.images_per_prompt, seed=int(seed))
         return [*self.model_args(backbone, method, seed), *self.text_encoder_args(spec.text_encoder),
-                *to_arguments(samples), *to_arguments(RunOptions(batch_size=self.experiment.evaluation.sample_batch_size)),
+                *to_arguments(samples),
+                *to_arguments(self.protocol_run_options(backbone, batch_size=self.experiment.evaluation.sample_batch_size)),
                 *to_arguments(self.sampling_options(backbone))]
 
     def score_args(self, name, backbone, method, seed) -> list[str]:

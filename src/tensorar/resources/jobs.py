@@ -43,6 +43,7 @@ class Job:
     augmentations: int = 1
     condition_bytes: int = 0  # training: stored condition bytes per item
     fixed: tuple[str, bool, int] | None = None  # training: the strategy the config sets (None: the plan picks)
+    dtype_bytes: int = 4  # sampling: the backbone's sampling protocol's dtype (fp32 4, bf16 2)
 
 
 def planned_jobs(exp, plan_jobs, cluster) -> list[Job]:
@@ -65,6 +66,7 @@ def planned_jobs(exp, plan_jobs, cluster) -> list[Job]:
         augmentations = (10 if views.augment == "tencrop" else 2) // (1 if views.flip else 2)
         items = exp.captions.count() if b.text else exp.dataset.train_items
         cfg = plan_jobs.sampling_options(backbone).use_cfg
+        dtype_bytes = b.sampling_protocol.dtype_bytes
 
         def job(stage, method, spec, batch, **extra):
             res = cluster.stage_resources(stage, backbone)
@@ -80,9 +82,9 @@ def planned_jobs(exp, plan_jobs, cluster) -> list[Job]:
                             fixed=fixed))
         sampling = "sample_prompts" if b.text else "sample"
         for method, spec in [("base", base), *methods]:
-            jobs.append(job(sampling, method, spec, exp.evaluation.sample_batch_size, cfg=cfg))
+            jobs.append(job(sampling, method, spec, exp.evaluation.sample_batch_size, cfg=cfg, dtype_bytes=dtype_bytes))
             if (backbone, method) in exp.timed_runs():
-                jobs.append(job("time_sampling", method, spec, exp.timing.batch_size, cfg=cfg))
+                jobs.append(job("time_sampling", method, spec, exp.timing.batch_size, cfg=cfg, dtype_bytes=dtype_bytes))
     return jobs
 
 
@@ -122,8 +124,8 @@ def plan_job(job: Job) -> Planned:
         else:
             peak = training_peak(arch, job.batch, 1, "ddp", False, device="cpu")
     else:
-        peak = sampling_peak(arch, job.batch, job.cfg)
-        host = host_sampling(arch, ranks, device=device)
+        peak = sampling_peak(arch, job.batch, job.cfg, job.dtype_bytes)
+        host = host_sampling(arch, ranks, job.dtype_bytes, device=device)
         if job.gpus and peak.total > usable_gpu_bytes(job.gpu_bytes):
             refusal = (f"{job.name}: batch {job.batch} needs {peak.total / GiB:.1f} GiB, more than the "
                        f"{usable_gpu_bytes(job.gpu_bytes) / GiB:.1f} GiB usable of a {job.gpu_bytes / GiB:.0f} GiB GPU")
