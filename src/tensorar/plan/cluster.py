@@ -50,6 +50,10 @@ class Cluster:
         """A rule whose stage asks for no GPU (tables, scores, claims, references, the toy's stages)."""
         return not self.stage_resources(RULE_STAGES[rule]).get("gpu")
 
+    def uses_gpus(self) -> bool:
+        """Any stage asks for a GPU (paper scale; the toy runs on CPUs)."""
+        return not all(self.cpu_only(rule) for rule in RULE_STAGES)
+
     def local_rules(self) -> list[str]:
         """Rules the Snakemake process runs itself instead of submitting them (`cluster.cpu_jobs: local`)."""
         return [rule for rule in RULE_STAGES if self.settings.cpu_jobs == "local" and self.cpu_only(rule)]
