@@ -329,7 +329,7 @@ class Jobs:
                                   conditions=layout.conditions_dir(backbone, "val") or None,
                                   num_samples=self.experiment.diagnostics_samples, seed=int(seed))
         # The diagnostics sample as the backbone's Table 2 runs do (draft noise: both modes are run).
-        return [*to_arguments(source), *to_arguments(options), *to_arguments(RunOptions(), skip=("dtype",)),
+        return [*to_arguments(source), *to_arguments(options), *to_arguments(RunOptions(), skip=("dtype", "tf32")),
                 *to_arguments(self.sampling_options(backbone), skip=("draft_noise",))]
 
     # ----------------------------------------------------------------------------------------------
