@@ -19,6 +19,7 @@ from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import add_arguments, from_arguments, to_arguments
 from tensorar.reporting.paper import PAPER_ROWS, T2I_PAPER_ROWS
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions
+from tensorar.plan.inputs import SamplingProtocol
 from tensorar.sampling.options import DiagnoseOptions, RunOptions, TimingOptions
 from tensorar.toy.options import CaptionsOptions, DigitsOptions
 from tensorar.training.options import (
@@ -42,6 +43,8 @@ PAIRS = [
      {"batch_size", "lr", "seed"}),
     # codes.captions declares its own defaults (centre crop, no flip: a flip breaks left / right)
     (CodeViews, SCHEMA["properties"]["codes"]["properties"]["images"], set()),
+    # the plan's sampling protocol of a backbone (its values become RunOptions / SamplingConfig flags)
+    (SamplingProtocol, DEFS["backbone"]["properties"]["sampling_protocol"], set()),
 ]
 
 

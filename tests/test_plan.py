@@ -315,3 +315,69 @@ def test_jobs_argument_lists_parse_back_into_the_plans_options(toy, paper):
             assert options.base == plan.layout.base_checkpoint(backbone, seed)
             assert options.num_samples == e.diagnostics_samples
             assert from_arguments(parser, args, ModelSource).preset == (spec.preset if spec.official_base else None)
+
+
+# ----- the memory plan's strategy per job, GPU memory and sampling protocol from config -----
+STRATEGY_FLAGS = ("--strategy", "--activation-checkpointing", "--no-activation-checkpointing", "--micro-batch-size")
+
+
+def strategy_of(args: list[str]) -> tuple[str, bool, str]:
+    return flag(args, "--strategy"), "--activation-checkpointing" in args, flag(args, "--micro-batch-size")
+
+
+def test_paper_plan_shards_and_checkpoints_xxl_and_janus_and_keeps_ddp_elsewhere(paper):
+    """GPT-XXL and Janus-Pro-7B do not fit an 80 GB GPU as DDP replicas (issue 22): the plan writes
+    FSDP + activation checkpointing into their train arguments; a model that fits stays DDP."""
+    for backbone in ("LlamaGen-XXL-384", "Janus-Pro-7B"):
+        for method in ("finetune", "tensorar-default"):
+            assert strategy_of(paper.jobs.train_args(backbone, method, 0)) == ("fsdp", True, "0"), (backbone, method)
+    assert strategy_of(paper.jobs.train_args("LlamaGen-B-256", "tensorar-default", 0)) == ("ddp", False, "0")
+    planned = {p.job.name: p for p in paper.jobs.memory_plan}
+    choice = planned["train LlamaGen-XXL-384 tensorar-default"].choice
+    assert (choice.strategy, choice.activation_checkpointing) == ("fsdp", True)
+    assert planned["train LlamaGen-XXL-384 tensorar-default"].job.gpu_bytes == 81920 * 2**20  # from the config
+
+
+def test_a_too_small_gpu_makes_the_plan_refuse_naming_the_job(workflow_config):
+    config = workflow_config("paper.yaml")
+    config["resources"]["train"]["gpu_mem_mb"] = 4000
+    plan = Plan(config)
+    with pytest.raises(ValueError, match=r"train LlamaGen-XXL-384 finetune: no strategy fits .* GiB"):
+        plan.jobs.train_args("LlamaGen-XXL-384", "finetune", 0)
+    assert "gpu_mem_mb" not in plan.cluster.job_resources("train", "LlamaGen-XXL-384")  # not a scheduler request
+
+
+def test_a_strategy_set_in_the_config_is_used_only_if_it_fits(workflow_config):
+    config = workflow_config("paper.yaml")
+    config["finetuning"]["strategy"] = "fsdp"  # without checkpointing: fits GPT-B, not GPT-XXL at 32 per GPU
+    plan = Plan(config)
+    assert strategy_of(plan.jobs.train_args("LlamaGen-B-256", "finetune", 0)) == ("fsdp", False, "0")
+    with pytest.raises(ValueError, match=r"train LlamaGen-XXL-384 finetune: the config's strategy does not fit"):
+        plan.jobs.train_args("LlamaGen-XXL-384", "finetune", 0)
+
+
+def test_paper_sampling_jobs_carry_the_official_protocol(paper):
+    """LlamaGen's sample_c2i_ddp.py: bf16, TF32 allowed, random labels; Janus-Pro: bf16."""
+    sample = paper.jobs.sample_args("LlamaGen-XXL-384", "tensorar-default", 0, "final")
+    timing = paper.jobs.timing_args("LlamaGen-XXL-384")
+    for args in (sample, timing):
+        assert (flag(args, "--dtype"), flag(args, "--tf32"), flag(args, "--labels")) == ("bf16", "on", "random")
+        assert "--no-compile-step" in args
+    janus = paper.jobs.sample_prompts_args("geneval", "Janus-Pro-7B", "base", 0)
+    assert flag(janus, "--dtype") == "bf16" and "--tf32" not in janus
+    planned = {p.job.name: p for p in paper.jobs.memory_plan}
+    assert planned["sample_prompts Janus-Pro-7B base"].job.dtype_bytes == 2
+    header = paper.manifests.table_manifest("table2")["provenance"]["sampling_protocol"]
+    assert header["bf16, TF32, random labels, eager"][-1] == "LlamaGen-XXL-384"
+
+
+def test_toy_jobs_keep_the_config_values(toy):
+    """CPU jobs get no memory-plan strategy and sample fp32, balanced labels, eager, torch's TF32 default."""
+    for backbone, variant in toy.experiment.tensorar_runs():
+        assert strategy_of(toy.jobs.train_args(backbone, f"tensorar-{variant}", 0)) == ("ddp", False, "0")
+    assert not toy.cluster.uses_gpus()
+    backbone = toy.experiment.run_backbones()[0]
+    for args in (toy.jobs.sample_args(backbone, "base", 0, "final"), toy.jobs.timing_args(backbone)):
+        assert (flag(args, "--dtype"), flag(args, "--labels")) == ("fp32", "balanced")
+        assert "--no-compile-step" in args and "--tf32" not in args
+    assert "memory_plan" not in vars(toy.jobs)  # never computed for the toy

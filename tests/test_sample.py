@@ -345,3 +345,15 @@ def test_cli_compiled_step_gives_the_eager_samples(files, tmp_path):
     eager, compiled = _load(tmp_path / "eager.npz"), _load(tmp_path / "compiled.npz")
     assert np.array_equal(compiled["arr_0"], eager["arr_0"]) and np.array_equal(compiled["labels"], eager["labels"])
     assert json.loads((tmp_path / "s.json").read_text())["config"]["compile_step"] is True
+
+
+def test_tf32_flag_is_cuda_only_and_a_no_op_on_cpu():
+    import torch
+
+    from tensorar.sampling.options import RunOptions
+
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    RunOptions(tf32="on" if not before[0] else "off").apply_tf32(torch.device("cpu"))
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    with pytest.raises(ValueError, match="--tf32"):
+        RunOptions(tf32="yes")

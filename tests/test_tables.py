@@ -182,6 +182,17 @@ def test_benchmark_tables_state_their_own_sample_count(workflow_config):
     assert "samples" not in plan.manifests.table_manifest("table2")["provenance"]
 
 
+def test_tables_say_which_sampling_protocol_made_each_row(workflow_config):
+    from tensorar.plan import Plan
+
+    paper = Plan(workflow_config("paper.yaml")).manifests.table_manifest("table2")["provenance"]
+    line = tables.provenance_lines(paper)[-1]
+    assert line.startswith("- sampling protocol: Open-MAGVIT2-B, Open-MAGVIT2-L: fp32, balanced labels, eager; ")
+    assert "LlamaGen-XXL-384: bf16, TF32, random labels, eager" in line
+    toy = Plan(workflow_config("config.yaml")).manifests.table_manifest("table2")["provenance"]
+    assert tables.provenance_lines(toy)[-1].endswith(": fp32, balanced labels, eager")
+
+
 def test_every_diagnostics_row_has_its_own_label(workflow_config):
     from tensorar.plan import Plan
 

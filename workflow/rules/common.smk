@@ -11,10 +11,12 @@ shell command with `:q`, so no config value is ever read by the shell as code.
 import json
 import os
 import shlex
+import sys
 
 from snakemake.utils import validate
 
 from tensorar.plan import Plan, manifest_inputs
+from tensorar.resources.table import render
 
 
 validate(config, "../schemas/config.schema.yaml")
@@ -25,6 +27,14 @@ os.environ.setdefault("TQDM_MININTERVAL", "30")
 
 PLAN = Plan(config)
 LAYOUT, JOBS, MANIFESTS, CLUSTER = PLAN.layout, PLAN.jobs, PLAN.manifests, PLAN.cluster
+
+# The memory plan (docs/resources.md) in the log of every run and dry run at paper scale (jobs with GPUs):
+# a job that fits nothing its resources give it is refused now, not after a day in the queue.
+if CLUSTER.uses_gpus():
+    sys.stderr.write("Memory plan (tensorar resources; docs/resources.md):\n" + render(JOBS.memory_plan))
+    _refused = [p.refusal for p in JOBS.memory_plan if p.refusal]
+    if _refused:
+        raise ValueError("the memory plan refuses these jobs:\n" + "\n".join(_refused))
 
 
 wildcard_constraints:

@@ -33,9 +33,9 @@ class Plan:
         self.experiment = parse_experiment(config)
         check_references(self.experiment)
         self.layout = Layout(self.experiment)
-        self.jobs = Jobs(self.experiment, self.layout)
-        self.manifests = Manifests(self.experiment, self.layout)
         self.cluster = Cluster(self.experiment)
+        self.jobs = Jobs(self.experiment, self.layout, self.cluster)
+        self.manifests = Manifests(self.experiment, self.layout)
 
     def claims_manifest(self) -> dict:
         return claims_manifest(self.manifests)

@@ -34,6 +34,7 @@ class Cluster:
     def job_resources(self, rule: str, backbone: str | None = None) -> dict:
         """A rule's resources (threads included) for one job; `backbone` applies its overrides."""
         spec = self.stage_resources(RULE_STAGES[rule], backbone)
+        spec.pop("gpu_mem_mb", None)  # read by the memory plan, not a scheduler request
         if rule == "train" and self.settings.train_signal_lead:
             # Slurm sends SIGTERM this long before the time limit; the trainer saves and exits, and the
             # resubmitted job (profile `retries`) resumes from that checkpoint.
@@ -48,6 +49,10 @@ class Cluster:
     def cpu_only(self, rule: str) -> bool:
         """A rule whose stage asks for no GPU (tables, scores, claims, references, the toy's stages)."""
         return not self.stage_resources(RULE_STAGES[rule]).get("gpu")
+
+    def uses_gpus(self) -> bool:
+        """Any stage asks for a GPU (paper scale; the toy runs on CPUs)."""
+        return not all(self.cpu_only(rule) for rule in RULE_STAGES)
 
     def local_rules(self) -> list[str]:
         """Rules the Snakemake process runs itself instead of submitting them (`cluster.cpu_jobs: local`)."""

@@ -26,8 +26,17 @@ from tensorar.models.backbone import Family
 from tensorar.models.registry import family
 from tensorar.models.tensorar import TensorARConfig
 from tensorar.options import from_mapping
-from tensorar.plan.inputs import Benchmark, Captions, Dataset, Evaluation, TextEncoder, Tokenizer
+from tensorar.plan.inputs import (
+    Benchmark,
+    Captions,
+    Dataset,
+    Evaluation,
+    SamplingProtocol,
+    TextEncoder,
+    Tokenizer,
+)
 from tensorar.plan.lengths import training_options
+from tensorar.resources.strategy import STRATEGY_FIELDS
 from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOptions, TrainOptions
 
 
@@ -51,7 +60,10 @@ class Backbone:
     eval_image_size: int | None = None
     base_training: TrainOptions | None = None
     finetuning: TrainOptions | None = None  # of its TensorAR runs and control: `finetuning`, steps resolved
+    # The sharding settings `finetuning` sets itself (the memory plan picks the others on GPU jobs)
+    finetuning_strategy_set: tuple[str, ...] = ()
     sampling: SamplingOptions | None = None
+    sampling_protocol: SamplingProtocol = SamplingProtocol()
     resources: dict = field(default_factory=dict)  # stage -> overrides of the stage's resources
 
     @property
@@ -254,10 +266,12 @@ def _backbone(key: str, spec: dict, finetuning: dict, counts: dict) -> Backbone:
     data = "captions" if values["family"].condition != "class" else "images"
     if values.get("sampling") is not None:
         values["sampling"] = from_mapping(SamplingOptions, values["sampling"], f"{where}.sampling")
+    values["sampling_protocol"] = _typed(SamplingProtocol, values.get("sampling_protocol"), f"{where}.sampling_protocol")
     if values.get("base_training") is not None:
         values["base_training"] = training_options(values["base_training"], f"{where}.base_training", data, counts)
     if not values.get("pending"):
         values["finetuning"] = training_options(finetuning, "finetuning", data, counts)
+        values["finetuning_strategy_set"] = tuple(k for k in STRATEGY_FIELDS if k in finetuning)
     return _typed(Backbone, {"key": key, **values}, where)
 
 

@@ -10,6 +10,27 @@ from tensorar.training.options import ClassifierTrainOptions, TokenizerTrainOpti
 
 
 @dataclass(frozen=True)
+class SamplingProtocol:
+    """How a backbone's sample, sample_prompts and time_sampling jobs run (`backbones.<b>.sampling_protocol`;
+    the paper config's values are the official evaluation scripts'): none of it changes which tokens are
+    drawn in exact arithmetic, all of it changes the rounding, the speed, and (labels) which classes."""
+
+    dtype: str = "fp32"  # autocast dtype of the AR model (RunOptions.dtype)
+    tf32: bool = False  # TF32 matmuls on CUDA (RunOptions.tf32 "on"; False: torch's defaults)
+    labels: str = "balanced"  # class labels (SamplingConfig.labels); class-conditional backbones only
+    compile_step: bool = False  # the compiled per-token step (SamplingConfig.compile_step)
+
+    @property
+    def dtype_bytes(self) -> int:
+        return 2 if self.dtype == "bf16" else 4
+
+    def label(self) -> str:
+        """One line for a table: e.g. "bf16, TF32, random labels, eager"."""
+        return ", ".join([self.dtype, *(["TF32"] if self.tf32 else []), f"{self.labels} labels",
+                          "compiled step" if self.compile_step else "eager"])
+
+
+@dataclass(frozen=True)
 class Dataset:
     name: str  # digits (made here) or imagenet (the folders below)
     image_size: int

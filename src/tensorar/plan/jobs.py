@@ -6,21 +6,25 @@ Config paths to released files (ImageNet, official checkpoints, Inception weight
 inputs: a dry run needs none of them, and the stages name a missing one and where to get it.
 
 A per-job training setting (one picked per job, e.g. a sharding strategy) goes in `Jobs.train_options`,
-where every run gets its `TrainOptions` (lengths are resolved earlier, by `tensorar.plan.lengths`).
+where every run gets its `TrainOptions` (lengths are resolved earlier, by `tensorar.plan.lengths`): on a
+GPU job, the memory plan's strategy (tensorar.resources; docs/resources.md).
 """
 from __future__ import annotations
 
 import re
 from dataclasses import replace
+from functools import cached_property
 
 from tensorar.decoding.sampling import SamplingConfig, SamplingOptions
 from tensorar.data.codes import CodesOptions, CodeViews
 from tensorar.evaluation.options import BootstrapOptions, FeatureOptions, ReferenceOptions
 from tensorar.models.loading import TokenizerSource
 from tensorar.options import to_arguments
+from tensorar.plan.cluster import Cluster
 from tensorar.plan.experiment import Experiment
 from tensorar.plan.layout import Layout
 from tensorar.sampling.options import DiagnoseOptions, ModelSource, RunOptions, TextEncoderSpec, TimingOptions
+from tensorar.resources.jobs import Planned, memory_plan, planned_jobs
 from tensorar.sampling.prompts import PromptSamples
 from tensorar.toy.options import CaptionsOptions, DigitsOptions
 from tensorar.training.options import ClassifierSetup, TokenizerSetup, TrainOptions, TrainSource
@@ -41,8 +45,13 @@ def parse_method(method: str) -> tuple[str, str | None, int]:
 
 
 class Jobs:
-    def __init__(self, experiment: Experiment, layout: Layout):
-        self.experiment, self.layout = experiment, layout
+    def __init__(self, experiment: Experiment, layout: Layout, cluster: Cluster):
+        self.experiment, self.layout, self.cluster = experiment, layout, cluster
+
+    @cached_property
+    def memory_plan(self) -> list[Planned]:
+        """Every planned training and sampling job's predicted memory and training strategy."""
+        return memory_plan(planned_jobs(self.experiment, self, self.cluster))
 
     # ----------------------------------------------------------------------------------------------
     # Inputs made by this workflow
@@ -183,8 +192,24 @@ class Jobs:
         return ()
 
     def train_options(self, backbone, method, seed) -> TrainOptions:
-        """The run's optimisation: the backbone's base training, or its fine-tuning (times the method's
-        -x<N>, with Fig. 5's kept checkpoints)."""
+        """The run's options as configured, with a GPU fine-tuning job's strategy from the memory plan:
+        its choice (DDP -> FSDP -> + activation checkpointing -> smaller micro-batches), or the config's
+        own setting if it fits. A job that does not fit is refused here, naming it and its numbers.
+        CPU jobs (the toy) and base training keep the config's values."""
+        options = self.configured_train_options(backbone, method, seed)
+        mode, variant, _ = parse_method(method)
+        if mode == "base" or not self.cluster.stage_resources("train", backbone).get("gpu"):
+            return options
+        # -x<N> trains longer on the same batch: the same memory as its method
+        name = f"train {backbone} {'finetune' if mode == 'finetune' else f'tensorar-{variant}'}"
+        planned = next(p for p in self.memory_plan if p.job.name == name)
+        if planned.refusal:
+            raise ValueError(f"memory plan (tensorar resources): {planned.refusal}")
+        return replace(options, **planned.choice.options())
+
+    def configured_train_options(self, backbone, method, seed) -> TrainOptions:
+        """The run's optimisation as configured: the backbone's base training, or its fine-tuning (times
+        the method's -x<N>, with Fig. 5's kept checkpoints)."""
         mode, _, times = parse_method(method)
         if mode == "base":
             return replace(self.experiment.backbones[backbone].base_training, seed=int(seed))
@@ -210,6 +235,17 @@ class Jobs:
     def sampling_options(self, backbone: str, draft_noise: str = "none") -> SamplingOptions:
         return replace(self.experiment.backbones[backbone].sampling, draft_noise=draft_noise)
 
+    def protocol_run_options(self, backbone: str, **values) -> RunOptions:
+        """RunOptions with the backbone's sampling protocol (dtype, TF32) for sample, sample_prompts and
+        time_sampling jobs."""
+        protocol = self.experiment.backbones[backbone].sampling_protocol
+        return RunOptions(dtype=protocol.dtype, tf32="on" if protocol.tf32 else None, **values)
+
+    def protocol_sampling_config(self, backbone: str, **values) -> SamplingConfig:
+        """SamplingConfig with the backbone's sampling protocol (label order, compiled step)."""
+        protocol = self.experiment.backbones[backbone].sampling_protocol
+        return SamplingConfig(labels=protocol.labels, compile_step=protocol.compile_step, **values)
+
     def model_source(self, backbone: str, ckpt: str, *, official: bool, tokenizer: bool = True) -> ModelSource:
         """A checkpoint of `backbone` and its tokenizer; `official`: the checkpoint (or, for diagnose and
         time_sampling, one of the files named with it) is an official file, which needs its family,
@@ -234,11 +270,11 @@ class Jobs:
         """Checkpoint, the backbone's sampling settings (the official evaluation's), count and seed."""
         ev = self.experiment.evaluation
         num = self.experiment.tables.fig5.num_samples if tag.startswith("step") else ev.num_samples
-        cfg = SamplingConfig(num_samples=num, seed=int(seed),
-                             image_size=self.experiment.backbones[backbone].eval_image_size)
+        cfg = self.protocol_sampling_config(backbone, num_samples=num, seed=int(seed),
+                                            image_size=self.experiment.backbones[backbone].eval_image_size)
         options = self.sampling_options(backbone, "schedule" if tag == "final_draftnoise" else "none")
         return [*self.model_args(backbone, method, seed, tag), *to_arguments(cfg), *to_arguments(options),
-                *to_arguments(RunOptions(batch_size=ev.sample_batch_size))]
+                *to_arguments(self.protocol_run_options(backbone, batch_size=ev.sample_batch_size))]
 
     def drafts_args(self, backbone, method, seed) -> list[str]:
         """A few samples of a TensorAR run with the refinement strip (paper Fig. 8/10)."""
@@ -250,7 +286,8 @@ class Jobs:
         """The backbone's timed models of the first seed (`--ckpt METHOD=CKPT`, base first), sampled as their
         Table 2 / 6b runs are, timed together in interleaved rounds (tensorar time_sampling)."""
         t, seed, spec = self.experiment.timing, self.experiment.seeds[0], self.experiment.backbones[backbone]
-        cfg = SamplingConfig(num_samples=t.batch_size, seed=seed, image_size=spec.eval_image_size)
+        cfg = self.protocol_sampling_config(backbone, num_samples=t.batch_size, seed=seed,
+                                            image_size=spec.eval_image_size)
         ckpts = [a for m in self.experiment.timed_models(backbone)
                  for a in ("--ckpt", f"{m}={self.layout.checkpoint(backbone, m, seed)}")]
         # An official base file needs its family and preset; our checkpoints record theirs and accept the same.
@@ -258,7 +295,7 @@ class Jobs:
         timing = TimingOptions(batch_size=t.batch_size, warmup=t.warmup, repeats=t.repeats)
         return [*ckpts, *to_arguments(source, skip=("ckpt",)), *to_arguments(self.sampling_options(backbone)),
                 *to_arguments(cfg, skip=("num_samples", "shard_size")), *to_arguments(timing),
-                *to_arguments(RunOptions(), skip=("batch_size",))]
+                *to_arguments(self.protocol_run_options(backbone), skip=("batch_size",))]
 
     def make_reference_args(self, split, size) -> list[str]:
         reference = ReferenceOptions(image_size=int(size), max_images=self.experiment.evaluation.reference_max_images)
@@ -292,7 +329,7 @@ class Jobs:
                                   conditions=layout.conditions_dir(backbone, "val") or None,
                                   num_samples=self.experiment.diagnostics_samples, seed=int(seed))
         # The diagnostics sample as the backbone's Table 2 runs do (draft noise: both modes are run).
-        return [*to_arguments(source), *to_arguments(options), *to_arguments(RunOptions(), skip=("dtype",)),
+        return [*to_arguments(source), *to_arguments(options), *to_arguments(RunOptions(), skip=("dtype", "tf32")),
                 *to_arguments(self.sampling_options(backbone), skip=("draft_noise",))]
 
     # ----------------------------------------------------------------------------------------------
@@ -306,7 +343,8 @@ class Jobs:
         samples = PromptSamples(prompts=self.layout.benchmark_prompts(name), layout=name,
                                 images_per_prompt=bench.images_per_prompt, seed=int(seed))
         return [*self.model_args(backbone, method, seed), *self.text_encoder_args(spec.text_encoder),
-                *to_arguments(samples), *to_arguments(RunOptions(batch_size=self.experiment.evaluation.sample_batch_size)),
+                *to_arguments(samples),
+                *to_arguments(self.protocol_run_options(backbone, batch_size=self.experiment.evaluation.sample_batch_size)),
                 *to_arguments(self.sampling_options(backbone))]
 
     def score_args(self, name, backbone, method, seed) -> list[str]:

@@ -58,17 +58,20 @@ class Manifests:
         """The rows of results/<name>.md, for `tensorar tables table`."""
         e = self.experiment
         if name == "table2":
+            backbones = list(e.tables.table2.backbones)
             sections = self.table2_sections()
         elif name in ("table3", "table4"):
             benchmark, table = ("geneval", e.tables.table3) if name == "table3" else ("dpg", e.tables.table4)
+            backbones = list(table.backbones)
             runs = lambda b, m, tag="final": self.bench_runs(benchmark, b, m)  # noqa: E731
             sections = tables.benchmark_sections(name, [self._row_backbone(b) for b in table.backbones],
                                                  e.variant_label(table.variant), runs, e.toy)
         elif name in ("table5", "table6"):
             # Only Table 6b's latency column waits for the timing jobs.
-            sections = []
+            sections, backbones = [], []
             for t in ("table5",) if name == "table5" else ("table6a", "table6b"):
                 ablation = getattr(e.tables, t)
+                backbones.append(ablation.backbone)
                 spec = e.backbones[ablation.backbone]
                 backbone = {"key": ablation.backbone, "label": spec.label, "paper_row": spec.paper_row}
                 variants = {v: asdict(e.variants[v]) for v in ablation.variants}
@@ -78,6 +81,11 @@ class Manifests:
             raise ValueError(f"unknown table {name!r}")
         titles = [s["title"].split(": ", 1)[1] for s in sections if s["name"] != "table2_other"]
         provenance = self.provenance()
+        # Which sampling protocol made the rows: protocol -> its backbones (tensorar.plan.inputs.SamplingProtocol)
+        protocols: dict[str, list[str]] = {}
+        for b in dict.fromkeys(backbones):
+            protocols.setdefault(e.backbones[b].sampling_protocol.label(), []).append(b)
+        provenance["sampling_protocol"] = protocols
         if name in ("table3", "table4"):  # not the class-to-image sample count
             bench = e.benchmarks["geneval" if name == "table3" else "dpg"]
             provenance["samples"] = (f"samples per model: {bench.images_per_prompt} images per prompt of the "

@@ -252,11 +252,14 @@ def provenance_lines(prov: dict) -> list[str]:
     spread = f"mean ± sample std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed (no spread)"
     # A benchmark table says what its rows sampled (prompts x images), a class-to-image one its sample count.
     samples = prov.get("samples") or f"samples per model: {prov['num_samples']}"
+    protocol = [f"- sampling protocol: " + "; ".join(f"{', '.join(keys)}: {text}" for text, keys in
+                                                    prov["sampling_protocol"].items())] if prov.get("sampling_protocol") else []
     return [
         f"- config hash: `{prov['config_hash']}` (experiment `{prov['experiment']}`), git commit: "
         f"`{git_commit()}`, generated: {datetime.datetime.now().astimezone().isoformat(timespec='seconds')}",
         f"- dataset: {prov['dataset']}; feature network: {prov['feature_network']}",
         f"- seeds: {seeds} ({spread}); {samples}",
+        *protocol,
     ]
 
 

@@ -1,5 +1,5 @@
-"""The planned GPU jobs and their memory plan: `planned_jobs(plan)` is the one function that reads the
-experiment plan; `memory_plan(jobs)` predicts each job's GPU and host memory and picks its strategy.
+"""The planned GPU jobs and their memory plan: `planned_jobs(experiment, jobs, cluster)` is the one function
+that reads the experiment plan (tensorar.plan's objects, passed in: the plan imports this package); `memory_plan(jobs)` predicts each job's GPU and host memory and picks its strategy.
 
 A training job is one (backbone, method): seeds do not change memory. Sampling jobs are the ADM sample
 runs (`sample`), the timing runs (`time_sampling`) and the prompt runs of text backbones
@@ -19,7 +19,7 @@ from tensorar.resources.memory import (
     sampling_peak,
     training_peak,
 )
-from tensorar.resources.strategy import Choice, DoesNotFit, choose_training, usable_gpu_bytes
+from tensorar.resources.strategy import STRATEGY_FIELDS, Choice, DoesNotFit, choose_training, usable_gpu_bytes
 
 MiB, GiB = 2**20, 2**30
 # Ours, until the config says: an 80 GB GPU (A100 / H100), when `resources.<stage>.gpu_mem_mb` is unset.
@@ -42,11 +42,14 @@ class Job:
     codes_items: int | None = None  # training: images the codes hold (None: unknown)
     augmentations: int = 1
     condition_bytes: int = 0  # training: stored condition bytes per item
+    fixed: tuple[str, bool, int] | None = None  # training: the strategy the config sets (None: the plan picks)
+    dtype_bytes: int = 4  # sampling: the backbone's sampling protocol's dtype (fp32 4, bf16 2)
 
 
-def planned_jobs(plan) -> list[Job]:
-    """Every training and sampling job of `plan` (a tensorar.plan.Plan), in table order."""
-    exp = plan.experiment
+def planned_jobs(exp, plan_jobs, cluster) -> list[Job]:
+    """Every training and sampling job of a plan (tensorar.plan's Experiment, Jobs and Cluster), in table
+    order. Training jobs carry the config's train options (`Jobs.configured_train_options`): the plan's
+    choice of strategy is made from them."""
     jobs = []
     for backbone in dict.fromkeys([*exp.run_backbones(), *exp.text_backbones()]):
         b = exp.backbones[backbone]
@@ -62,23 +65,26 @@ def planned_jobs(plan) -> list[Job]:
         views = exp.codes[b.data]
         augmentations = (10 if views.augment == "tencrop" else 2) // (1 if views.flip else 2)
         items = exp.captions.count() if b.text else exp.dataset.train_items
-        cfg = plan.jobs.sampling_options(backbone).use_cfg
+        cfg = plan_jobs.sampling_options(backbone).use_cfg
+        dtype_bytes = b.sampling_protocol.dtype_bytes
 
         def job(stage, method, spec, batch, **extra):
-            res = exp.stage_resources(stage, backbone)
+            res = cluster.stage_resources(stage, backbone)
             gpu_mb = res.get("gpu_mem_mb")
             return Job(f"{stage} {backbone} {method}", stage, spec, batch, int(res["gpu"]),
                        (gpu_mb or ASSUMED_GPU_MB) * MiB, gpu_mb is None, int(res["mem_mb"]) * MiB, **extra)
 
         for method, spec in methods:
-            batch = plan.jobs.train_options(backbone, method, exp.seeds[0]).global_batch_size
-            jobs.append(job("train", method, spec, batch, codes_items=items, augmentations=augmentations,
-                            condition_bytes=_condition_bytes(b.family.condition, spec)))
+            options = plan_jobs.configured_train_options(backbone, method, exp.seeds[0])
+            fixed = tuple(getattr(options, k) for k in STRATEGY_FIELDS) if b.finetuning_strategy_set else None
+            jobs.append(job("train", method, spec, options.global_batch_size, codes_items=items,
+                            augmentations=augmentations, condition_bytes=_condition_bytes(b.family.condition, spec),
+                            fixed=fixed))
         sampling = "sample_prompts" if b.text else "sample"
         for method, spec in [("base", base), *methods]:
-            jobs.append(job(sampling, method, spec, exp.evaluation.sample_batch_size, cfg=cfg))
+            jobs.append(job(sampling, method, spec, exp.evaluation.sample_batch_size, cfg=cfg, dtype_bytes=dtype_bytes))
             if (backbone, method) in exp.timed_runs():
-                jobs.append(job("time_sampling", method, spec, exp.timing.batch_size, cfg=cfg))
+                jobs.append(job("time_sampling", method, spec, exp.timing.batch_size, cfg=cfg, dtype_bytes=dtype_bytes))
     return jobs
 
 
@@ -111,15 +117,15 @@ def plan_job(job: Job) -> Planned:
                              job.condition_bytes, device=device)
         if job.gpus:
             try:
-                choice = choose_training(job.name, arch, job.batch, job.gpus, job.gpu_bytes)
+                choice = choose_training(job.name, arch, job.batch, job.gpus, job.gpu_bytes, job.fixed)
                 peak = choice.peak
             except DoesNotFit as refused:
                 peak, refusal = None, str(refused)
         else:
             peak = training_peak(arch, job.batch, 1, "ddp", False, device="cpu")
     else:
-        peak = sampling_peak(arch, job.batch, job.cfg)
-        host = host_sampling(arch, ranks, device=device)
+        peak = sampling_peak(arch, job.batch, job.cfg, job.dtype_bytes)
+        host = host_sampling(arch, ranks, job.dtype_bytes, device=device)
         if job.gpus and peak.total > usable_gpu_bytes(job.gpu_bytes):
             refusal = (f"{job.name}: batch {job.batch} needs {peak.total / GiB:.1f} GiB, more than the "
                        f"{usable_gpu_bytes(job.gpu_bytes) / GiB:.1f} GiB usable of a {job.gpu_bytes / GiB:.0f} GiB GPU")

@@ -15,6 +15,8 @@ GiB = 2**30
 # caching allocator's fragmentation ~10 % of the rest.
 CONTEXT_BYTES = GiB
 FRAGMENTATION = 0.10
+# The TrainOptions fields a Choice sets.
+STRATEGY_FIELDS = ("strategy", "activation_checkpointing", "micro_batch_size")
 
 
 class DoesNotFit(ValueError):
@@ -34,8 +36,7 @@ class Choice:
 
     def options(self) -> dict:
         """As TrainOptions fields (what the plan passes to `tensorar train`)."""
-        return {"strategy": self.strategy, "activation_checkpointing": self.activation_checkpointing,
-                "micro_batch_size": self.micro_batch_size}
+        return dict(zip(STRATEGY_FIELDS, (self.strategy, self.activation_checkpointing, self.micro_batch_size)))
 
 
 def candidates(per_rank_batch: int):
@@ -50,19 +51,24 @@ def candidates(per_rank_batch: int):
         micro //= 2
 
 
-def choose_training(job: str, arch: Architecture, global_batch: int, gpus: int, gpu_bytes: int) -> Choice:
-    """The first candidate whose predicted peak fits `usable_gpu_bytes(gpu_bytes)`, or DoesNotFit."""
+def choose_training(job: str, arch: Architecture, global_batch: int, gpus: int, gpu_bytes: int,
+                    fixed: tuple[str, bool, int] | None = None) -> Choice:
+    """The first candidate whose predicted peak fits `usable_gpu_bytes(gpu_bytes)`, or DoesNotFit.
+    `fixed`: the (strategy, checkpointing, micro-batch) the config sets, the only candidate tried."""
     if global_batch % gpus:
         raise DoesNotFit(f"{job}: global batch {global_batch} is not divisible by its {gpus} GPUs")
     per_rank = global_batch // gpus
+    if fixed is not None and fixed[2] and per_rank % fixed[2]:
+        raise DoesNotFit(f"{job}: micro-batch {fixed[2]} does not divide the per-GPU batch {per_rank}")
     budget = usable_gpu_bytes(gpu_bytes)
     tried = []
-    for strategy, checkpointing, micro in candidates(per_rank):
+    for strategy, checkpointing, micro in [fixed] if fixed is not None else candidates(per_rank):
         peak = training_peak(arch, micro or per_rank, gpus, strategy, checkpointing)
         if peak.total <= budget:
             return Choice(strategy, checkpointing, micro, peak)
         tried.append(f"{strategy}{' + checkpointing' if checkpointing else ''} micro-batch {micro or per_rank}: "
                      f"{peak.total / GiB:.1f} GiB")
-    raise DoesNotFit(f"{job}: no strategy fits {budget / GiB:.1f} GiB usable of a {gpu_bytes / GiB:.0f} GiB GPU "
+    what = "the config's strategy does not fit" if fixed is not None else "no strategy fits"
+    raise DoesNotFit(f"{job}: {what} {budget / GiB:.1f} GiB usable of a {gpu_bytes / GiB:.0f} GiB GPU "
                      f"({arch.parameters:,} parameters, {gpus} GPUs, per-rank batch {per_rank}); tried "
                      + "; ".join(tried))

@@ -48,7 +48,7 @@ def example_batch(model: nn.Module, batch: int, device: str) -> tuple[torch.Tens
                 "attention_mask": torch.ones(batch, P, dtype=torch.long, device=device)}
     kwargs = {}
     if model is not backbone:
-        kwargs["noise_uniforms"] = torch.rand(batch, backbone.num_tokens - 1, model.window_size, 2, device=device)
+        kwargs["noise_uniforms"] = torch.rand(batch, backbone.num_tokens - 1, model.k, 2, device=device)
     return tokens, cond, kwargs
 
 

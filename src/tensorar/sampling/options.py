@@ -77,9 +77,16 @@ class RunOptions:
     dtype: str = option("fp32", "autocast dtype of the AR model (bf16: CUDA only); the tokenizer always "
                                 "decodes in fp32", choices=("fp32", "bf16"))
     batch_size: int = option(32, "images per batch and process; does not change the samples", min=1)
+    tf32: str | None = option(None, "TF32 matmuls and convolutions on CUDA: on (LlamaGen's official evaluation) "
+                                    "or off; unset: torch's defaults; no effect on CPU", choices=("on", "off"))
 
     def __post_init__(self):
         check_fields(self)
+
+    def apply_tf32(self, device: torch.device) -> None:
+        """Set torch's TF32 switches for this process (CUDA only; a CPU run has no TF32)."""
+        if self.tf32 is not None and device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = self.tf32 == "on"
 
     def torch_device(self) -> torch.device:
         """The device of a single-process stage (stages run under torchrun take theirs from

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "--block-size describe an official --base file)")
     add_arguments(model, ModelSource, skip=("vq", "vq_preset"))
     add_arguments(p.add_argument_group("inputs and samples (DiagnoseOptions)"), DiagnoseOptions)
-    add_arguments(p.add_argument_group("run (RunOptions)"), RunOptions, skip=("dtype",))
+    add_arguments(p.add_argument_group("run (RunOptions)"), RunOptions, skip=("dtype", "tf32"))
     p.add_argument("--out", required=True, help="output JSON")
     add_arguments(p.add_argument_group("token sampling (SamplingOptions; both draft-noise modes are run)"),
                   SamplingOptions, skip=("draft_noise",))

@@ -17,7 +17,6 @@ import yaml
 from tensorar.errors import run_stage
 from tensorar.fileio import atomic_write_text
 from tensorar.plan import Plan
-from tensorar.resources.jobs import memory_plan, planned_jobs
 from tensorar.resources.table import render, replace_block
 
 SCHEMA = "workflow/schemas/config.schema.yaml"
@@ -43,7 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     for path in (args.configfile, args.schema):
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-    planned = memory_plan(planned_jobs(Plan(load_config(args.configfile, args.schema))))
+    planned = Plan(load_config(args.configfile, args.schema)).jobs.memory_plan
     table = render(planned)
     print(table, end="")
     if args.update_doc:

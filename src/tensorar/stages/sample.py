@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> None:
     info = init_distributed(run.device)
     logger = get_logger("sample", info.is_main)
     amp_dtype = run.amp_dtype(info.device)
+    run.apply_tf32(info.device)
 
     model, tokenizer = load_class_conditional(source, info.device, options, drafts=bool(outputs.drafts_png))
     sampler = Sampler(model, tokenizer.decode, options, info.device, amp_dtype, run.batch_size)
@@ -76,7 +77,8 @@ def main(argv: list[str] | None = None) -> None:
     # must not resume the old model's shards).
     identity = {"model": {"sha256": file_sha256(source.ckpt, info), "family": source.family,
                           "preset": source.preset, "block_size": source.block_size, "ema": source.ema},
-                "tokenizer": {"sha256": file_sha256(source.vq, info), "preset": source.vq_preset}, "dtype": run.dtype}
+                "tokenizer": {"sha256": file_sha256(source.vq, info), "preset": source.vq_preset}, "dtype": run.dtype,
+                "tf32": run.tf32}
     logger.info(f"{'TensorAR' if is_tensorar(model) else backbone.family} {source.ckpt}: {cfg.num_samples} samples, "
                 f"{backbone.num_tokens} tokens each, world size {info.world_size}, {info.device}")
 
@@ -92,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
                 "config": asdict(cfg),
                 "options": asdict(options),
                 "run": {"ckpt": str(Path(source.ckpt).resolve()), "vq": str(Path(source.vq).resolve()),
-                        "ema": source.ema, "dtype": run.dtype, "batch_size": run.batch_size,
+                        "ema": source.ema, "dtype": run.dtype, "tf32": run.tf32, "batch_size": run.batch_size,
                         "device": str(info.device), "family": backbone.family, "preset": source.preset,
                         "vq_preset": source.vq_preset},
                 "model": model_summary(model),

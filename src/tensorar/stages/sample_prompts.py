@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     info = init_distributed(run.device)
     log = get_logger("sample_prompts", info.is_main)
     amp_dtype = run.amp_dtype(info.device)
+    run.apply_tf32(info.device)
     prompts = read_prompts(spec.prompts, spec.layout)
     model = source.load_model(info.device)
     if model.backbone.num_classes is not None:
@@ -69,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     identity = {"model": file_sha256(source.ckpt, info), "tokenizer": file_sha256(source.vq, info),
                 "encoder": encoder.identity(), "prompts": identity_hash(prompts), "layout": spec.layout,
                 "n": spec.images_per_prompt, "seed": spec.seed, "image_size": spec.image_size,
-                "options": asdict(options), "dtype": run.dtype}
+                "options": asdict(options), "dtype": run.dtype, "tf32": run.tf32}
     with contextlib.ExitStack() as held:
         if info.is_main:
             held.enter_context(exclusive_lock(out, "sample_prompts job"))

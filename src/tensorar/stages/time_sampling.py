@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     device = init_distributed(run.device).device
     logger = get_logger("time_sampling")
     amp_dtype = run.amp_dtype(device)
+    run.apply_tf32(device)
     if timing.threads is not None:
         torch.set_num_threads(timing.threads)
 
@@ -204,6 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         "threads": torch.get_num_threads(),
         "device": str(device),
         "dtype": run.dtype,
+        "tf32": run.tf32,
         "torch": torch.__version__,
         "order_seed": timing.order_seed,
         "order": orders,
