@@ -32,8 +32,8 @@ def is_tensorar(model: nn.Module) -> bool:
 
 @dataclass
 class Sampler:
-    """`model` (a backbone or TensorAR, eval mode, on `device`) sampled with `options`; the AR model runs
-    under `amp_dtype` autocast when given, the tokenizer decodes in fp32."""
+    """`model` (a backbone or TensorAR, eval mode, on `device`) sampled with `options`; with `amp_dtype` the
+    AR model is cast to it and runs under its autocast, the tokenizer decodes in fp32."""
 
     model: nn.Module
     decode: DecodeFn
@@ -41,6 +41,14 @@ class Sampler:
     device: torch.device
     amp_dtype: torch.dtype | None = None
     batch_size: int = 32
+
+    def __post_init__(self):
+        if self.amp_dtype is not None:
+            # The official evaluation scripts cast the AR model to their precision (LlamaGen's sample_c2i_ddp
+            # `.to(dtype=precision)`), so its weights and the KV cache, which takes their dtype, are bf16;
+            # the heads still return fp32 logits and tokens are drawn in fp32. The memory plan counts the
+            # same (tensorar.resources.memory.sampling_peak).
+            self.model.to(self.amp_dtype)
 
     @property
     def pixel_offset(self) -> float:
