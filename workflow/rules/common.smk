@@ -31,10 +31,11 @@ LAYOUT, JOBS, MANIFESTS, CLUSTER = PLAN.layout, PLAN.jobs, PLAN.manifests, PLAN.
 # The memory plan (docs/resources.md) in the log of every run and dry run at paper scale (jobs with GPUs):
 # a job that fits nothing its resources give it is refused now, not after a day in the queue.
 if CLUSTER.uses_gpus():
-    sys.stderr.write("Memory plan (tensorar resources; docs/resources.md):\n" + render(JOBS.memory_plan))
+    sys.stderr.write(f"Memory plan (tensorar resources; docs/resources.md):\n{render(JOBS.memory_plan)}")
     _refused = [p.refusal for p in JOBS.memory_plan if p.refusal]
     if _refused:
-        raise ValueError("the memory plan refuses these jobs:\n" + "\n".join(_refused))
+        _lines = "\n".join(_refused)
+        raise ValueError(f"the memory plan refuses these jobs:\n{_lines}")
 
 
 wildcard_constraints:
