@@ -77,7 +77,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[RunSetup, TrainOptions, s
     parser.add_argument("--codes", required=True, help="codes directory written by tensorar extract_codes")
     parser.add_argument("--run-dir", required=True, help="outputs and checkpoints; rerun to resume")
     add_arguments(parser.add_argument_group("what is trained (TrainSource)"), TrainSource)
-    add_arguments(parser.add_argument_group("placement (RunOptions)"), RunOptions, skip=("dtype", "batch_size"))
+    # Training sets its own precision (fp32 masters, bf16 autocast and TF32 on CUDA) and batch (TrainOptions).
+    add_arguments(parser.add_argument_group("placement (RunOptions)"), RunOptions, skip=("dtype", "batch_size", "tf32"))
     add_arguments(parser.add_argument_group("TensorAR plug-in (--mode tensorar)"), TensorARConfig)
     add_arguments(parser.add_argument_group("optimisation (TrainOptions)"), TrainOptions)
     args = parser.parse_args(argv)
