@@ -259,13 +259,18 @@ def test_fig4_throughput_from_the_timing_jobs(tmp_path, runs, monkeypatch):
     assert "timing jobs, mean ± SD" in xlabels[outputs["fig4"]]
 
 
-def benchmark_runs(tmp_path, overall=(0.5, 0.7)):
-    """Two seeds of GenEval scores as `tensorar score_benchmark` writes them."""
+def benchmark_runs(tmp_path, overall=(0.5, 0.7), subsets=None):
+    """Two seeds of GenEval scores as `tensorar score_benchmark` writes them; `subsets`: per seed the
+    (seen, unseen) overall scores that --seen-prompts adds."""
     out = []
     for seed, value in enumerate(overall):
         scores, stats = tmp_path / f"g{seed}.json", tmp_path / f"gs{seed}.json"
         columns = dict.fromkeys(paper.GENEVAL_COLUMNS, 0.25)
-        scores.write_text(json.dumps({"benchmark": "geneval", "scores": {**columns, "overall": value}}))
+        record = {"benchmark": "geneval", "scores": {**columns, "overall": value}}
+        if subsets:
+            record["subsets"] = {name: {"num_images": 4, "scores": {"overall": subsets[seed][i]}}
+                                 for i, name in enumerate(("seen", "unseen"))}
+        scores.write_text(json.dumps(record))
         stats.write_text(json.dumps({"model": {"parameters": 1234, "base_parameters": 1000}}))
         out.append({"seed": seed, "metrics": str(scores), "stats": str(stats)})
     return out
@@ -281,6 +286,22 @@ def test_toy_benchmark_table_reads_scores_and_labels_the_toy_ours(tmp_path):
     row = row_of(text, "LlamaGen-t2i-toy", "with TensorAR (k=4)")
     assert "0.600 ± 0.141" in row  # overall: mean and sample std of 0.5 and 0.7, GenEval's three decimals
     assert "0.250 ± 0.000" in row
+
+
+def test_toy_geneval_table_shows_seen_and_held_out_prompts_apart(tmp_path):
+    backbones = [{"key": "T", "label": "LlamaGen-t2i-toy", "paper_row": None}]
+    runs = benchmark_runs(tmp_path, subsets=[(0.9, 0.3), (0.7, 0.5)])
+    sections = tables.benchmark_sections("table3", backbones, "k=4", lambda b, m, tag="final": runs, toy=True,
+                                         subsets=True)
+    text = write(tmp_path, {"title": "Table 3: GenEval", "provenance": provenance(), "sections": sections})
+    assert "Overall (seen prompts)" in text and "Overall (held-out prompts)" in text
+    row = row_of(text, "LlamaGen-t2i-toy", "base")
+    assert "0.800 ± 0.141" in row and "0.400 ± 0.141" in row  # seen: 0.9, 0.7; held out: 0.3, 0.5
+    without = benchmark_runs(tmp_path)  # scored without --seen-prompts: an error naming the file
+    sections = tables.benchmark_sections("table3", backbones, "k=4", lambda b, m, tag="final": without, toy=True,
+                                         subsets=True)
+    with pytest.raises(ValueError, match="g0.json: no seen / unseen prompt subsets"):
+        write(tmp_path, {"title": "Table 3: GenEval", "provenance": provenance(), "sections": sections})
 
 
 def test_paper_benchmark_table_prints_the_paper_beside_ours(tmp_path):

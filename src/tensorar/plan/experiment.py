@@ -190,6 +190,11 @@ class Experiment:
     def toy(self) -> bool:
         return self.dataset.name == "digits"
 
+    def prompts_made_here(self, benchmark: str) -> bool:
+        """The toy's prompt sets are made by make_captions (and the toy GenEval's split into seen and
+        held-out compositions with them); official ones are config paths."""
+        return not self.benchmarks[benchmark].prompts and self.captions.name == "captioned_digits"
+
     # ----- which runs exist -----
     def run_backbones(self) -> list[str]:
         """Table 2 backbones that are run (not pending), in table order."""

@@ -123,8 +123,7 @@ class Jobs:
 
     def benchmark_inputs(self, name: str) -> dict:
         """Prompt sets made here (the toy's) are inputs; official ones are config paths."""
-        made_here = not self.experiment.benchmarks[name].prompts and self.experiment.captions.name == "captioned_digits"
-        return {"prompts": self.layout.captions_root()} if made_here else {}
+        return {"prompts": self.layout.captions_root()} if self.experiment.prompts_made_here(name) else {}
 
     def sample_prompts_inputs(self, name, backbone, method, seed) -> dict:
         return {**self.sample_inputs(backbone, method, seed), **self.benchmark_inputs(name)}
@@ -352,7 +351,7 @@ class Jobs:
         args = [name, "--images", f"{folder}/images", *self.bootstrap_args()]
         if name == "dpg":
             args += ["--questions", self.layout.dpg_questions()]
-        if name == "geneval" and self.benchmark_inputs(name):  # the toy's prompts, made here
+        if name == "geneval" and self.experiment.prompts_made_here(name):
             args += ["--seen-prompts", self.layout.geneval_seen_prompts()]
         if self.toy_benchmark(name):
             return args + ["--toy-classifier", self.layout.classifier()]

@@ -65,7 +65,8 @@ class Manifests:
             backbones = list(table.backbones)
             runs = lambda b, m, tag="final": self.bench_runs(benchmark, b, m)  # noqa: E731
             sections = tables.benchmark_sections(name, [self._row_backbone(b) for b in table.backbones],
-                                                 e.variant_label(table.variant), runs, e.toy)
+                                                 e.variant_label(table.variant), runs, e.toy,
+                                                 subsets=benchmark == "geneval" and e.prompts_made_here(benchmark))
         elif name in ("table5", "table6"):
             # Only Table 6b's latency column waits for the timing jobs.
             sections, backbones = [], []

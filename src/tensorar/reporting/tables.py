@@ -26,6 +26,10 @@ from tensorar.reporting import paper
 # METRICS.json key -> column name. The paper reports FID / IS / precision / recall; sFID is ours only.
 METRICS = {"fid": "FID", "inception_score": "IS", "precision": "Precision", "recall": "Recall"}
 OURS_ONLY = {"sfid": "sFID"}
+# The toy GenEval's prompts split by whether the training captions held their composition (ours; the scores
+# file's "subsets", written by score_benchmark --seen-prompts). Paper-scale GenEval has no such split.
+PROMPT_SUBSETS = {"overall_seen": ("seen", "Overall (seen prompts)"),
+                  "overall_unseen": ("unseen", "Overall (held-out prompts)")}
 CONTROL_LABEL = "fine-tune control (equal steps; ours, not in the paper)"
 # Table 6b's latency note: one for rows timed by `tensorar time_sampling` ({repeats}: the repeats pooled over
 # a row's timing files), one for rows that fall back to the sampling job's own clock.
@@ -121,10 +125,12 @@ BENCHMARKS = {"table3": ("geneval", "GenEval", paper.TABLE3, paper.TABLE3_OTHER_
               "table4": ("dpg", "DPG-Bench", paper.TABLE4, paper.TABLE4_OTHER_METHODS, paper.DPG_COLUMNS)}
 
 
-def benchmark_sections(table: str, backbones: list[dict], variant_label: str, runs: Runs, toy: bool) -> list[dict]:
+def benchmark_sections(table: str, backbones: list[dict], variant_label: str, runs: Runs, toy: bool,
+                       subsets: bool = False) -> list[dict]:
     """Tables 3 / 4 (GenEval, DPG-Bench): per text-to-image backbone its base, the equal-steps control and
     +TensorAR; at paper scale the paper's values beside ours and the other methods as printed. The toy's
-    benchmark is ours (toy canvases, toy detector): never comparable with the paper's numbers."""
+    benchmark is ours (toy canvases, toy detector): never comparable with the paper's numbers. `subsets`:
+    the scores files hold the seen / held-out prompt subsets, shown as two more overall columns."""
     benchmark, name, printed, others, order = BENCHMARKS[table]
     rows = []
     for b in backbones:
@@ -147,7 +153,8 @@ def benchmark_sections(table: str, backbones: list[dict], variant_label: str, ru
             rows.append(row)
     title = f"Table {table[-1]}: {name}" + (" (toy benchmark, ours: canvases of digits scored by a toy detector)"
                                             if toy else "")
-    sections = [{"name": table, "title": title, "benchmark": benchmark, "rows": rows}]
+    sections = [{"name": table, "title": title, "benchmark": benchmark, "rows": rows,
+                 "subsets": subsets}]
     if not toy:
         columns = BENCHMARK_COLUMNS[benchmark]
         sections.append({"name": f"{table}_other", "title": f"Table {table[-1]} (continued): other methods, as printed "
@@ -278,7 +285,8 @@ def section_metrics(section: dict, toy: bool) -> tuple[dict[str, str], dict[str,
     if "benchmark" in section:
         columns = BENCHMARK_COLUMNS[section["benchmark"]]
         digits = 3 if section["benchmark"] == "geneval" else 2
-        return columns, {}, dict.fromkeys(columns, digits)
+        subsets = {k: column for k, (_, column) in PROMPT_SUBSETS.items()} if section.get("subsets") else {}
+        return columns, subsets, dict.fromkeys([*columns, *subsets], digits)
     fid = {"fid": "toy-FID" if toy else "FID"}
     digits = {"precision": 3, "recall": 3}
     return {**METRICS, **fid}, OURS_ONLY, {k: digits.get(k, 2) for k in (*METRICS, *OURS_ONLY)}
@@ -286,7 +294,14 @@ def section_metrics(section: dict, toy: bool) -> tuple[dict[str, str], dict[str,
 
 def _metric_values(section: dict, run: dict) -> dict:
     record = read_finite_json(run["metrics"])  # a NaN metric is an error naming the run's file
-    return record["scores"] if "benchmark" in section else record
+    if "benchmark" not in section:
+        return record
+    if not section.get("subsets"):
+        return record["scores"]
+    if "subsets" not in record:
+        raise ValueError(f"{run['metrics']}: no seen / unseen prompt subsets (score_benchmark --seen-prompts)")
+    return {**record["scores"], **{k: record["subsets"][subset]["scores"]["overall"]
+                                   for k, (subset, _) in PROMPT_SUBSETS.items()}}
 
 
 def section_frame(section: dict, toy: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
