@@ -82,8 +82,9 @@ def floor_reason(base_score: float, floor_score: float | None, full_scale: float
                 "follows its prompts")
     margin = gates.t2i_floor_margin * full_scale
     if base_score - floor_score <= margin:
-        return (f"the base scores {base_score:.3g}, within {margin:.3g} of the shuffled-caption floor "
-                f"{floor_score:.3g}: it does not follow its prompts")
+        return (f"the base scores {base_score:.3g}, {base_score - floor_score:.3g} above the shuffled-caption "
+                f"floor {floor_score:.3g}, not more than the registered margin {margin:.3g}: too close to "
+                f"chance for its score to show how well it follows its prompts")
     return None
 
 
